@@ -1,0 +1,29 @@
+"""User-facing errors.
+
+Anything raised as :class:`TunesmithError` is shown by the CLI as a one-paragraph
+message without a traceback (``--debug`` shows it). Raise it for bad input the user
+can fix; let genuine bugs surface as ordinary exceptions.
+"""
+
+from __future__ import annotations
+
+
+class TunesmithError(Exception):
+    """A problem with the user's input, explained with what to do about it."""
+
+    def __init__(self, problem: str, fix: str | None = None):
+        self.problem = problem
+        self.fix = fix
+        super().__init__(problem if not fix else f"{problem} {fix}")
+
+
+class ConfigError(TunesmithError):
+    """The recipe is invalid (unknown key, wrong type, contradictory settings)."""
+
+
+class DataError(TunesmithError):
+    """A dataset cannot be read or has rows that fail validation."""
+
+
+class ModelError(TunesmithError):
+    """A model cannot be found, converted or loaded."""
