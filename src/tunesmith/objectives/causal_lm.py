@@ -1,0 +1,91 @@
+"""Causal-LM SFT on chats: loss only on assistant answers, eval loss/perplexity, probe answers."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from tunesmith.data.template import IGNORE_INDEX, render_prompt, tokenize_chat, with_system_prompt
+from tunesmith.eval.metrics import perplexity
+
+
+class CausalLMObjective:
+    """Turns ``{"messages"}`` records into padded batches with assistant-only labels."""
+
+    task = "causal_lm"
+
+    def __init__(self, tokenizer, max_length: int, system_prompt: str | None = None):
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.system_prompt = system_prompt
+
+    def encode(self, records: list[dict]) -> list[dict]:
+        """Render each chat with the tokenizer's template; drop chats whose answers were truncated away."""
+        features = []
+        for r in records:
+            feature = tokenize_chat(self.tokenizer, with_system_prompt(r["messages"], self.system_prompt), self.max_length)
+            if any(label != IGNORE_INDEX for label in feature["labels"]):
+                features.append(feature)
+        return features
+
+    def collate(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        width = max(len(f["input_ids"]) for f in features)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        ids = torch.full((len(features), width), pad, dtype=torch.long)
+        labels = torch.full((len(features), width), IGNORE_INDEX, dtype=torch.long)
+        mask = torch.zeros((len(features), width), dtype=torch.long)
+        for i, f in enumerate(features):
+            n = len(f["input_ids"])
+            ids[i, :n] = torch.tensor(f["input_ids"])
+            labels[i, :n] = torch.tensor(f["labels"])
+            mask[i, :n] = 1
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+    def count_targets(self, batch) -> int:
+        """Answer tokens that are predicted (labels shifted by one): the unit the loss is averaged over."""
+        return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+
+    def loss_sum(self, model, batch) -> torch.Tensor:
+        """Summed next-token loss over answer tokens.
+
+        The loop divides by the token count of the whole accumulation window, so every
+        answer token weighs the same however the examples are split into micro-batches.
+        """
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        return F.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.size(-1)).float(),
+            batch["labels"][:, 1:].reshape(-1),
+            ignore_index=IGNORE_INDEX,
+            reduction="sum",
+        )
+
+    @torch.inference_mode()
+    def evaluate(self, model, features: list[dict], batch_size: int, device) -> dict:
+        """Token-weighted eval loss over answer tokens, and perplexity."""
+        model.eval()
+        total, count = 0.0, 0
+        order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
+        for start in range(0, len(order), batch_size):
+            batch = self.collate([features[i] for i in order[start : start + batch_size]])
+            batch = {k: v.to(device) for k, v in batch.items()}
+            total += float(self.loss_sum(model, batch))
+            count += self.count_targets(batch)
+        mean = total / max(count, 1)
+        return {"eval_loss": mean, "perplexity": perplexity(mean)}
+
+    @torch.inference_mode()
+    def answer(self, model, prompts: list[str], max_new_tokens: int, device) -> list[str]:
+        """Greedy answers to single-turn prompts, rendered with the training chat template."""
+        model.eval()
+        answers = []
+        for prompt in prompts:
+            messages = with_system_prompt([{"role": "user", "content": prompt}], self.system_prompt)
+            enc = self.tokenizer(render_prompt(self.tokenizer, messages), add_special_tokens=False, return_tensors="pt")
+            out = model.generate(
+                **{k: v.to(device) for k, v in enc.items()},
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=self.tokenizer.pad_token_id,
+            )
+            answers.append(self.tokenizer.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True).strip())
+        return answers

@@ -1,0 +1,195 @@
+"""One run, start to finish: config -> data -> model + method -> train -> evaluate -> run directory."""
+
+from __future__ import annotations
+
+import json
+import resource
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from transformers import set_seed
+
+from tunesmith.config.load import dump_recipe
+from tunesmith.config.schema import RecipeConfig
+from tunesmith.data.pipeline import prepare_data
+from tunesmith.errors import ConfigError
+from tunesmith.eval.report import write_report
+from tunesmith.methods import apply_method, count_parameters
+from tunesmith.models.load import load_model, resolve_model_source
+from tunesmith.objectives.causal_lm import CausalLMObjective
+from tunesmith.objectives.classification import ClassificationObjective
+from tunesmith.train.loop import train
+
+
+def prepare_run_dir(config: RecipeConfig, output_dir: str | Path | None, overwrite: bool) -> Path:
+    """Create the run directory, refusing to mix two runs' files in one folder."""
+    run_dir = Path(output_dir) if output_dir else Path(config.output_dir) / config.name
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not overwrite:
+            raise ConfigError(
+                f"The run directory {run_dir} already exists and is not empty.",
+                "Pass --overwrite to replace it, or choose another with --output-dir or --set name=...",
+            )
+        shutil.rmtree(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"Cannot create the run directory {run_dir}: {exc.strerror}.", "Choose a writable --output-dir.") from None
+    return run_dir
+
+
+def peak_rss_mb() -> float:
+    # ru_maxrss is in KiB on Linux.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_recipe(
+    config: RecipeConfig,
+    *,
+    output_dir: str | Path | None = None,
+    overwrite: bool = False,
+    base_dir: Path | None = None,
+    show_progress: bool = True,
+    log=print,
+) -> dict:
+    """Run ``config`` end to end and return the summary (also written to summary.json).
+
+    ``base_dir`` resolves relative data paths (the recipe file's folder).
+    """
+    run_dir = prepare_run_dir(config, output_dir, overwrite)
+    dump_recipe(config, run_dir / "config.yaml")
+    summary: dict = {"status": "running", "name": config.name, "task": config.task, "method": config.method.type}
+    try:
+        summary = _run(config, run_dir, summary, base_dir, show_progress, log)
+        summary["status"] = "completed"
+    except KeyboardInterrupt:
+        summary["status"] = "interrupted"
+        raise
+    except Exception as exc:
+        summary["status"] = "failed"
+        summary["error"] = f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        summary["run_dir"] = str(run_dir)
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
+    write_report(run_dir, summary)
+    return summary
+
+
+def _run(config: RecipeConfig, run_dir: Path, summary: dict, base_dir, show_progress: bool, log) -> dict:
+    started = time.perf_counter()
+    if config.train.num_threads:
+        torch.set_num_threads(config.train.num_threads)
+    set_seed(config.seed)
+
+    data = prepare_data(config.data, config.task, config.seed, base_dir)
+    summary["data"] = data.info
+    log(f"data: {len(data.train)} train / {len(data.eval)} eval rows")
+
+    source = resolve_model_source(config.model.name)
+    dtype = torch.bfloat16 if config.model.dtype == "bfloat16" else torch.float32
+    id2label = dict(enumerate(data.labels)) if data.labels else None
+    model, tokenizer = load_model(
+        config.model.name, config.task, num_labels=len(data.labels) if data.labels else None,
+        id2label=id2label, dtype=dtype, trust_remote_code=config.model.trust_remote_code,
+    )
+    if config.task == "classification":
+        objective = ClassificationObjective(tokenizer, data.labels, config.data.max_length)
+    else:
+        objective = CausalLMObjective(tokenizer, config.data.max_length, config.data.system_prompt)
+    prep_start = time.perf_counter()
+    train_features, eval_features = objective.encode(data.train), objective.encode(data.eval)
+    summary["data"]["tokenize_s"] = round(time.perf_counter() - prep_start, 3)
+
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="bf16" if config.train.precision == "bf16" else "no")
+    device = accelerator.device
+    model.to(device)
+
+    def evaluate(m) -> dict:
+        metrics = objective.evaluate(m, eval_features, config.train.eval_batch_size, device)
+        return {k: v for k, v in metrics.items() if not k.startswith("_") and k != "confusion_matrix"}
+
+    def full_eval(m) -> tuple[dict, list]:
+        with accelerator.autocast():
+            metrics = objective.evaluate(m, eval_features, config.train.eval_batch_size, device)
+            probes = _answer_probes(objective, m, config, device)
+        return metrics, probes
+
+    log("evaluating the base model ...")
+    before, probes_before = full_eval(model)
+
+    model = apply_method(model, config.method, config.task)
+    trainable, total = count_parameters(model)
+    log(f"method {config.method.type}: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.2f}%)")
+    summary.update(trainable_params=trainable, total_params=total)
+
+    stats = train(
+        model, objective, train_features, config.train, lr=config.learning_rate, seed=config.seed,
+        run_dir=run_dir, accelerator=accelerator, evaluate=evaluate, show_progress=show_progress,
+    )
+    model = accelerator.unwrap_model(model)
+    after, probes_after = full_eval(model)
+
+    save_final(model, tokenizer, run_dir / "final", config, source, data.labels)
+    summary.update(
+        eval_before=_scalars(before),
+        eval_after=_scalars(after),
+        train={
+            "wall_s": round(stats.wall_s, 3),
+            "samples_per_s": stats.samples / stats.wall_s,
+            "tokens_per_s": stats.tokens / stats.wall_s,
+            "peak_rss_mb": round(peak_rss_mb(), 1),
+            "steps": stats.steps,
+            "samples": stats.samples,
+            "tokens": stats.tokens,
+            "lr": config.learning_rate,
+        },
+        total_wall_s=round(time.perf_counter() - started, 3),
+        labels=data.labels,
+        confusion_matrix={"before": before.get("confusion_matrix"), "after": after.get("confusion_matrix")},
+        probes=_merge_probes(config.eval.probes, probes_before, probes_after),
+    )
+    (run_dir / "probes.json").write_text(json.dumps(summary["probes"], indent=2, ensure_ascii=False), encoding="utf-8")
+    return summary
+
+
+def _scalars(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not k.startswith("_")}
+
+
+def _answer_probes(objective, model, config: RecipeConfig, device) -> list:
+    if not config.eval.probes:
+        return []
+    if config.task == "causal_lm":
+        return objective.answer(model, config.eval.probes, config.eval.max_new_tokens, device)
+    features = objective.encode([{"text": p, "label": objective.labels[0]} for p in config.eval.probes])
+    probs = objective.predict(model, features, config.train.eval_batch_size, device)
+    return [
+        {"label": objective.labels[int(p.argmax())], "probability": round(float(p.max()), 4)} for p in probs
+    ]
+
+
+def _merge_probes(prompts: list[str], before: list, after: list) -> list[dict]:
+    return [{"input": p, "before": b, "after": a} for p, b, a in zip(prompts, before, after)]
+
+
+def save_final(model, tokenizer, final_dir: Path, config: RecipeConfig, source: str, labels) -> None:
+    """Write the trained model (a PEFT adapter or full weights) + tokenizer, loadable without Tunesmith."""
+    final_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(final_dir, safe_serialization=True)
+    tokenizer.save_pretrained(final_dir)
+    meta = {
+        "task": config.task,
+        "method": config.method.type,
+        "base_model": config.model.name,
+        "base_model_path": source,
+        "labels": labels,
+        "system_prompt": config.data.system_prompt,
+        "max_length": config.data.max_length,
+        "tunesmith_version": sys.modules["tunesmith"].__version__,
+    }
+    (final_dir / "tunesmith.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
