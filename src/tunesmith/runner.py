@@ -153,8 +153,19 @@ def _run(config: RecipeConfig, run_dir: Path, summary: dict, base_dir, show_prog
         confusion_matrix={"before": before.get("confusion_matrix"), "after": after.get("confusion_matrix")},
         probes=_merge_probes(config.eval.probes, probes_before, probes_after),
     )
+    if "_probs" in after:
+        write_predictions(run_dir / "predictions.jsonl", data.eval, data.labels, after["_probs"])
     (run_dir / "probes.json").write_text(json.dumps(summary["probes"], indent=2, ensure_ascii=False), encoding="utf-8")
     return summary
+
+
+def write_predictions(path: Path, rows: list[dict], labels: list[str], probs: list[list[float]]) -> None:
+    """One line per eval example (text, gold, predicted, probabilities) for error analysis and review."""
+    with path.open("w", encoding="utf-8") as fh:
+        for row, p in zip(rows, probs):
+            predicted = labels[max(range(len(p)), key=p.__getitem__)]
+            fh.write(json.dumps({"text": row["text"], "label": row["label"], "predicted": predicted,
+                                 "probs": dict(zip(labels, p))}, ensure_ascii=False) + "\n")
 
 
 def _scalars(metrics: dict) -> dict:

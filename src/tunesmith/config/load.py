@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,19 @@ from pydantic import BaseModel, ValidationError
 
 from tunesmith.config.schema import RecipeConfig
 from tunesmith.errors import ConfigError
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads ``1e-4`` as a float (YAML 1.2; PyYAML's 1.1 rules need a dot)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"), list("-+0123456789")
+)
+
+
+def _parse(text: str):
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 -- a SafeLoader subclass
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> RecipeConfig:
@@ -27,7 +41,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> RecipeC
     if not path.is_file():
         raise ConfigError(f"Recipe file {str(path)!r} does not exist.", "Check the path (see configs/ for examples).")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = _parse(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ConfigError(f"Recipe {path} is not valid YAML: {exc}", "Fix the YAML syntax.") from None
     if not isinstance(raw, dict):
@@ -58,7 +72,12 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             if not isinstance(node.get(part), dict):
                 node[part] = {}
             node = node[part]
-        node[parts[-1]] = yaml.safe_load(value) if value != "" else None
+        try:
+            node[parts[-1]] = _parse(value) if value != "" else None
+        except yaml.YAMLError:
+            raise ConfigError(
+                f"Override {item!r} has a value that is not valid YAML.", "Quote it: --set 'key=\"text\"'"
+            ) from None
     return result
 
 

@@ -157,6 +157,14 @@ class RecipeConfig(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
 
+    @field_validator("method", mode="before")
+    @classmethod
+    def _default_method_type(cls, value):
+        # `method: {r: 16}` means the default method; the tagged union needs the tag spelled out.
+        if isinstance(value, dict) and "type" not in value:
+            return {"type": "lora", **value}
+        return value
+
     @model_validator(mode="after")
     def _cross_field_rules(self):
         if self.task == "causal_lm" and self.data.labels is not None:

@@ -13,9 +13,13 @@ def mix_sources(sources: list[list[dict]], weights: list[float], total: int, see
     can be upweighted against a large general set). Returns (rows, realised counts).
     """
     rng = random.Random(seed)
-    shares = [w / sum(weights) for w in weights]
-    counts = [round(total * s) for s in shares]
-    counts[-1] = total - sum(counts[:-1])  # rounding must not change the total
+    exact = [total * w / sum(weights) for w in weights]
+    # Largest remainder: round down, then give the leftover rows to the largest fractions.
+    # (Rounding each share and fixing up the last one can drive the last count negative.)
+    counts = [int(x) for x in exact]
+    by_fraction = sorted(range(len(exact)), key=lambda i: exact[i] - counts[i], reverse=True)
+    for i in by_fraction[: total - sum(counts)]:
+        counts[i] += 1
     mixed: list[dict] = []
     for rows, n in zip(sources, counts):
         repeats, rest = divmod(n, len(rows))

@@ -46,7 +46,9 @@ def assistant_spans(tokenizer, messages: list[dict]) -> tuple[str, list[tuple[in
                 "assistant-only loss mask cannot be located.",
                 "Use a standard chat template (e.g. ChatML).",
             )
-        spans.append((len(prompt), len(upto)))
+        # Trailing whitespace after the end-of-turn marker is never generated (decoding stops
+        # at the marker), so it stays masked.
+        spans.append((len(prompt), len(upto.rstrip())))
     return text, spans
 
 

@@ -82,7 +82,8 @@ class CausalLMObjective:
             messages = with_system_prompt([{"role": "user", "content": prompt}], self.system_prompt)
             enc = self.tokenizer(render_prompt(self.tokenizer, messages), add_special_tokens=False, return_tensors="pt")
             out = model.generate(
-                **{k: v.to(device) for k, v in enc.items()},
+                input_ids=enc["input_ids"].to(device),
+                attention_mask=enc["attention_mask"].to(device),
                 max_new_tokens=max_new_tokens,
                 do_sample=False,
                 pad_token_id=self.tokenizer.pad_token_id,

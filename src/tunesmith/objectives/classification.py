@@ -79,5 +79,5 @@ class ClassificationObjective:
         gold = torch.tensor([f["label"] for f in features])
         metrics = classification_metrics(gold.tolist(), probs.argmax(-1).tolist(), len(self.labels))
         metrics["eval_loss"] = float(F.nll_loss(torch.log(probs.clamp_min(1e-12)), gold))
-        metrics["_predictions"] = probs.argmax(-1).tolist()
+        metrics["_probs"] = probs.tolist()
         return metrics
