@@ -51,7 +51,8 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output-dir", help="run directory (default: <output_dir>/<name> from the recipe)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    # SUPPRESS: an absent sub-command --debug must not reset a --debug given before the command.
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors")
 
 
 def main(argv: list[str] | None = None) -> int:

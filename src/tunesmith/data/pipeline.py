@@ -37,17 +37,21 @@ def prepare_data(cfg, task: str, seed: int, base_dir: Path | None = None) -> Pre
     shape = SHAPE_OF_TASK[task]
     parts = _read(cfg.train, cfg, shape, base_dir)
     info: dict = {"sources": {s.path: len(rows) for s, rows in zip(cfg.train, parts)}}
+    stratify = "label" if task == "classification" else None
+    if cfg.eval:
+        evaluation = [row for rows in _read(cfg.eval, cfg, shape, base_dir) for row in rows]
+    else:
+        # Split each source before mixing: mixing repeats rows of small sources, and a
+        # repeated row must never land on both sides of the split.
+        splits = [train_eval_split(rows, eval_size=_share(cfg.eval_size, rows, parts), seed=seed,
+                                   stratify_field=stratify) for rows in parts]
+        parts = [train for train, _ in splits]
+        evaluation = [row for _, rows in splits for row in rows]
     if cfg.mix_total:
         train, counts = mix_sources(parts, [s.weight for s in cfg.train], cfg.mix_total, seed)
         info["mix"] = {s.path: n for s, n in zip(cfg.train, counts)}
     else:
         train = [row for rows in parts for row in rows]
-
-    if cfg.eval:
-        evaluation = [row for rows in _read(cfg.eval, cfg, shape, base_dir) for row in rows]
-    else:
-        stratify = "label" if task == "classification" else None
-        train, evaluation = train_eval_split(train, eval_size=cfg.eval_size, seed=seed, stratify_field=stratify)
     train = subsample(train, cfg.max_train_samples, seed)
     evaluation = subsample(evaluation, cfg.max_eval_samples, seed + 1)
 
@@ -67,6 +71,13 @@ def prepare_data(cfg, task: str, seed: int, base_dir: Path | None = None) -> Pre
         }
     info.update(train_rows=len(train), eval_rows=len(evaluation))
     return PreparedData(train=train, eval=evaluation, labels=labels, info=info)
+
+
+def _share(eval_size: float, rows: list, parts: list[list]) -> float:
+    """A row-count eval_size is divided among sources in proportion to their size."""
+    if eval_size < 1:
+        return eval_size
+    return max(1, round(eval_size * len(rows) / sum(len(p) for p in parts)))
 
 
 def _check_labels(rows: list[dict], labels: list[str], split: str) -> None:
