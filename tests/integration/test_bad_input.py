@@ -81,7 +81,7 @@ def test_eval_label_outside_the_label_set(capsys, cls_recipe):
     rows = [{"text": "meh film", "label": "neutral"}, {"text": "good film", "label": "positive"}]
     (cls_recipe.parent / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     err = _run(capsys, str(cls_recipe))
-    assert "'neutral'" in err and "data.labels" in err
+    assert "'neutral'" in err and "data.labels" in err and "eval.jsonl line 1" in err
 
 
 def test_given_label_set_rejects_other_labels(capsys, cls_recipe):

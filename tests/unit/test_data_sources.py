@@ -18,6 +18,11 @@ ASSETS = Path(__file__).resolve().parents[1] / "assets"
 HAN = re.compile(r"[\u4e00-\u9fff]")
 
 
+
+def _plain(records):
+    """Records without the provenance key, for comparing contents."""
+    return [{k: v for k, v in r.items() if k != "_where"} for r in records]
+
 def _write(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
     return path
@@ -147,30 +152,32 @@ EXPECTED_CLS = [
 
 def test_local_jsonl_classification_normalises_labels():
     recs = load_records("cls.jsonl", "classification", base_dir=ASSETS)
+    assert recs[0]["_where"].endswith("cls.jsonl) line 1")  # provenance for later row-level errors
+    recs = _plain(recs)
     assert recs == EXPECTED_CLS + [{"text": "I would watch it again.", "label": "1"}]
 
 
 def test_local_csv_with_quoted_cells():
     recs = load_records(str(ASSETS / "cls.csv"), "classification")
-    assert recs[:2] == EXPECTED_CLS
-    assert recs[2] == {"text": "Two lines\nin one cell", "label": "positive"}
+    assert _plain(recs[:2]) == EXPECTED_CLS
+    assert _plain(recs)[2] == {"text": "Two lines\nin one cell", "label": "positive"}
 
 
 def test_local_tsv_with_custom_field_names():
     recs = load_records("cls.tsv", "classification", base_dir=ASSETS,
                         text_field="sentence", label_field="sentiment")
-    assert recs == [{"text": "很好看的电影", "label": "positive"},
+    assert _plain(recs) == [{"text": "很好看的电影", "label": "positive"},
                     {"text": "太无聊了", "label": "negative"}]
 
 
 def test_local_json_list():
-    assert load_records("cls.json", "classification", base_dir=ASSETS) == EXPECTED_CLS
+    assert _plain(load_records("cls.json", "classification", base_dir=ASSETS)) == EXPECTED_CLS
 
 
 def test_csv_with_bom(tmp_path):
     path = tmp_path / "bom.csv"
     path.write_bytes("text,label\nok,a\n".encode("utf-8-sig"))
-    assert load_records(str(path), "classification") == [{"text": "ok", "label": "a"}]
+    assert _plain(load_records(str(path), "classification")) == [{"text": "ok", "label": "a"}]
 
 
 def test_chat_messages():

@@ -64,8 +64,9 @@ def test_batch8_accum1_equals_batch2_accum4(tmp_path, tokenizer, task):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     model_a, model_b = build(tokenizer), build(tokenizer)
-    log_a = _run(model_a, objective, features, tmp_path / "a", batch_size=8, grad_accum=1)
-    log_b = _run(model_b, objective, features, tmp_path / "b", batch_size=2, grad_accum=4)
+    # Without length grouping both runs see the same examples in each optimizer step.
+    log_a = _run(model_a, objective, features, tmp_path / "a", batch_size=8, grad_accum=1, group_by_length=False)
+    log_b = _run(model_b, objective, features, tmp_path / "b", batch_size=2, grad_accum=4, group_by_length=False)
     assert len(log_a) == len(log_b) == 4
     for a, b in zip(log_a, log_b):
         assert a["loss"] == pytest.approx(b["loss"], abs=1e-5)
@@ -84,6 +85,19 @@ def test_epoch_windows_cover_every_example_once_and_depend_on_seed_and_epoch():
     assert windows == epoch_windows(10, 3, 2, seed=1, epoch=0)
     assert windows != epoch_windows(10, 3, 2, seed=1, epoch=1)
     assert windows != epoch_windows(10, 3, 2, seed=2, epoch=0)
+
+
+def test_length_grouping_keeps_every_example_and_reduces_padding():
+    lengths = [5 + (i * 37) % 60 for i in range(512)]
+    grouped = epoch_windows(512, 8, 1, seed=0, epoch=0, lengths=lengths)
+    plain = epoch_windows(512, 8, 1, seed=0, epoch=0)
+    assert sorted(i for w in grouped for b in w for i in b) == list(range(512))
+
+    def padded(windows):
+        return sum(len(b) * max(lengths[i] for i in b) for w in windows for b in w)
+
+    assert padded(grouped) < 0.7 * padded(plain)
+    assert grouped != epoch_windows(512, 8, 1, seed=0, epoch=1, lengths=lengths)
 
 
 def test_max_steps_overrides_epochs_and_lr_follows_the_schedule(tmp_path, tokenizer):

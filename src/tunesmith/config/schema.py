@@ -135,6 +135,9 @@ class TrainConfig(Section):
     save_every: int | None = Field(None, ge=1, description="Checkpoint every N optimizer steps.")
     log_every: int = Field(10, ge=1, description="Write a metrics line every N optimizer steps.")
     eval_batch_size: int = Field(64, ge=1)
+    group_by_length: bool = Field(
+        True, description="Batch examples of similar length together (less padding, same randomness per epoch)."
+    )
     num_threads: int | None = Field(None, ge=1, description="torch CPU threads; default: all cores.")
 
 

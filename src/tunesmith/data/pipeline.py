@@ -82,9 +82,9 @@ def _share(eval_size: float, rows: list, parts: list[list]) -> float:
 
 def _check_labels(rows: list[dict], labels: list[str], split: str) -> None:
     known = set(labels)
-    bad = [(i, r["label"]) for i, r in enumerate(rows) if r["label"] not in known]
+    bad = [(r.get("_where", f"row {i + 1}"), r["label"]) for i, r in enumerate(rows) if r["label"] not in known]
     if bad:
-        examples = ", ".join(f"row {i + 1}: {label!r}" for i, label in bad[:5])
+        examples = "; ".join(f"{where}: {label!r}" for where, label in bad[:5])
         raise DataError(
             f"{len(bad)} {split} rows have labels outside the label set {labels} ({examples}).",
             "Add the label to data.labels, or fix/remove those rows.",

@@ -694,6 +694,8 @@ def _load_file(path: Path, display: str, shape: str, text_field: str, label_fiel
         else:
             rec = _chat_record(row, errors, from_csv=header is not None)
         if rec is not None:
+            # Provenance travels with the row so later checks (labels, length) can name it.
+            rec["_where"] = f"{display} {row.where}"
             records.append(rec)
     errors.raise_if_any()
     return records

@@ -36,14 +36,27 @@ class TrainStats:
     evals: list[tuple[int, dict]] = field(default_factory=list)
 
 
-def epoch_windows(n: int, batch_size: int, grad_accum: int, seed: int, epoch: int) -> list[list[list[int]]]:
+def epoch_windows(
+    n: int, batch_size: int, grad_accum: int, seed: int, epoch: int, lengths: list[int] | None = None
+) -> list[list[list[int]]]:
     """The epoch's example order, cut into micro-batches grouped by optimizer step.
 
-    The permutation depends only on (seed, epoch), so any step's data can be recomputed
-    without replaying the run. The last window of an epoch may hold fewer micro-batches.
+    The order depends only on (seed, epoch), so any step's data can be recomputed without
+    replaying the run. With ``lengths``, examples are grouped by length: the shuffled order
+    is cut into pools of 64 micro-batches, each pool is sorted by length and cut into
+    micro-batches, and the micro-batches are shuffled again. Batches then hold examples of
+    similar length, so far less compute is spent on padding, while the data stays random.
+    The last window of an epoch may hold fewer micro-batches.
     """
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1000 + epoch)).tolist()
+    generator = torch.Generator().manual_seed(seed * 1000 + epoch)
+    order = torch.randperm(n, generator=generator).tolist()
+    if lengths is not None:
+        pool = batch_size * 64
+        order = [i for start in range(0, n, pool)
+                 for i in sorted(order[start : start + pool], key=lambda i: -lengths[i])]
     micro = [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    if lengths is not None:
+        micro = [micro[i] for i in torch.randperm(len(micro), generator=generator).tolist()]
     return [micro[i : i + grad_accum] for i in range(0, len(micro), grad_accum)]
 
 
@@ -51,10 +64,11 @@ def steps_per_epoch(n: int, batch_size: int, grad_accum: int) -> int:
     return math.ceil(math.ceil(n / batch_size) / grad_accum)
 
 
-def _windows(n, cfg, seed) -> Iterator[tuple[int, list[list[int]]]]:
+def _windows(features, cfg, seed) -> Iterator[tuple[int, list[list[int]]]]:
+    lengths = [len(f["input_ids"]) for f in features] if cfg.group_by_length else None
     epoch = 0
     while True:
-        for window in epoch_windows(n, cfg.batch_size, cfg.grad_accum, seed, epoch):
+        for window in epoch_windows(len(features), cfg.batch_size, cfg.grad_accum, seed, epoch, lengths):
             yield epoch, window
         epoch += 1
 
@@ -89,7 +103,7 @@ def train(
     metrics_file = (run_dir / "metrics.jsonl").open("a", encoding="utf-8")
     eval_file = (run_dir / "eval.jsonl").open("a", encoding="utf-8")
     bar = tqdm(total=total_steps, desc="train", unit="step", disable=not show_progress, dynamic_ncols=True)
-    windows = _windows(len(features), cfg, seed)
+    windows = _windows(features, cfg, seed)
     # Accumulate on-device and read back only at log steps: .item() every step stalls the pipeline.
     window_loss = torch.zeros((), device=device)
     window_steps, window_tokens, window_samples, window_start = 0, 0, 0, time.perf_counter()
