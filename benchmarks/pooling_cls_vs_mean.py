@@ -5,8 +5,9 @@ all-MiniLM-L6-v2 was trained as a sentence embedder with *mean* pooling; its BER
 representation carries, with a linear probe (logistic regression on frozen features), and
 optionally with a short LoRA fine-tune through the standard classification head.
 
-Usage: python benchmarks/pooling_cls_vs_mean.py [--train 4000] [--eval 500]
-Prints one JSON line per pooling.
+Usage: python benchmarks/pooling_cls_vs_mean.py [--train 4000] [--eval 500] [--finetune]
+Prints one JSON line per pooling. --finetune adds LoRA fine-tunes with the same budget
+through (a) the standard BertForSequenceClassification head and (b) mean pooling + linear.
 """
 
 from __future__ import annotations
@@ -53,10 +54,58 @@ def probe(xtr, ytr, xev, yev, epochs=300):
     return float((lin(xev).argmax(-1) == yev).float().mean())
 
 
+class MeanPoolClassifier(torch.nn.Module):
+    """Encoder + masked mean pooling + linear head, called like a transformers classifier."""
+
+    def __init__(self, encoder, num_labels):
+        super().__init__()
+        self.encoder, self.config = encoder, encoder.config
+        self.classifier = torch.nn.Linear(encoder.config.hidden_size, num_labels)
+
+    def forward(self, input_ids, attention_mask, **_):
+        h = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        m = attention_mask.unsqueeze(-1).to(h.dtype)
+        from types import SimpleNamespace
+
+        return SimpleNamespace(logits=self.classifier((h * m).sum(1) / m.sum(1)))
+
+
+def finetune(pooling, train, ev, tmp):
+    """LoRA (r=8 on query/key/value) with Tunesmith's loop; returns eval accuracy."""
+    from accelerate import Accelerator
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModel
+
+    from tunesmith.config.schema import LoraMethod, TrainConfig
+    from tunesmith.methods import apply_method
+    from tunesmith.models.load import load_model
+    from tunesmith.objectives.classification import ClassificationObjective
+    from tunesmith.train.loop import train as train_loop
+
+    torch.manual_seed(0)
+    if pooling == "standard-head":
+        model, tok = load_model("builtin:minilm", "classification", id2label={0: "negative", 1: "positive"})
+        model = apply_method(model, LoraMethod(r=8, alpha=16, dropout=0.1), "classification")
+    else:
+        tok = load_tokenizer("builtin:minilm")
+        model = MeanPoolClassifier(AutoModel.from_pretrained(resolve_model_source("builtin:minilm")), 2)
+        config = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.1, target_modules=["query", "key", "value"],
+                            modules_to_save=["classifier"])
+        model = get_peft_model(model, config)
+    objective = ClassificationObjective(tok, ["negative", "positive"], 64)
+    cfg = TrainConfig(epochs=2, batch_size=32, lr=1e-3, log_every=50)
+    t = time.perf_counter()
+    train_loop(model, objective, objective.encode(train), cfg, lr=cfg.lr, seed=42, run_dir=tmp,
+               accelerator=Accelerator(cpu=True), show_progress=False)
+    metrics = objective.evaluate(model, objective.encode(ev), 64, "cpu")
+    return metrics["accuracy"], time.perf_counter() - t
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--train", type=int, default=4000)
     ap.add_argument("--eval", type=int, default=500)
+    ap.add_argument("--finetune", action="store_true")
     args = ap.parse_args()
     from transformers import AutoModel
 
@@ -74,6 +123,14 @@ def main():
         acc = probe(ftr[name], ytr, fev[name], yev)
         print(json.dumps({"pooling": name, "linear_probe_eval_accuracy": round(acc, 4), "train": len(train), "eval": len(ev)}))
     print(json.dumps({"feature_extraction_s": round(time.perf_counter() - t, 1)}))
+    if args.finetune:
+        import tempfile
+        from pathlib import Path
+
+        for pooling in ("standard-head", "mean"):
+            with tempfile.TemporaryDirectory() as tmp:
+                acc, wall = finetune(pooling, train, ev, Path(tmp))
+            print(json.dumps({"pooling": pooling, "lora_2_epochs_eval_accuracy": round(acc, 4), "wall_s": round(wall, 1)}))
 
 
 if __name__ == "__main__":

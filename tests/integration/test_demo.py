@@ -15,8 +15,9 @@ from tunesmith.cli import main
 
 def test_demo_recipe_on_a_reduced_budget(tmp_path, capsys):
     out = tmp_path / "demo"
-    args = ["demo", "--output-dir", str(out), "--set", "data.max_train_samples=384", "--set", "data.eval_size=200",
-            "--set", "train.epochs=1", "--set", "train.eval_every=6", "--set", "train.save_every=12"]
+    args = ["demo", "--output-dir", str(out), "--set", "data.max_train_samples=2048", "--set", "data.eval_size=200",
+            "--set", "train.epochs=1", "--set", "train.eval_every=32", "--set", "train.save_every=64",
+            "--set", "train.lr=2e-3"]
     assert main(args) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["method"] == "lora"

@@ -135,3 +135,23 @@ def test_chat_sft_masks_prompts_learns_answers_and_reloads_with_plain_peft(chat_
     probes = json.loads((run_dir / "probes.json").read_text())
     assert answer == probes[0]["after"]
     assert "quill" in answer
+
+
+def test_bf16_autocast_and_gradient_accumulation_run(cls_recipe):
+    args = ["train", str(cls_recipe), "--set", "train.precision=bf16", "--set", "train.grad_accum=2",
+            "--set", "train.max_steps=6", "--set", "train.eval_every=3", "--set", "train.scheduler=linear"]
+    assert main(args) == 0
+    run_dir = cls_recipe.parent / "runs" / "tiny-cls"
+    summary = _summary(run_dir)
+    assert summary["status"] == "completed" and summary["train"]["steps"] == 6
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["train"]["precision"] == "bf16"
+    # grad_accum=2 x batch 16: each step consumes 32 examples.
+    assert summary["train"]["samples"] == 6 * 32
+
+
+def test_help_lists_commands_and_examples(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "--set" in out and "examples:" in out and "config.yaml" in out
