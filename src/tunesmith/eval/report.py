@@ -18,12 +18,16 @@ def _read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def plot_loss(run_dir: Path) -> Path | None:
-    """loss.png: training loss (and eval loss where measured) against optimizer step."""
+def plot_loss(run_dir: Path, summary: dict) -> Path | None:
+    """loss.png: training loss, and eval loss before training, at each eval step and after."""
     rows = _read_jsonl(run_dir / "metrics.jsonl")
     if not rows:
         return None
     evals = [r for r in _read_jsonl(run_dir / "eval.jsonl") if "eval_loss" in r]
+    if "eval_loss" in (summary.get("eval_before") or {}):
+        evals = [{"step": 0, "eval_loss": summary["eval_before"]["eval_loss"]}] + evals
+    if "eval_loss" in (summary.get("eval_after") or {}):
+        evals.append({"step": summary["train"]["steps"], "eval_loss": summary["eval_after"]["eval_loss"]})
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], label="train loss")
     if evals:
@@ -87,7 +91,7 @@ def plot_confusion(run_dir: Path, summary: dict) -> Path | None:
 
 def write_report(run_dir: Path, summary: dict) -> Path:
     """Draw the plots and write report.html summarising the run."""
-    images = [p for p in (plot_loss(run_dir), plot_eval(run_dir, summary), plot_confusion(run_dir, summary)) if p]
+    images = [p for p in (plot_loss(run_dir, summary), plot_eval(run_dir, summary), plot_confusion(run_dir, summary)) if p]
     esc = html.escape
     rows = "".join(
         f"<tr><td>{esc(k)}</td><td>{_fmt(summary['eval_before'].get(k))}</td><td>{_fmt(v)}</td></tr>"
