@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser(
         "demo",
-        help="run the shipped demo: LoRA on MiniLM for movie-review sentiment (~5 min on 2 CPU cores)",
+        help="run the shipped demo: LoRA on MiniLM for movie-review sentiment (~3 min on 2 CPU cores)",
         epilog="example:\n  tunesmith demo\n  tunesmith demo --set data.max_train_samples=500",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
