@@ -23,6 +23,7 @@ from tunesmith.models.load import load_model, resolve_model_source
 from tunesmith.objectives.causal_lm import CausalLMObjective
 from tunesmith.objectives.classification import ClassificationObjective
 from tunesmith.train.loop import train
+from tunesmith.train.precision import autocast
 
 
 def prepare_run_dir(config: RecipeConfig, output_dir: str | Path | None, overwrite: bool) -> Path:
@@ -105,7 +106,7 @@ def _run(config: RecipeConfig, run_dir: Path, summary: dict, base_dir, show_prog
     train_features, eval_features = objective.encode(data.train), objective.encode(data.eval)
     summary["data"]["tokenize_s"] = round(time.perf_counter() - prep_start, 3)
 
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="bf16" if config.train.precision == "bf16" else "no")
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
     device = accelerator.device
     model.to(device)
 
@@ -114,7 +115,7 @@ def _run(config: RecipeConfig, run_dir: Path, summary: dict, base_dir, show_prog
         return {k: v for k, v in metrics.items() if not k.startswith("_") and k != "confusion_matrix"}
 
     def full_eval(m) -> tuple[dict, list]:
-        with accelerator.autocast():
+        with autocast(device, config.train.precision):
             metrics = objective.evaluate(m, eval_features, config.train.eval_batch_size, device)
             probes = _answer_probes(objective, m, config, device)
         return metrics, probes

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from tunesmith.train.checkpoint import save_checkpoint
 from tunesmith.train.optim import build_optimizer, build_scheduler
+from tunesmith.train.precision import autocast
 
 
 @dataclass
@@ -117,7 +118,7 @@ def train(
         targets = max(sum(objective.count_targets(b) for b in batches), 1)
         for batch in batches:
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            with accelerator.autocast():
+            with autocast(device, cfg.precision):
                 loss = objective.loss_sum(model, batch) / targets
             accelerator.backward(loss)
             window_loss += loss.detach()
