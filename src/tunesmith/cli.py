@@ -16,6 +16,7 @@ TRAIN_EXAMPLES = """examples:
   tunesmith train configs/sft-identity-lora.yaml
   tunesmith train configs/demo.yaml --set train.lr=1e-3 --set method.r=16
   tunesmith train runs/demo/config.yaml --output-dir runs/demo-again   # repeat a run
+  tunesmith train configs/demo.yaml --resume                            # continue after a crash or Ctrl-C
 """
 
 
@@ -50,6 +51,8 @@ def _run_options(p: argparse.ArgumentParser) -> None:
                    help="override a recipe value, e.g. --set train.lr=1e-4 (repeatable)")
     p.add_argument("--output-dir", help="run directory (default: <output_dir>/<name> from the recipe)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    p.add_argument("--resume", nargs="?", const="auto", metavar="auto|CHECKPOINT",
+                   help="continue the run from its latest valid checkpoint (auto) or from a checkpoint directory")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     # SUPPRESS: an absent sub-command --debug must not reset a --debug given before the command.
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors")
@@ -63,15 +66,17 @@ def main(argv: list[str] | None = None) -> int:
             _train(Path(args.recipe), args, overwrite=args.overwrite)
         elif args.command == "demo":
             # The demo owns its run directory, so running it again simply replaces it.
-            _train(DEMO_RECIPE, args, overwrite=True)
+            _train(DEMO_RECIPE, args, overwrite=not args.resume)
         return 0
     except TunesmithError as exc:
         if args.debug:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        step = getattr(exc, "step", None)
+        where = f" at step {step}; checkpoint saved" if step is not None else ""
+        print(f"interrupted{where}. Continue with the same command plus --resume.", file=sys.stderr)
         return 130
 
 
@@ -82,7 +87,7 @@ def _train(recipe: Path, args, overwrite: bool) -> None:
 
     config = load_recipe(recipe, args.overrides)
     summary = run_recipe(
-        config, output_dir=args.output_dir, overwrite=overwrite, base_dir=recipe.resolve().parent,
+        config, output_dir=args.output_dir, overwrite=overwrite, resume=args.resume, base_dir=recipe.resolve().parent,
         show_progress=not args.no_progress and not os.environ.get("TUNESMITH_NO_PROGRESS"),
     )
     print_summary(summary)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import resource
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -16,31 +15,19 @@ from transformers import set_seed
 from tunesmith.config.load import dump_recipe
 from tunesmith.config.schema import RecipeConfig
 from tunesmith.data.pipeline import prepare_data
-from tunesmith.errors import ConfigError
 from tunesmith.eval.report import write_report
 from tunesmith.methods import apply_method, count_parameters
 from tunesmith.models.load import load_model, resolve_model_source
 from tunesmith.objectives.causal_lm import CausalLMObjective
 from tunesmith.objectives.classification import ClassificationObjective
-from tunesmith.train.loop import train
+from tunesmith.train.checkpoint import remove_stale_temp_dirs
+from tunesmith.train.loop import TrainingInterrupted, train
+from tunesmith.train.preflight import check_disk_space, config_hash, find_resume_checkpoint, prepare_run_dir
 from tunesmith.train.precision import autocast
 
 
-def prepare_run_dir(config: RecipeConfig, output_dir: str | Path | None, overwrite: bool) -> Path:
-    """Create the run directory, refusing to mix two runs' files in one folder."""
-    run_dir = Path(output_dir) if output_dir else Path(config.output_dir) / config.name
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if not overwrite:
-            raise ConfigError(
-                f"The run directory {run_dir} already exists and is not empty.",
-                "Pass --overwrite to replace it, or choose another with --output-dir or --set name=...",
-            )
-        shutil.rmtree(run_dir)
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"Cannot create the run directory {run_dir}: {exc.strerror}.", "Choose a writable --output-dir.") from None
-    return run_dir
+def resolve_run_dir(config: RecipeConfig, output_dir: str | Path | None) -> Path:
+    return Path(output_dir) if output_dir else Path(config.output_dir) / config.name
 
 
 def peak_rss_mb() -> float:
@@ -53,22 +40,44 @@ def run_recipe(
     *,
     output_dir: str | Path | None = None,
     overwrite: bool = False,
+    resume: str | None = None,
     base_dir: Path | None = None,
     show_progress: bool = True,
     log=print,
 ) -> dict:
     """Run ``config`` end to end and return the summary (also written to summary.json).
 
-    ``base_dir`` resolves relative data paths (the recipe file's folder).
+    ``base_dir`` resolves relative data paths (the recipe file's folder). ``resume`` is
+    "auto" (latest valid checkpoint of the run directory, or a fresh start when there is
+    none) or a checkpoint directory.
+
+    Raises:
+        ConfigError: run-directory, disk-space or resume problems (before any model loads).
+        TrainingInterrupted: SIGINT/SIGTERM; a checkpoint was saved and summary.status is "interrupted".
     """
-    run_dir = prepare_run_dir(config, output_dir, overwrite)
+    run_dir = resolve_run_dir(config, output_dir)
+    prepare_run_dir(run_dir, overwrite, resume)
+    fingerprint = config_hash(config)
+    resume_from = None
+    if resume:
+        remove_stale_temp_dirs(run_dir)
+        resume_from = find_resume_checkpoint(run_dir, resume, fingerprint)
+        if resume_from is None:
+            log("no valid checkpoint to resume from: starting from the beginning")
+            for name in ("metrics.jsonl", "eval.jsonl", "events.jsonl", "eval_before.json"):
+                (run_dir / name).unlink(missing_ok=True)
+        else:
+            log(f"resuming from {resume_from}")
     dump_recipe(config, run_dir / "config.yaml")
     summary: dict = {"status": "running", "name": config.name, "task": config.task, "method": config.method.type}
     try:
-        summary = _run(config, run_dir, summary, base_dir, show_progress, log)
+        summary = _run(config, run_dir, summary, base_dir, show_progress, log, resume_from, fingerprint)
         summary["status"] = "completed"
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, TrainingInterrupted) as exc:
         summary["status"] = "interrupted"
+        if isinstance(exc, TrainingInterrupted):
+            summary["interrupted_at_step"] = exc.step
+            summary["checkpoint"] = str(exc.checkpoint)
         raise
     except Exception as exc:
         summary["status"] = "failed"
@@ -81,7 +90,8 @@ def run_recipe(
     return summary
 
 
-def _run(config: RecipeConfig, run_dir: Path, summary: dict, base_dir, show_progress: bool, log) -> dict:
+def _run(config: RecipeConfig, run_dir: Path, summary: dict, base_dir, show_progress: bool, log,
+         resume_from: Path | None, fingerprint: str) -> dict:
     started = time.perf_counter()
     if config.train.num_threads:
         torch.set_num_threads(config.train.num_threads)
@@ -92,6 +102,7 @@ def _run(config: RecipeConfig, run_dir: Path, summary: dict, base_dir, show_prog
     log(f"data: {len(data.train)} train / {len(data.eval)} eval rows")
 
     source = resolve_model_source(config.model.name)
+    check_disk_space(run_dir, source, config.method.type, config.train)
     dtype = torch.bfloat16 if config.model.dtype == "bfloat16" else torch.float32
     id2label = dict(enumerate(data.labels)) if data.labels else None
     model, tokenizer = load_model(
@@ -120,8 +131,16 @@ def _run(config: RecipeConfig, run_dir: Path, summary: dict, base_dir, show_prog
             probes = _answer_probes(objective, m, config, device)
         return metrics, probes
 
-    log("evaluating the base model ...")
-    before, probes_before = full_eval(model)
+    # The base model's scores are kept in the run directory so a resumed run reuses them.
+    before_file = run_dir / "eval_before.json"
+    if before_file.is_file():
+        saved = json.loads(before_file.read_text(encoding="utf-8"))
+        before, probes_before = saved["metrics"], saved["probes"]
+    else:
+        log("evaluating the base model ...")
+        before, probes_before = full_eval(model)
+        before_file.write_text(json.dumps({"metrics": before, "probes": probes_before}, ensure_ascii=False),
+                               encoding="utf-8")
 
     model = apply_method(model, config.method, config.task)
     trainable, total = count_parameters(model)
@@ -131,6 +150,7 @@ def _run(config: RecipeConfig, run_dir: Path, summary: dict, base_dir, show_prog
     stats = train(
         model, objective, train_features, config.train, lr=config.learning_rate, seed=config.seed,
         run_dir=run_dir, accelerator=accelerator, evaluate=evaluate, show_progress=show_progress,
+        resume_from=resume_from, config_hash=fingerprint,
     )
     model = accelerator.unwrap_model(model)
     after, probes_after = full_eval(model)
@@ -148,6 +168,10 @@ def _run(config: RecipeConfig, run_dir: Path, summary: dict, base_dir, show_prog
             "samples": stats.samples,
             "tokens": stats.tokens,
             "lr": config.learning_rate,
+            "early_stopped": stats.early_stopped,
+            "rollbacks": stats.rollbacks,
+            "skipped_batches": stats.skipped_batches,
+            "best": stats.best,
         },
         total_wall_s=round(time.perf_counter() - started, 3),
         labels=data.labels,

@@ -65,7 +65,11 @@ def test_classification_run_learns_and_writes_the_run_directory(cls_recipe, meth
     assert metrics[-1]["loss"] < metrics[0]["loss"]
     assert [m["step"] for m in metrics] == sorted(m["step"] for m in metrics)
     assert _read_jsonl(run_dir / "eval.jsonl")[0]["step"] == 10
-    assert is_valid_checkpoint(run_dir / "checkpoints" / "step-20")
+    # save_every=20 with the default keep_last_n=3: the newest three remain, the last step included.
+    kept = sorted(int(p.name[5:]) for p in (run_dir / "checkpoints").iterdir())
+    last = summary["train"]["steps"]
+    assert kept == sorted(set(range(20, last + 1, 20)) | {last})[-3:]
+    assert all(is_valid_checkpoint(run_dir / "checkpoints" / f"step-{k}") for k in kept)
     for name in ("config.yaml", "report.html", "loss.png", "eval.png", "confusion.png", "probes.json"):
         assert (run_dir / name).is_file(), name
 

@@ -36,7 +36,7 @@ def test_save_writes_step_dir_with_manifest(tmp_path, trained):
     assert path == tmp_path / "checkpoints" / "step-3"
     assert path.is_dir()
     manifest = json.loads((path / MANIFEST).read_text())
-    assert manifest["step"] == 3 and manifest["epoch"] == 0.5 and manifest["rng"] == [1, 2]
+    assert manifest["step"] == 3 and manifest["epoch"] == 0.5 and manifest["state"]["rng"] == [1, 2]
     assert "trainer_state.pt" in manifest["files"]
     assert "model/model.safetensors" in manifest["files"]
     assert "model/config.json" in manifest["files"]

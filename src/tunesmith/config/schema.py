@@ -120,6 +120,26 @@ Method = Annotated[Union[FullMethod, FreezeMethod, LoraMethod], Field(discrimina
 DEFAULT_LR = {"full": 3e-5, "freeze": 1e-3, "lora": 5e-4}
 
 
+class GuardConfig(Section):
+    """Numerical-health guard: skip bad batches, roll back after repeated trouble."""
+
+    enabled: bool = Field(True, description="Check every step for non-finite loss/gradients and loss spikes.")
+    window: int = Field(20, ge=2, description="Recent accepted losses the spike statistics use.")
+    min_history: int = Field(10, ge=2, description="Accepted steps before spike detection starts.")
+    spike_std: float = Field(6.0, gt=0, description="A loss above the rolling mean by this many standard deviations is a spike.")
+    spike_factor: float = Field(3.0, gt=1, description="A loss above this factor of the recent median is a spike.")
+    min_delta: float = Field(
+        0.5, ge=0, description="A spike must also exceed the rolling mean by this much absolute loss "
+        "(near-zero losses jump by large factors harmlessly).",
+    )
+    max_skips: int = Field(3, ge=1, description="Skipped batches within skip_window steps that trigger a rollback.")
+    skip_window: int = Field(50, ge=1, description="Steps over which skips are counted.")
+    max_rollbacks: int = Field(3, ge=0, description="Rollbacks before the run stops with a report.")
+    rollback_lr_factor: float = Field(
+        1.0, gt=0, le=1, description="Multiply the learning rate by this after each rollback (e.g. 0.5)."
+    )
+
+
 class TrainConfig(Section):
     epochs: float = Field(1, gt=0, description="Passes over the training data (ignored when max_steps is set).")
     max_steps: int | None = Field(None, ge=1, description="Optimizer steps; overrides epochs.")
@@ -130,9 +150,26 @@ class TrainConfig(Section):
     warmup_ratio: float = Field(0.06, ge=0, lt=1, description="Share of steps with linear warmup.")
     scheduler: Literal["cosine", "linear", "constant"] = "cosine"
     max_grad_norm: float | None = Field(1.0, gt=0, description="Clip the gradient norm; null disables.")
-    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 runs forward passes under autocast.")
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="bf16/fp16 run forward passes under autocast; fp16 adds dynamic loss scaling."
+    )
+    adam_epsilon: float = Field(1e-8, gt=0, description="AdamW epsilon; a larger value (1e-6) damps spikes.")
+    shallow_grad_scale: float = Field(
+        1.0, gt=0, le=1, description="Scale gradients of the embeddings and the first shallow_layers blocks (e.g. 0.1)."
+    )
+    shallow_layers: int = Field(0, ge=0, description="Blocks (from the bottom) that shallow_grad_scale applies to.")
     eval_every: int | None = Field(None, ge=1, description="Evaluate every N optimizer steps (and always at the end).")
     save_every: int | None = Field(None, ge=1, description="Checkpoint every N optimizer steps.")
+    save_every_epoch: bool = Field(False, description="Also checkpoint at the end of every epoch.")
+    keep_last_n: int | None = Field(3, ge=1, description="Checkpoints kept (oldest deleted first); null keeps all.")
+    keep_best: bool = Field(False, description="Also keep the checkpoint with the best eval metric.")
+    best_metric: str | None = Field(
+        None, description="Eval metric for keep_best/early stopping (default: accuracy, or eval_loss for causal_lm)."
+    )
+    early_stopping_patience: int | None = Field(
+        None, ge=1, description="Stop after this many evaluations without improvement of best_metric."
+    )
+    guard: GuardConfig = Field(default_factory=GuardConfig)
     log_every: int = Field(10, ge=1, description="Write a metrics line every N optimizer steps.")
     eval_batch_size: int = Field(64, ge=1)
     group_by_length: bool = Field(

@@ -1,7 +1,15 @@
-"""Atomic checkpoints: write everything into a temp dir, manifest last, then one rename.
+"""Atomic checkpoints: write everything into a temp dir, fsync, manifest last, then one rename.
 
-A directory under ``checkpoints/`` without a valid ``manifest.json`` was never finished
-and must not be used.
+A directory under ``checkpoints/`` without a valid ``manifest.json`` (present, parsable,
+every listed file with its recorded hash) was never finished and is never used.
+
+Layout of ``checkpoints/step-N/``:
+- ``model/``: the trainable weights in the library's own format: a PEFT adapter (small)
+  for adapter methods, the full model for full/freeze fine-tuning; safetensors.
+- ``trainer_state.pt``: optimizer, scheduler, loss-scaler and RNG states; only tensors and
+  plain containers, so it loads with ``torch.load(weights_only=True)``.
+- ``manifest.json``: step, epoch, data cursor, the loop state, config hash, library
+  versions and the sha256 of every file. Written last.
 """
 
 from __future__ import annotations
@@ -9,13 +17,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import shutil
 import time
+from importlib import metadata
 from pathlib import Path
 
+import numpy as np
 import torch
+from safetensors.torch import load_file
 
 MANIFEST = "manifest.json"
+LIBRARIES = ("torch", "transformers", "peft", "accelerate", "tunesmith")
 
 
 def _sha256(path: Path) -> str:
@@ -27,18 +40,50 @@ def _sha256(path: Path) -> str:
 
 
 def _fsync_tree(root: Path) -> None:
-    for path in root.rglob("*"):
-        if path.is_file():
-            with path.open("rb") as fh:
-                os.fsync(fh.fileno())
+    for path in [*root.rglob("*"), root]:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
-def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, state: dict) -> Path:
-    """Write ``checkpoints/step-<step>/`` atomically and return its path.
+def _versions() -> dict[str, str]:
+    out = {}
+    for name in LIBRARIES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
 
-    Holds the trainable weights (a PEFT adapter or the full model, as safetensors),
-    optimizer and scheduler state, and a manifest with ``state`` and file hashes.
-    """
+
+def rng_states() -> dict:
+    """Python, numpy and torch RNG states as tensors and plain containers (weights_only-safe)."""
+    np_state = np.random.get_state()
+    states = {
+        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict) -> None:
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, state: dict,
+                    scaler=None, config_hash: str | None = None) -> Path:
+    """Write ``checkpoints/step-<step>/`` atomically and return its path."""
     root = run_dir / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step}"
@@ -46,15 +91,25 @@ def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, state
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     model.save_pretrained(tmp / "model", safe_serialization=True)
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "trainer_state.pt")
+    trainer_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_states()}
+    if scaler is not None:
+        trainer_state["scaler"] = scaler.state_dict()
+    torch.save(trainer_state, tmp / "trainer_state.pt")
     files = {str(p.relative_to(tmp)): _sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
-    manifest = {"step": step, "saved_at": time.time(), "files": files, **state}
+    manifest = {"step": step, "epoch": state.get("epoch"), "data_cursor": state.get("cursor"),
+                "saved_at": time.time(), "config_hash": config_hash, "versions": _versions(),
+                "state": state, "files": files}
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
     _fsync_tree(tmp)
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
+    _fsync_tree(root)
     return final
+
+
+def read_manifest(path: Path) -> dict:
+    return json.loads((path / MANIFEST).read_text())
 
 
 def is_valid_checkpoint(path: Path) -> bool:
@@ -67,3 +122,63 @@ def is_valid_checkpoint(path: Path) -> bool:
     except (ValueError, KeyError):
         return False
     return all((path / name).is_file() and _sha256(path / name) == digest for name, digest in files.items())
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Finished checkpoint dirs (``step-N``), oldest first; temp dirs are not included."""
+    root = run_dir / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-") and p.name[5:].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[5:]))
+
+
+def latest_valid_checkpoint(run_dir: Path) -> Path | None:
+    """The newest checkpoint that passes validation (a corrupt newest one is skipped)."""
+    for path in reversed(list_checkpoints(run_dir)):
+        if is_valid_checkpoint(path):
+            return path
+    return None
+
+
+def remove_stale_temp_dirs(run_dir: Path) -> None:
+    """Delete half-written checkpoints left by a process that died while saving."""
+    root = run_dir / "checkpoints"
+    if root.is_dir():
+        for path in root.glob(".tmp-step-*"):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def prune_checkpoints(run_dir: Path, keep_last_n: int | None, protect: set[int]) -> None:
+    """Keep the newest ``keep_last_n`` checkpoints plus the steps in ``protect`` (e.g. the best)."""
+    if keep_last_n is None:
+        return
+    ckpts = list_checkpoints(run_dir)
+    for path in ckpts[:-keep_last_n]:
+        if int(path.name[5:]) not in protect:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def load_checkpoint(path: Path, model, optimizer, scheduler, scaler=None) -> dict:
+    """Restore weights, optimizer, scheduler, scaler and RNG states; return the manifest."""
+    from peft import PeftModel, set_peft_model_state_dict
+
+    manifest = read_manifest(path)
+    model_dir = path / "model"
+    if isinstance(model, PeftModel):
+        set_peft_model_state_dict(model, load_file(model_dir / "adapter_model.safetensors"))
+    else:
+        weights: dict = {}
+        for file in sorted(model_dir.glob("*.safetensors")):
+            weights.update(load_file(file))
+        # Tied weights are saved once; strict=False lets the tied copy stay linked.
+        _, unexpected = model.load_state_dict(weights, strict=False)
+        if unexpected:
+            raise RuntimeError(f"checkpoint {path} has weights the model lacks: {unexpected[:5]}")
+    trainer_state = torch.load(path / "trainer_state.pt", weights_only=True)
+    optimizer.load_state_dict(trainer_state["optimizer"])
+    scheduler.load_state_dict(trainer_state["scheduler"])
+    if scaler is not None and "scaler" in trainer_state:
+        scaler.load_state_dict(trainer_state["scaler"])
+    set_rng_states(trainer_state["rng"])
+    return manifest

@@ -1,28 +1,71 @@
 """The training loop, readable top to bottom.
 
-setup -> for each optimizer step: micro-batches -> forward -> loss -> backward ->
-clip -> optimizer -> schedule -> log -> maybe eval/checkpoint.
+setup (or restore a checkpoint) -> for each optimizer step: micro-batches -> forward ->
+loss -> backward -> guard -> clip -> optimizer -> schedule -> log -> maybe
+eval/checkpoint/early stop.
 
 The loop knows nothing about the method (LoRA, full, ...) and only talks to the task
-through the objective: ``collate``, ``count_targets`` and ``loss_sum``.
+through the objective: ``collate``, ``count_targets`` and ``loss_sum``. Everything
+needed to continue a run exactly lives in :class:`LoopState`, which every checkpoint
+stores, so a resumed run reproduces the uninterrupted one step for step.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import signal
+import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-from tunesmith.train.checkpoint import save_checkpoint
+from tunesmith.methods.freeze import find_blocks
+from tunesmith.train.checkpoint import (
+    latest_valid_checkpoint,
+    load_checkpoint,
+    prune_checkpoints,
+    save_checkpoint,
+)
+from tunesmith.train.guards import GuardStop, HealthGuard
 from tunesmith.train.optim import build_optimizer, build_scheduler
 from tunesmith.train.precision import autocast
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGINT/SIGTERM arrived; a checkpoint was saved at ``step``."""
+
+    def __init__(self, step: int, checkpoint: Path | None):
+        self.step, self.checkpoint = step, checkpoint
+        super().__init__(f"interrupted at step {step}")
+
+
+@dataclass
+class LoopState:
+    """Where the run is. Saved in every checkpoint manifest; restoring it resumes exactly."""
+
+    step: int = 0  # optimizer steps applied
+    epoch: int = 0
+    cursor: int = 0  # windows of `epoch` already consumed (applied or skipped)
+    samples: int = 0
+    tokens: int = 0  # non-padding input tokens
+    wall_s: float = 0.0  # training time, evaluation excluded
+    log_loss: float = 0.0  # loss sum since the last metrics line
+    log_steps: int = 0
+    log_tokens: int = 0
+    log_samples: int = 0
+    skipped: list[list[int]] = field(default_factory=list)  # [epoch, cursor] of windows never to reuse
+    rollbacks: int = 0
+    lr_scale: float = 1.0
+    best_metric: float | None = None
+    best_step: int | None = None
+    evals_without_improvement: int = 0
+    early_stopped: bool = False
 
 
 @dataclass
@@ -31,10 +74,12 @@ class TrainStats:
 
     steps: int = 0
     samples: int = 0
-    tokens: int = 0  # non-padding input tokens
+    tokens: int = 0
     wall_s: float = 0.0
-    losses: list[tuple[int, float]] = field(default_factory=list)
-    evals: list[tuple[int, dict]] = field(default_factory=list)
+    early_stopped: bool = False
+    rollbacks: int = 0
+    skipped_batches: int = 0
+    best: dict | None = None
 
 
 def epoch_windows(
@@ -65,13 +110,38 @@ def steps_per_epoch(n: int, batch_size: int, grad_accum: int) -> int:
     return math.ceil(math.ceil(n / batch_size) / grad_accum)
 
 
-def _windows(features, cfg, seed) -> Iterator[tuple[int, list[list[int]]]]:
-    lengths = [len(f["input_ids"]) for f in features] if cfg.group_by_length else None
-    epoch = 0
-    while True:
-        for window in epoch_windows(len(features), cfg.batch_size, cfg.grad_accum, seed, epoch, lengths):
-            yield epoch, window
-        epoch += 1
+class _StopSignal:
+    """Turns SIGINT/SIGTERM into a flag the loop checks between steps (main thread only)."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous: dict = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _jsonl_truncate(path: Path, after_step: int) -> None:
+    """Drop lines logged after ``after_step``: a resumed run writes them again."""
+    if path.is_file():
+        lines = [line for line in path.read_text(encoding="utf-8").splitlines()
+                 if line.strip() and json.loads(line).get("step", 0) <= after_step]
+        path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+
+
+def _metric_improved(value: float, best: float | None, name: str) -> bool:
+    lower_is_better = "loss" in name or name == "perplexity"
+    return best is None or (value < best if lower_is_better else value > best)
 
 
 def train(
@@ -86,93 +156,229 @@ def train(
     accelerator: Accelerator,
     evaluate: Callable[[object], dict] | None = None,
     show_progress: bool = True,
+    resume_from: Path | None = None,
+    config_hash: str | None = None,
 ) -> TrainStats:
     """Train ``model`` in place on ``features`` according to ``cfg`` (a TrainConfig).
 
     ``evaluate(model)`` is called every ``cfg.eval_every`` steps; its metrics go to
-    ``eval.jsonl``. Per-step metrics go to ``metrics.jsonl`` every ``cfg.log_every`` steps.
+    ``eval.jsonl``. Per-step metrics go to ``metrics.jsonl`` every ``cfg.log_every`` steps;
+    guard events (skips, rollbacks) to ``events.jsonl``. ``resume_from`` is a checkpoint
+    directory to continue from.
+
+    Raises:
+        TrainingInterrupted: after SIGINT/SIGTERM (a checkpoint was saved first).
+        GuardStop: the loss kept diverging after ``cfg.guard.max_rollbacks`` rollbacks.
     """
     per_epoch = steps_per_epoch(len(features), cfg.batch_size, cfg.grad_accum)
     total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * per_epoch))
-    optimizer = build_optimizer(model, lr, cfg.weight_decay)
+    optimizer = build_optimizer(model, lr, cfg.weight_decay, cfg.adam_epsilon)
     scheduler = build_scheduler(optimizer, cfg.scheduler, round(cfg.warmup_ratio * total_steps), total_steps)
+    base_lrs = list(scheduler.base_lrs)
     model, optimizer = accelerator.prepare(model, optimizer)
-    params = [p for p in model.parameters() if p.requires_grad]
     device = accelerator.device
+    params = [p for p in model.parameters() if p.requires_grad]
+    shallow = _shallow_params(accelerator.unwrap_model(model), cfg) if cfg.shallow_grad_scale < 1 else []
+    # Dynamic loss scaling only for fp16: bf16 and fp32 have fp32's range and need none.
+    scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
+    lengths = [len(f["input_ids"]) for f in features] if cfg.group_by_length else None
+    guard = HealthGuard(cfg.guard)
+    best_name = cfg.best_metric
 
-    stats = TrainStats()
+    state = LoopState()
+    # The rollback target before the first checkpoint exists: the initial trainable weights.
+    initial = {
+        "weights": [p.detach().clone() for p in params],
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+    }
+
+    def restore(path: Path | None) -> None:
+        nonlocal state
+        keep = {"skipped": state.skipped, "rollbacks": state.rollbacks, "lr_scale": state.lr_scale}
+        if path is None:
+            with torch.no_grad():
+                for p, w in zip(params, initial["weights"]):
+                    p.copy_(w)
+            optimizer.load_state_dict(initial["optimizer"])
+            scheduler.load_state_dict(initial["scheduler"])
+            state = LoopState(**keep)
+        else:
+            manifest = load_checkpoint(path, accelerator.unwrap_model(model), optimizer, scheduler, scaler)
+            state = LoopState(**manifest["state"])
+            if keep["rollbacks"] > state.rollbacks:  # a rollback, not a resume: keep the guard's memory
+                state.skipped, state.rollbacks, state.lr_scale = keep["skipped"], keep["rollbacks"], keep["lr_scale"]
+        # The scheduler derives each lr from base_lrs, so lowering them lowers the whole schedule.
+        scheduler.base_lrs = [b * state.lr_scale for b in base_lrs]
+        for group, base, factor in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+            group["lr"] = base * factor(scheduler.last_epoch)
+
+    if resume_from is not None:
+        restore(resume_from)
+        for name in ("metrics.jsonl", "eval.jsonl", "events.jsonl"):
+            _jsonl_truncate(run_dir / name, state.step)
+
     metrics_file = (run_dir / "metrics.jsonl").open("a", encoding="utf-8")
     eval_file = (run_dir / "eval.jsonl").open("a", encoding="utf-8")
-    bar = tqdm(total=total_steps, desc="train", unit="step", disable=not show_progress, dynamic_ncols=True)
-    windows = _windows(features, cfg, seed)
-    # Accumulate on-device and read back only at log steps: .item() every step stalls the pipeline.
-    window_loss = torch.zeros((), device=device)
-    window_steps, window_tokens, window_samples, window_start = 0, 0, 0, time.perf_counter()
-    start, eval_s = time.perf_counter(), 0.0
+    events_file = (run_dir / "events.jsonl").open("a", encoding="utf-8")
+
+    def event(kind: str, **info) -> None:
+        events_file.write(json.dumps({"step": state.step, "event": kind, **info}) + "\n")
+        events_file.flush()
+
+    def checkpoint() -> Path:
+        path = save_checkpoint(run_dir, state.step, accelerator.unwrap_model(model), optimizer, scheduler,
+                               asdict(state), scaler=scaler, config_hash=config_hash)
+        protect = {state.best_step} if cfg.keep_best and state.best_step is not None else set()
+        prune_checkpoints(run_dir, cfg.keep_last_n, protect)
+        return path
+
+    bar = tqdm(total=total_steps, initial=state.step, desc="train", unit="step",
+               disable=not show_progress, dynamic_ncols=True)
+    cache: dict[int, list] = {}
+    segment_start = time.perf_counter()
+    log_start = segment_start
     model.train()
-    for step in range(1, total_steps + 1):
-        epoch, window = next(windows)
-        batches = [objective.collate([features[i] for i in idx]) for idx in window]
-        # Normalise by the targets of the whole window so the update doesn't depend on how
-        # the examples were split into micro-batches.
-        targets = max(sum(objective.count_targets(b) for b in batches), 1)
-        for batch in batches:
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            with autocast(device, cfg.precision):
-                loss = objective.loss_sum(model, batch) / targets
-            accelerator.backward(loss)
-            window_loss += loss.detach()
-            window_tokens += int(batch["attention_mask"].sum())
-            window_samples += batch["input_ids"].shape[0]
-        grad_norm = accelerator.clip_grad_norm_(params, cfg.max_grad_norm or float("inf"))
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        window_steps += 1
-        bar.update(1)
+    with _StopSignal() as stop:
+        while state.step < total_steps and not state.early_stopped:
+            if state.epoch not in cache:
+                cache.clear()
+                cache[state.epoch] = epoch_windows(len(features), cfg.batch_size, cfg.grad_accum, seed,
+                                                   state.epoch, lengths)
+            windows = cache[state.epoch]
+            if state.cursor >= len(windows):
+                state.epoch, state.cursor = state.epoch + 1, 0
+                continue
+            position = [state.epoch, state.cursor]
+            window = windows[state.cursor]
+            state.cursor += 1
+            if position in state.skipped:
+                continue
 
-        if step % cfg.log_every == 0 or step == total_steps:
-            elapsed = time.perf_counter() - window_start
-            mean_loss = float(window_loss) / window_steps
-            record = {
-                "step": step,
-                "epoch": round(epoch + _position_in_epoch(step, per_epoch), 4),
-                "loss": mean_loss,
-                "lr": scheduler.get_last_lr()[0],
-                "grad_norm": float(grad_norm),
-                "tokens_per_s": window_tokens / elapsed,
-                "samples_per_s": window_samples / elapsed,
-            }
-            metrics_file.write(json.dumps(record) + "\n")
-            metrics_file.flush()
-            stats.losses.append((step, mean_loss))
-            bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{record['lr']:.2e}", tok_s=f"{record['tokens_per_s']:.0f}")
-            stats.samples += window_samples
-            stats.tokens += window_tokens
-            window_loss.zero_()
-            window_steps, window_tokens, window_samples, window_start = 0, 0, 0, time.perf_counter()
+            batches = [objective.collate([features[i] for i in idx]) for idx in window]
+            # Normalise by the targets of the whole window so the update doesn't depend on how
+            # the examples were split into micro-batches.
+            targets = max(sum(objective.count_targets(b) for b in batches), 1)
+            step_loss = torch.zeros((), device=device)
+            step_tokens = step_samples = 0
+            for batch in batches:
+                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+                with autocast(device, cfg.precision):
+                    loss = objective.loss_sum(model, batch) / targets
+                accelerator.backward(scaler.scale(loss) if scaler else loss)
+                step_loss += loss.detach()
+                step_tokens += int(batch["attention_mask"].sum())
+                step_samples += batch["input_ids"].shape[0]
+            if scaler:
+                scaler.unscale_(optimizer)
+            for p in shallow:
+                if p.grad is not None:
+                    p.grad.mul_(cfg.shallow_grad_scale)
+            grad_norm = float(accelerator.clip_grad_norm_(params, cfg.max_grad_norm or float("inf")))
+            loss_value = float(step_loss)
 
-        if evaluate and cfg.eval_every and step % cfg.eval_every == 0 and step != total_steps:
-            eval_start = time.perf_counter()
-            metrics = evaluate(accelerator.unwrap_model(model))
-            stats.evals.append((step, metrics))
-            eval_file.write(json.dumps({"step": step, **metrics}) + "\n")
-            eval_file.flush()
-            model.train()
-            # Evaluation time is not training time.
-            window_start = time.perf_counter()
-            eval_s += window_start - eval_start
-        if cfg.save_every and (step % cfg.save_every == 0 or step == total_steps):
-            save_checkpoint(run_dir, step, accelerator.unwrap_model(model), optimizer, scheduler,
-                            {"epoch": epoch, "seed": seed, "total_steps": total_steps})
-    stats.steps = total_steps
-    stats.wall_s = time.perf_counter() - start - eval_s
+            problem = guard.verdict(loss_value, grad_norm)
+            if problem and not (scaler and not math.isfinite(grad_norm)):
+                optimizer.zero_grad(set_to_none=True)
+                state.skipped.append(position)
+                event("skip", reason=problem, loss=loss_value, grad_norm=grad_norm, epoch=position[0],
+                      window=position[1], sample_ids=[i for idx in window for i in idx])
+                if guard.record_skip(state.step):
+                    if state.rollbacks >= cfg.guard.max_rollbacks:
+                        event("stop", reason=f"still unhealthy after {state.rollbacks} rollbacks")
+                        raise GuardStop(
+                            f"Training kept diverging at step {state.step} ({problem}) after "
+                            f"{state.rollbacks} rollbacks; see {run_dir / 'events.jsonl'}.",
+                            "Lower train.lr, raise train.adam_epsilon, set train.shallow_grad_scale, "
+                            "or check the data rows listed in events.jsonl.",
+                        )
+                    target = latest_valid_checkpoint(run_dir)
+                    state.rollbacks += 1
+                    state.lr_scale *= cfg.guard.rollback_lr_factor
+                    from_step = state.step
+                    restore(target)
+                    guard.after_rollback()
+                    event("rollback", from_step=from_step, to_step=state.step, lr_scale=state.lr_scale,
+                          checkpoint=str(target) if target else "initial weights")
+                continue
+
+            if scaler:
+                scaler.step(optimizer)  # skips the update itself when fp16 gradients overflowed
+                scaler.update()
+            else:
+                optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            guard.accept(loss_value)
+            state.step += 1
+            state.log_loss += loss_value
+            state.log_steps += 1
+            state.log_tokens += step_tokens
+            state.log_samples += step_samples
+            bar.update(1)
+
+            if state.step % cfg.log_every == 0 or state.step == total_steps:
+                elapsed = max(time.perf_counter() - log_start, 1e-9)
+                mean_loss = state.log_loss / state.log_steps
+                record = {
+                    "step": state.step,
+                    "epoch": round(state.epoch + state.cursor / len(windows), 4),
+                    "loss": mean_loss,
+                    "lr": scheduler.get_last_lr()[0],
+                    "grad_norm": grad_norm,
+                    "tokens_per_s": state.log_tokens / elapsed,
+                    "samples_per_s": state.log_samples / elapsed,
+                }
+                metrics_file.write(json.dumps(record) + "\n")
+                metrics_file.flush()
+                bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{record['lr']:.2e}", tok_s=f"{record['tokens_per_s']:.0f}")
+                state.samples += state.log_samples
+                state.tokens += state.log_tokens
+                state.log_loss, state.log_steps, state.log_tokens, state.log_samples = 0.0, 0, 0, 0
+                log_start = time.perf_counter()
+
+            save_now = bool(cfg.save_every and state.step % cfg.save_every == 0)
+            save_now |= cfg.save_every_epoch and state.cursor == len(windows)
+            if evaluate and cfg.eval_every and state.step % cfg.eval_every == 0 and state.step != total_steps:
+                now = time.perf_counter()
+                state.wall_s += now - segment_start
+                metrics = evaluate(accelerator.unwrap_model(model))
+                eval_file.write(json.dumps({"step": state.step, **metrics}) + "\n")
+                eval_file.flush()
+                best_name = best_name or ("accuracy" if "accuracy" in metrics else "eval_loss")
+                if _metric_improved(metrics[best_name], state.best_metric, best_name):
+                    state.best_metric, state.best_step, state.evals_without_improvement = metrics[best_name], state.step, 0
+                    save_now |= cfg.keep_best
+                else:
+                    state.evals_without_improvement += 1
+                    if cfg.early_stopping_patience and state.evals_without_improvement >= cfg.early_stopping_patience:
+                        state.early_stopped = True
+                        event("early_stop", metric=best_name, best=state.best_metric, best_step=state.best_step)
+                model.train()
+                # Evaluation time is not training time.
+                segment_start = log_start = time.perf_counter()
+            if save_now or stop.requested or (cfg.save_every and state.step == total_steps):
+                state.wall_s += time.perf_counter() - segment_start
+                segment_start = time.perf_counter()
+                path = checkpoint()
+                if stop.requested:
+                    bar.close()
+                    raise TrainingInterrupted(state.step, path)
+    state.wall_s += time.perf_counter() - segment_start
     bar.close()
-    metrics_file.close()
-    eval_file.close()
-    return stats
+    for fh in (metrics_file, eval_file, events_file):
+        fh.close()
+    return TrainStats(
+        steps=state.step, samples=state.samples, tokens=state.tokens, wall_s=state.wall_s,
+        early_stopped=state.early_stopped, rollbacks=state.rollbacks, skipped_batches=len(state.skipped),
+        best={"metric": best_name, "value": state.best_metric, "step": state.best_step} if state.best_step else None,
+    )
 
 
-def _position_in_epoch(step: int, per_epoch: int) -> float:
-    done = step % per_epoch
-    return (done if done else per_epoch) / per_epoch
+def _shallow_params(model, cfg) -> list:
+    """Embedding weights and the first ``cfg.shallow_layers`` blocks: where spikes start."""
+    params = [p for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()]
+    if cfg.shallow_layers:
+        for block in list(find_blocks(model))[: cfg.shallow_layers]:
+            params.extend(block.parameters())
+    return [p for p in params if p.requires_grad]

@@ -16,7 +16,7 @@ SCHEDULES = {
 }
 
 
-def build_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, lr: float, weight_decay: float, eps: float = 1e-8) -> torch.optim.Optimizer:
     """AdamW over trainable parameters; biases and norms get no weight decay (standard practice)."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -27,7 +27,7 @@ def build_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.o
     if not groups:
         raise ValueError("the model has no trainable parameters")
     # foreach: one fused kernel launch per group instead of one per tensor.
-    return torch.optim.AdamW(groups, lr=lr, foreach=True)
+    return torch.optim.AdamW(groups, lr=lr, eps=eps, foreach=True)
 
 
 def build_scheduler(optimizer, kind: str, warmup_steps: int, total_steps: int):

@@ -1,0 +1,92 @@
+"""Checks that fail fast, before any model is loaded: the run directory, disk space, resume target."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+from tunesmith.errors import ConfigError
+from tunesmith.train.checkpoint import is_valid_checkpoint, latest_valid_checkpoint, read_manifest
+
+# What a checkpoint holds relative to the base model's weight files: adapter methods save
+# a few percent of the weights; full/freeze save every weight (optimizer state is extra
+# only for what trains, which for full fine-tuning is twice the weights).
+CHECKPOINT_SHARE = {"lora": 0.1, "freeze": 1.5, "full": 3.0}
+
+
+def config_hash(config) -> str:
+    """Hash of what decides the training trajectory (not logging or checkpoint cadence)."""
+    key = {k: config.model_dump(mode="json")[k] for k in ("task", "seed", "model", "data", "method")}
+    key["train"] = config.train.model_dump(
+        mode="json", include={"epochs", "max_steps", "batch_size", "grad_accum", "lr", "weight_decay",
+                              "warmup_ratio", "scheduler", "max_grad_norm", "precision", "group_by_length"})
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def prepare_run_dir(run_dir: Path, overwrite: bool, resume: str | None) -> None:
+    """Create ``run_dir``; refuse to mix two runs' files in one folder; prove it is writable."""
+    if run_dir.exists() and any(run_dir.iterdir()) and not resume:
+        if not overwrite:
+            raise ConfigError(
+                f"The run directory {run_dir} already exists and is not empty.",
+                "Pass --resume to continue it, --overwrite to replace it, or choose another with "
+                "--output-dir or --set name=...",
+            )
+        shutil.rmtree(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(
+            f"The run directory {run_dir} is not writable ({exc.strerror}).", "Choose a writable --output-dir."
+        ) from None
+
+
+def _weights_bytes(model_source: str) -> int | None:
+    folder = Path(model_source)
+    if not folder.is_dir():
+        return None  # a hub id: size unknown until downloaded
+    return sum(f.stat().st_size for f in folder.glob("*") if f.suffix in {".safetensors", ".bin"})
+
+
+def check_disk_space(run_dir: Path, model_source: str, method: str, train_cfg) -> None:
+    """Fail before training when the expected checkpoints and final model cannot fit."""
+    weights = _weights_bytes(model_source)
+    if not weights:
+        return
+    per_checkpoint = weights * CHECKPOINT_SHARE.get(method, 3.0)
+    kept = (train_cfg.keep_last_n or 10) + (1 if train_cfg.keep_best else 0) if (train_cfg.save_every or train_cfg.save_every_epoch) else 0
+    needed = per_checkpoint * (kept + 1)  # + final/
+    free = shutil.disk_usage(run_dir).free
+    if free < needed:
+        raise ConfigError(
+            f"Not enough disk space in {run_dir}: about {needed / 2**20:,.0f} MiB needed for {kept} checkpoints "
+            f"and the final model, {free / 2**20:,.0f} MiB free.",
+            "Free space, lower train.keep_last_n, save less often, or use a method with smaller checkpoints (lora).",
+        )
+
+
+def find_resume_checkpoint(run_dir: Path, resume: str, expected_hash: str) -> Path | None:
+    """The checkpoint to resume from (None: nothing to resume, start fresh)."""
+    if resume == "auto":
+        path = latest_valid_checkpoint(run_dir)
+        if path is None:
+            return None
+    else:
+        path = Path(resume)
+        if not is_valid_checkpoint(path):
+            raise ConfigError(
+                f"{path} is not a valid checkpoint (missing or incomplete manifest, or files changed).",
+                "Pass --resume auto to pick the latest valid checkpoint.",
+            )
+    stored = read_manifest(path).get("config_hash")
+    if stored and stored != expected_hash:
+        raise ConfigError(
+            f"Checkpoint {path} was written by a run with different model/data/method/training settings.",
+            "Resume with the run's own config.yaml, or start a new run with --output-dir.",
+        )
+    return path
