@@ -298,6 +298,12 @@ def train(
                     from_step = state.step
                     restore(target)
                     guard.after_rollback()
+                    # The abandoned steps will be logged again; events.jsonl keeps the record.
+                    for fh in (metrics_file, eval_file):
+                        fh.close()
+                        _jsonl_truncate(Path(fh.name), state.step)
+                    metrics_file = (run_dir / "metrics.jsonl").open("a", encoding="utf-8")
+                    eval_file = (run_dir / "eval.jsonl").open("a", encoding="utf-8")
                     event("rollback", from_step=from_step, to_step=state.step, lr_scale=state.lr_scale,
                           checkpoint=str(target) if target else "initial weights")
                 continue
