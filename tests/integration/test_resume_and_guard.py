@@ -205,6 +205,7 @@ def test_early_stopping_and_keep_best(cls_recipe, tmp_path):
     kept = {int(p.name[5:]) for p in list_checkpoints(run)}
     assert best_step in kept and len(kept) <= 2
     assert any(json.loads(line)["event"] == "early_stop" for line in (run / "events.jsonl").read_text().splitlines())
+    assert "early_stop" in (run / "report.html").read_text()  # events are shown in the report
 
 
 def test_preflight_fails_before_loading_on_unwritable_dir_and_full_disk(cls_recipe, tmp_path, capsys, monkeypatch):

@@ -102,6 +102,16 @@ def write_report(run_dir: Path, summary: dict) -> Path:
         f"<tr><td>{esc(p['input'])}</td><td>{esc(_probe(p['before']))}</td><td>{esc(_probe(p['after']))}</td></tr>"
         for p in summary.get("probes", [])
     )
+    events = _read_jsonl(run_dir / "events.jsonl")
+    event_rows = "".join(
+        f"<tr><td>{e.get('step')}</td><td>{esc(e.get('event', ''))}</td>"
+        f"<td>{esc(json.dumps({k: v for k, v in e.items() if k not in ('step', 'event', 'sample_ids')}))}</td></tr>"
+        for e in events
+    )
+    events_html = (
+        f"<h2>Events</h2><table><tr><th>step</th><th>event</th><th>details</th></tr>{event_rows}</table>"
+        if events else "<h2>Events</h2><p>None: no skipped batches, rollbacks or early stop.</p>"
+    )
     body = f"""<!doctype html><html><head><meta charset="utf-8"><title>{esc(summary.get('name', 'run'))}</title>
 <style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}}</style></head><body>
@@ -112,6 +122,7 @@ td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}}</style></head><
 <h2>Training</h2><p>{train.get('steps', 0)} steps in {_fmt(train.get('wall_s'))} s,
 {_fmt(train.get('samples_per_s'))} samples/s, {_fmt(train.get('tokens_per_s'))} tokens/s, peak RSS {_fmt(train.get('peak_rss_mb'))} MB.</p>
 {''.join(f'<img src="{p.name}" alt="{p.stem}">' for p in images)}
+{events_html}
 <h2>Probes</h2><table><tr><th>input</th><th>before</th><th>after</th></tr>{probes}</table>
 </body></html>"""
     out = run_dir / "report.html"
