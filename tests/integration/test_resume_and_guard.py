@@ -220,3 +220,17 @@ def test_preflight_fails_before_loading_on_unwritable_dir_and_full_disk(cls_reci
     assert main(["train", str(cls_recipe), "--output-dir", str(tmp_path / "full")]) == 2
     err = capsys.readouterr().err
     assert "Not enough disk space" in err and "keep_last_n" in err
+
+
+def test_save_every_epoch_and_adapter_only_checkpoints_for_lora(cls_recipe, tmp_path):
+    run = tmp_path / "epochs"
+    args = ["train", str(cls_recipe), "--output-dir", str(run), "--set", "train.save_every_epoch=true",
+            "--set", "train.epochs=2", "--set", "train.keep_last_n=5",
+            "--set", 'method={"type": "lora", "r": 4, "alpha": 8}', "--set", "train.lr=2e-2"]
+    assert main(args) == 0
+    assert [p.name for p in list_checkpoints(run)] == ["step-10", "step-20"]  # 160 rows / 16 per step
+    model_files = {p.name for p in (run / "checkpoints" / "step-10" / "model").iterdir()}
+    assert "adapter_model.safetensors" in model_files and "model.safetensors" not in model_files
+    manifest = json.loads((run / "checkpoints" / "step-10" / "manifest.json").read_text())
+    assert manifest["epoch"] == 0 and manifest["data_cursor"] == 10 and manifest["config_hash"]
+    assert {"torch", "transformers", "peft"} <= set(manifest["versions"])
