@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from tunesmith.errors import TunesmithError
@@ -61,6 +63,10 @@ def _run_options(p: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (0 success, 2 bad input, 1 unexpected failure)."""
     args = build_parser().parse_args(argv)
+    # Schedulers stop jobs with SIGTERM: treat it like Ctrl-C so the run is marked interrupted.
+    # (Inside the training loop both signals instead finish the step and save a checkpoint.)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         if args.command == "train":
             _train(Path(args.recipe), args, overwrite=args.overwrite)
@@ -78,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
         where = f" at step {step}; checkpoint saved" if step is not None else ""
         print(f"interrupted{where}. Continue with the same command plus --resume.", file=sys.stderr)
         return 130
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def _train(recipe: Path, args, overwrite: bool) -> None:

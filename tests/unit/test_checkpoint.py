@@ -114,3 +114,26 @@ def test_saving_same_step_again_replaces_it(tmp_path, trained):
     save_checkpoint(tmp_path, 6, model, optimizer, scheduler, {})
     names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert names == ["step-5", "step-6"]
+
+
+def test_pruning_renames_before_deleting_so_no_broken_step_dir_remains(tmp_path, monkeypatch, trained):
+    import shutil as shutil_module
+
+    from tunesmith.train import checkpoint as ckpt_module
+
+    model, optimizer, scheduler = trained
+    for step in (1, 2, 3):
+        save_checkpoint(tmp_path, step, model, optimizer, scheduler, {"epoch": 0})
+
+    # A deletion that dies half-way (as under SIGKILL) must not leave a step-N behind.
+    def dying_rmtree(path, ignore_errors=False):
+        raise SystemExit("killed")
+
+    monkeypatch.setattr(ckpt_module.shutil, "rmtree", dying_rmtree)
+    with pytest.raises(SystemExit):
+        ckpt_module.prune_checkpoints(tmp_path, 2, set())
+    monkeypatch.setattr(ckpt_module.shutil, "rmtree", shutil_module.rmtree)
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names[1:] == ["step-2", "step-3"] and names[0].startswith(".tmp-delete-step-1")
+    ckpt_module.remove_stale_temp_dirs(tmp_path)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-2", "step-3"]

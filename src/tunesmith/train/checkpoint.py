@@ -102,7 +102,7 @@ def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, state
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
     _fsync_tree(tmp)
     if final.exists():
-        shutil.rmtree(final)
+        _delete_checkpoint(final)
     os.replace(tmp, final)
     _fsync_tree(root)
     return final
@@ -141,11 +141,18 @@ def latest_valid_checkpoint(run_dir: Path) -> Path | None:
     return None
 
 
+def _delete_checkpoint(path: Path) -> None:
+    """Rename first, then delete: a process killed mid-deletion leaves a temp dir, never a broken step-N."""
+    doomed = path.parent / f".tmp-delete-{path.name}-{os.getpid()}"
+    os.replace(path, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
 def remove_stale_temp_dirs(run_dir: Path) -> None:
-    """Delete half-written checkpoints left by a process that died while saving."""
+    """Delete half-written or half-deleted checkpoints left by a process that died."""
     root = run_dir / "checkpoints"
     if root.is_dir():
-        for path in root.glob(".tmp-step-*"):
+        for path in [*root.glob(".tmp-step-*"), *root.glob(".tmp-delete-*")]:
             shutil.rmtree(path, ignore_errors=True)
 
 
@@ -156,7 +163,7 @@ def prune_checkpoints(run_dir: Path, keep_last_n: int | None, protect: set[int])
     ckpts = list_checkpoints(run_dir)
     for path in ckpts[:-keep_last_n]:
         if int(path.name[5:]) not in protect:
-            shutil.rmtree(path, ignore_errors=True)
+            _delete_checkpoint(path)
 
 
 def load_checkpoint(path: Path, model, optimizer, scheduler, scaler=None) -> dict:
