@@ -129,10 +129,11 @@ def test_pruning_renames_before_deleting_so_no_broken_step_dir_remains(tmp_path,
     def dying_rmtree(path, ignore_errors=False):
         raise SystemExit("killed")
 
+    real_rmtree = shutil_module.rmtree
     monkeypatch.setattr(ckpt_module.shutil, "rmtree", dying_rmtree)
     with pytest.raises(SystemExit):
         ckpt_module.prune_checkpoints(tmp_path, 2, set())
-    monkeypatch.setattr(ckpt_module.shutil, "rmtree", shutil_module.rmtree)
+    monkeypatch.setattr(ckpt_module.shutil, "rmtree", real_rmtree)
     names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert names[1:] == ["step-2", "step-3"] and names[0].startswith(".tmp-delete-step-1")
     ckpt_module.remove_stale_temp_dirs(tmp_path)
