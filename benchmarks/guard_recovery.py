@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import tempfile
 from pathlib import Path
 
@@ -22,22 +21,8 @@ from transformers import AutoTokenizer, BertConfig, BertForSequenceClassificatio
 from tunesmith.config.schema import GuardConfig, TrainConfig
 from tunesmith.models.load import resolve_model_source
 from tunesmith.objectives.classification import ClassificationObjective
+from tunesmith.synthetic import sentiment_rows
 from tunesmith.train.loop import train
-
-POS, NEG = ["good", "great", "wonderful", "excellent"], ["bad", "awful", "terrible", "boring"]
-FILLER = ["the", "movie", "film", "plot", "was", "really", "quite", "acting", "story", "and"]
-
-
-def rows(n, seed):
-    rng = random.Random(seed)
-    out = []
-    for i in range(n):
-        label = "positive" if i % 2 == 0 else "negative"
-        words = rng.sample(FILLER, 4) + [rng.choice(POS if label == "positive" else NEG)]
-        rng.shuffle(words)
-        out.append({"text": " ".join(words), "label": label})
-    return out
-
 
 class Poisoned(ClassificationObjective):
     def __init__(self, *args, poison):
@@ -69,7 +54,7 @@ def run(poison, guard_on, grad_nan_at=None):
     cfg = TrainConfig(epochs=6, batch_size=16, lr=5e-3, log_every=1, warmup_ratio=0.0,
                       guard=GuardConfig(enabled=guard_on, min_history=5, max_skips=5))
     with tempfile.TemporaryDirectory() as tmp:
-        stats = train(model, objective, objective.encode(rows(160, 1)), cfg, lr=cfg.lr, seed=7, run_dir=Path(tmp),
+        stats = train(model, objective, objective.encode(sentiment_rows(160, 1)), cfg, lr=cfg.lr, seed=7, run_dir=Path(tmp),
                       accelerator=Accelerator(cpu=True), show_progress=False)
         losses = [json.loads(line)["loss"] for line in (Path(tmp) / "metrics.jsonl").read_text().splitlines()]
         events = [json.loads(line) for line in (Path(tmp) / "events.jsonl").read_text().splitlines()]

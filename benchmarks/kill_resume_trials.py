@@ -40,33 +40,13 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from tunesmith.synthetic import sentiment_rows, write_jsonl
 from tunesmith.train.checkpoint import is_valid_checkpoint, list_checkpoints
 
 TRAIN_ARGS = ["--set", "train.log_every=1", "--set", "train.save_every=1", "--set", "train.keep_last_n=2",
               "--set", "train.grad_accum=2", "--set", "train.batch_size=8", "--set", "train.epochs=3",
               "--set", "train.eval_every=7", "--set", "method.type=full", "--set", "train.group_by_length=true"]
 TIMEOUT = 600
-
-POSITIVE = ["good", "great", "wonderful", "excellent", "lovely", "superb"]
-NEGATIVE = ["bad", "awful", "terrible", "boring", "dreadful", "poor"]
-FILLER = ["the", "movie", "film", "plot", "was", "really", "quite", "acting", "story", "and"]
-
-
-def sentiment_rows(n: int, seed: int) -> list[dict]:
-    """Synthetic sentiment rows whose label is decided by one cue word."""
-    rng = random.Random(seed)
-    rows = []
-    for i in range(n):
-        label = "positive" if i % 2 == 0 else "negative"
-        words = rng.sample(FILLER, 4) + [rng.choice(POSITIVE if label == "positive" else NEGATIVE)]
-        rng.shuffle(words)
-        rows.append({"text": " ".join(words), "label": label})
-    return rows
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-
 
 def build_setup(work: Path, train_rows: int) -> Path:
     """A tiny BERT folder, train/eval data and a recipe in ``work``; returns the recipe path."""

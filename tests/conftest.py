@@ -6,14 +6,14 @@ models are small enough (hidden 32, 2 layers) to train in seconds on a CPU.
 
 from __future__ import annotations
 
-import json
 import os
-import random
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+
+from tunesmith.synthetic import chat_rows, sentiment_rows, write_jsonl  # noqa: F401 (re-exported for tests)
 
 os.environ.setdefault("TUNESMITH_NO_PROGRESS", "1")
 
@@ -69,38 +69,6 @@ def tiny_llama_dir(tmp_path_factory) -> Path:
     LlamaForCausalLM(config).save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
-
-
-POSITIVE = ["good", "great", "wonderful", "excellent", "lovely", "superb"]
-NEGATIVE = ["bad", "awful", "terrible", "boring", "dreadful", "poor"]
-FILLER = ["the", "movie", "film", "plot", "was", "really", "quite", "acting", "story", "and"]
-
-
-def sentiment_rows(n: int, seed: int) -> list[dict]:
-    """Synthetic sentiment rows whose label is decided by one cue word: learnable in seconds."""
-    rng = random.Random(seed)
-    rows = []
-    for i in range(n):
-        label = "positive" if i % 2 == 0 else "negative"
-        words = rng.sample(FILLER, 4) + [rng.choice(POSITIVE if label == "positive" else NEGATIVE)]
-        rng.shuffle(words)
-        rows.append({"text": " ".join(words), "label": label})
-    return rows
-
-
-def chat_rows(n: int) -> list[dict]:
-    """Identity chats with one fixed answer, so the loss on answers must fall."""
-    questions = ["who are you?", "what is your name?", "who made you?", "introduce yourself.", "tell me your name."]
-    return [
-        {"messages": [{"role": "user", "content": questions[i % len(questions)]},
-                      {"role": "assistant", "content": "i am quill, made by the tunesmith team."}]}
-        for i in range(n)
-    ]
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
 
 
 @pytest.fixture()

@@ -132,22 +132,16 @@ def _summary(run_dir: Path) -> dict:
 
 
 def _checkpoint_problems(run_dir: Path) -> list[str]:
-    """``step-*`` directories a resume could pick up although they are not complete checkpoints.
+    """``step-*`` directories that are not complete checkpoints, and unexpected strays.
 
-    ``.tmp-step-*`` directories are half-written checkpoints and allowed. A ``step-*`` directory
-    that fails validation is tolerated only when it is older than ``KEEP_LAST_N`` valid ones:
-    that is a prune (``shutil.rmtree`` of a checkpoint that is no longer kept) cut short by the
-    kill, which ``latest_valid_checkpoint`` never reaches. The newest checkpoints must be valid.
+    ``.tmp-step-*`` (half-written) and ``.tmp-delete-*`` (half-deleted: a prune renames a
+    checkpoint before removing it) are the only allowed leftovers of a kill; every
+    ``step-*`` directory must be a valid checkpoint.
     """
-    ckpts = list_checkpoints(run_dir)
-    valid = [is_valid_checkpoint(p) for p in ckpts]
-    problems = []
-    for i, (path, ok) in enumerate(zip(ckpts, valid)):
-        if not ok and sum(valid[i + 1 :]) < KEEP_LAST_N:
-            problems.append(path.name)
+    problems = [p.name for p in list_checkpoints(run_dir) if not is_valid_checkpoint(p)]
     root = run_dir / "checkpoints"
     strays = [p.name for p in root.iterdir()] if root.is_dir() else []
-    problems += [n for n in strays if not n.startswith((".tmp-step-", "step-"))]
+    problems += [n for n in strays if not n.startswith((".tmp-step-", ".tmp-delete-", "step-"))]
     return problems
 
 

@@ -1,0 +1,42 @@
+"""Tiny synthetic datasets for smoke runs, tests and benchmarks (no files, no downloads).
+
+Each is learnable in seconds by a tiny model, so a falling loss or a rising metric is a
+real signal rather than noise.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+POSITIVE = ["good", "great", "wonderful", "excellent", "lovely", "superb"]
+NEGATIVE = ["bad", "awful", "terrible", "boring", "dreadful", "poor"]
+FILLER = ["the", "movie", "film", "plot", "was", "really", "quite", "acting", "story", "and"]
+
+
+def sentiment_rows(n: int, seed: int) -> list[dict]:
+    """Classification rows whose label is decided by one cue word among four fillers."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = "positive" if i % 2 == 0 else "negative"
+        words = rng.sample(FILLER, 4) + [rng.choice(POSITIVE if label == "positive" else NEGATIVE)]
+        rng.shuffle(words)
+        rows.append({"text": " ".join(words), "label": label})
+    return rows
+
+
+def chat_rows(n: int) -> list[dict]:
+    """Identity chats with one fixed answer, so the loss on answers must fall."""
+    questions = ["who are you?", "what is your name?", "who made you?", "introduce yourself.", "tell me your name."]
+    return [
+        {"messages": [{"role": "user", "content": questions[i % len(questions)]},
+                      {"role": "assistant", "content": "i am quill, made by the tunesmith team."}]}
+        for i in range(n)
+    ]
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
