@@ -73,7 +73,7 @@ def run_recipe(
     try:
         summary = _run(config, run_dir, summary, base_dir, show_progress, log, resume_from, fingerprint)
         summary["status"] = "completed"
-    except (KeyboardInterrupt, TrainingInterrupted) as exc:
+    except KeyboardInterrupt as exc:  # TrainingInterrupted (a checkpoint was saved) is one too
         summary["status"] = "interrupted"
         if isinstance(exc, TrainingInterrupted):
             summary["interrupted_at_step"] = exc.step
@@ -122,7 +122,8 @@ def _run(config: RecipeConfig, run_dir: Path, summary: dict, base_dir, show_prog
     model.to(device)
 
     def evaluate(m) -> dict:
-        metrics = objective.evaluate(m, eval_features, config.train.eval_batch_size, device)
+        with autocast(device, config.train.precision):
+            metrics = objective.evaluate(m, eval_features, config.train.eval_batch_size, device)
         return {k: v for k, v in metrics.items() if not k.startswith("_") and k != "confusion_matrix"}
 
     def full_eval(m) -> tuple[dict, list]:
