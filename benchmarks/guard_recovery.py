@@ -20,21 +20,8 @@ from transformers import AutoTokenizer, BertConfig, BertForSequenceClassificatio
 
 from tunesmith.config.schema import GuardConfig, TrainConfig
 from tunesmith.models.load import resolve_model_source
-from tunesmith.objectives.classification import ClassificationObjective
-from tunesmith.synthetic import sentiment_rows
+from tunesmith.synthetic import poisoned_classification, sentiment_rows
 from tunesmith.train.loop import train
-
-class Poisoned(ClassificationObjective):
-    def __init__(self, *args, poison):
-        super().__init__(*args)
-        self.poison, self.calls = dict(poison), 0
-
-    def loss_sum(self, model, batch):
-        loss = super().loss_sum(model, batch)
-        self.calls += 1
-        kind = self.poison.pop(self.calls, None)
-        return loss * 50 if kind == "spike" else loss * float("nan") if kind == "nan" else loss
-
 
 def run(poison, guard_on, grad_nan_at=None):
     tok = AutoTokenizer.from_pretrained(resolve_model_source("builtin:minilm"))
@@ -42,7 +29,7 @@ def run(poison, guard_on, grad_nan_at=None):
     model = BertForSequenceClassification(BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2,
                                                      num_attention_heads=4, intermediate_size=64,
                                                      initializer_range=0.2, num_labels=2))
-    objective = Poisoned(tok, ["negative", "positive"], 32, poison=poison)
+    objective = poisoned_classification(tok, ["negative", "positive"], 32, poison=poison)
     if grad_nan_at:
         calls = {"n": 0}
 

@@ -40,3 +40,25 @@ def chat_rows(n: int) -> list[dict]:
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     return path
+
+
+def poisoned_classification(*args, poison: dict[int, str]):
+    """A ClassificationObjective whose loss is x50 ("spike") or NaN ("nan") on chosen calls.
+
+    ``poison`` maps the 1-based call number of ``loss_sum`` to the fault; each fires once,
+    so data replayed after a rollback is clean. Used to exercise the numerical-health guard.
+    """
+    from tunesmith.objectives.classification import ClassificationObjective
+
+    class Poisoned(ClassificationObjective):
+        def __init__(self):
+            super().__init__(*args)
+            self.poison, self.calls = dict(poison), 0
+
+        def loss_sum(self, model, batch):
+            loss = super().loss_sum(model, batch)
+            self.calls += 1
+            kind = self.poison.pop(self.calls, None)
+            return loss * 50 if kind == "spike" else loss * float("nan") if kind == "nan" else loss
+
+    return Poisoned()

@@ -17,7 +17,7 @@ from tunesmith.cli import main
 from tunesmith.config.schema import FullMethod, GuardConfig, TrainConfig
 from tunesmith.methods import apply_method
 from tunesmith.models.load import load_model
-from tunesmith.objectives.classification import ClassificationObjective
+from tunesmith.synthetic import poisoned_classification
 from tunesmith.train.checkpoint import list_checkpoints
 from tunesmith.train.guards import GuardStop
 from tunesmith.train.loop import train
@@ -72,29 +72,11 @@ def test_resume_from_an_explicit_checkpoint_and_refuse_a_corrupt_one(cls_recipe,
 # --- the guard -------------------------------------------------------------------------
 
 
-class Poisoned(ClassificationObjective):
-    """Returns a loss x50 (spike) or NaN on chosen calls of loss_sum, once each."""
-
-    def __init__(self, *args, poison: dict[int, str]):
-        super().__init__(*args)
-        self.poison, self.calls = dict(poison), 0
-
-    def loss_sum(self, model, batch):
-        loss = super().loss_sum(model, batch)
-        self.calls += 1
-        kind = self.poison.pop(self.calls, None)
-        if kind == "spike":
-            return loss * 50
-        if kind == "nan":
-            return loss * float("nan")
-        return loss
-
-
 def _guarded_run(tiny_bert_dir, tmp_path, poison, *, guard=None, grad_nan_at=None, **train_cfg):
     torch.manual_seed(0)
     model, tok = load_model(str(tiny_bert_dir), "classification", id2label={0: "negative", 1: "positive"})
     model = apply_method(model, FullMethod(), "classification")
-    objective = Poisoned(tok, ["negative", "positive"], 32, poison=poison)
+    objective = poisoned_classification(tok, ["negative", "positive"], 32, poison=poison)
     features = objective.encode(sentiment_rows(160, seed=1))
     if grad_nan_at is not None:
         calls = {"n": 0}
