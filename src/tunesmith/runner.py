@@ -16,12 +16,14 @@ from tunesmith.config.load import dump_recipe
 from tunesmith.config.schema import RecipeConfig
 from tunesmith.data.pipeline import prepare_data
 from tunesmith.eval.report import write_report
-from tunesmith.methods import apply_method, count_parameters
+from tunesmith.methods import apply_method, count_parameters, training_hooks
+from tunesmith.methods.saved import save_trained
 from tunesmith.models.load import load_model, resolve_model_source
+from tunesmith.models.quantize import four_bit_config, quantization_settings
 from tunesmith.objectives.causal_lm import CausalLMObjective
 from tunesmith.objectives.classification import ClassificationObjective
 from tunesmith.train.checkpoint import remove_stale_temp_dirs
-from tunesmith.train.loop import TrainingInterrupted, train
+from tunesmith.train.loop import TrainingInterrupted, planned_steps, train
 from tunesmith.train.preflight import check_disk_space, config_hash, find_resume_checkpoint, prepare_run_dir
 from tunesmith.train.precision import autocast
 
@@ -105,9 +107,11 @@ def _run(config: RecipeConfig, run_dir: Path, summary: dict, base_dir, show_prog
     check_disk_space(run_dir, source, config.method.type, config.train)
     dtype = torch.bfloat16 if config.model.dtype == "bfloat16" else torch.float32
     id2label = dict(enumerate(data.labels)) if data.labels else None
+    quantization = quantization_settings(config.method)
     model, tokenizer = load_model(
         config.model.name, config.task, num_labels=len(data.labels) if data.labels else None,
         id2label=id2label, dtype=dtype, trust_remote_code=config.model.trust_remote_code,
+        quantization=four_bit_config(**quantization) if quantization else None,
     )
     if config.task == "classification":
         objective = ClassificationObjective(tokenizer, data.labels, config.data.max_length)
@@ -143,7 +147,8 @@ def _run(config: RecipeConfig, run_dir: Path, summary: dict, base_dir, show_prog
         before_file.write_text(json.dumps({"metrics": before, "probes": probes_before}, ensure_ascii=False),
                                encoding="utf-8")
 
-    model = apply_method(model, config.method, config.task)
+    total_steps = planned_steps(len(train_features), config.train)
+    model = apply_method(model, config.method, config.task, total_steps=total_steps)
     trainable, total = count_parameters(model)
     log(f"method {config.method.type}: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.2f}%)")
     summary.update(trainable_params=trainable, total_params=total)
@@ -151,7 +156,7 @@ def _run(config: RecipeConfig, run_dir: Path, summary: dict, base_dir, show_prog
     stats = train(
         model, objective, train_features, config.train, lr=config.learning_rate, seed=config.seed,
         run_dir=run_dir, accelerator=accelerator, evaluate=evaluate, show_progress=show_progress,
-        resume_from=resume_from, config_hash=fingerprint,
+        resume_from=resume_from, config_hash=fingerprint, hooks=training_hooks(config.method),
     )
     model = accelerator.unwrap_model(model)
     after, probes_after = full_eval(model)
@@ -217,11 +222,13 @@ def _merge_probes(prompts: list[str], before: list, after: list) -> list[dict]:
 def save_final(model, tokenizer, final_dir: Path, config: RecipeConfig, source: str, labels) -> None:
     """Write the trained model (a PEFT adapter or full weights) + tokenizer, loadable without Tunesmith."""
     final_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(final_dir, safe_serialization=True)
+    save_trained(model, final_dir)
     tokenizer.save_pretrained(final_dir)
     meta = {
         "task": config.task,
         "method": config.method.type,
+        "method_config": config.method.model_dump(),
+        "quantization": quantization_settings(config.method),
         "base_model": config.model.name,
         "base_model_path": source,
         "labels": labels,

@@ -148,7 +148,7 @@ def test_missing_required_nested_key():
 
 
 def test_unknown_method_type():
-    assert "unknown method type; choose one of full, freeze, lora" in _error("method.type=adapter")
+    assert "unknown method type; choose one of full, freeze, lora, qlora, adalora, prefix, prompt, ptuning, ia3, adapter, bitfit" in _error("method.type=adaptor")
 
 
 # ----------------------------------------------------------------------------- cross-field rules

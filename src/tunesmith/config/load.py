@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from tunesmith.config.schema import RecipeConfig
+from tunesmith.config.schema import METHOD_TYPES, RecipeConfig
 from tunesmith.errors import ConfigError
 
 
@@ -112,7 +112,7 @@ def _explain(err: dict, raw: dict) -> str:
     if err["type"] == "missing":
         return f"{where}: required key is missing"
     if err["type"] == "union_tag_invalid":
-        return f"{where}: unknown method type; choose one of full, freeze, lora"
+        return f"{where}: unknown method type; choose one of {', '.join(METHOD_TYPES)}"
     msg = err["msg"].removeprefix("Value error, ")
     return f"{where}: {msg}" + (f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict) else "")
 

@@ -102,22 +102,146 @@ class FreezeMethod(Section):
     train_last_n_layers: int = Field(
         0, ge=0, description="Transformer blocks (counted from the top) that train with the head; 0 = head only."
     )
-
-
-class LoraMethod(Section):
-    type: Literal["lora"] = "lora"
-    r: int = Field(8, ge=1, description="LoRA rank.")
-    alpha: float = Field(16, gt=0, description="LoRA scaling numerator (scale = alpha / r).")
-    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA input.")
-    target_modules: list[str] | Literal["all-linear"] | None = Field(
-        None, description="Module names to adapt; default: attention (and MLP) projections per architecture."
+    train_patterns: list[str] = Field(
+        default_factory=list,
+        description="Regular expressions on parameter names that also train, e.g. ['attention\\.output'].",
     )
 
 
-Method = Annotated[Union[FullMethod, FreezeMethod, LoraMethod], Field(discriminator="type")]
+TargetModules = Union[list[str], Literal["all-linear"], None]
 
-# Recommended peak learning rates; a method's adapters need far larger steps than full weights.
-DEFAULT_LR = {"full": 3e-5, "freeze": 1e-3, "lora": 5e-4}
+
+class _LoraFields(Section):
+    r: int = Field(8, ge=1, description="LoRA rank.")
+    alpha: float = Field(16, gt=0, description="LoRA scaling numerator (scale = alpha / r, or alpha / sqrt(r) with rsLoRA).")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA input.")
+    target_modules: TargetModules = Field(
+        None, description="Module names to adapt, or 'all-linear'; default: attention (and MLP) projections per architecture."
+    )
+    modules_to_save: list[str] | None = Field(
+        None, description="Extra modules trained in full and saved with the adapter (classification heads are added automatically)."
+    )
+    use_rslora: bool = Field(False, description="Rank-stabilised LoRA: scale by alpha / sqrt(r), so large ranks keep learning.")
+    use_dora: bool = Field(False, description="DoRA: learn each weight's magnitude separately from its LoRA-adapted direction.")
+    init: Literal["default", "gaussian", "pissa", "loftq"] = Field(
+        "default",
+        description="Adapter init: 'default' (Kaiming A, zero B), 'gaussian', 'pissa' (principal singular "
+        "vectors of the base weight, fast SVD) or 'loftq' (quantisation-aware; needs the qlora method).",
+    )
+    lora_plus_ratio: float | None = Field(
+        None, gt=0, description="LoRA+: the B matrices learn this many times faster than A (e.g. 16)."
+    )
+
+
+class LoraMethod(_LoraFields):
+    type: Literal["lora"] = "lora"
+
+
+class QloraMethod(_LoraFields):
+    type: Literal["qlora"] = "qlora"
+    quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type of the frozen base weights.")
+    double_quant: bool = Field(True, description="Quantise the quantisation constants too (saves ~0.4 bit/parameter).")
+    compute_dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "bfloat16", description="Dtype the 4-bit weights are dequantised to for each matmul."
+    )
+
+
+class AdaloraMethod(Section):
+    type: Literal["adalora"] = "adalora"
+    init_r: int = Field(12, ge=1, description="Rank every adapted matrix starts with.")
+    target_r: int = Field(4, ge=1, description="Average rank left after the budget schedule prunes.")
+    tinit: float = Field(0.1, ge=0, lt=1, description="Share of steps trained at full rank before pruning starts.")
+    tfinal: float = Field(0.2, ge=0, lt=1, description="Share of final steps trained with the final rank pattern.")
+    delta_t: int = Field(5, ge=1, description="Steps between rank re-allocations.")
+    beta1: float = Field(0.85, gt=0, lt=1, description="EMA factor of the sensitivity scores.")
+    beta2: float = Field(0.85, gt=0, lt=1, description="EMA factor of the score uncertainty.")
+    orth_reg_weight: float = Field(0.5, ge=0, description="Weight of the orthogonality penalty on P and Q.")
+    alpha: float = Field(16, gt=0)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: TargetModules = Field(None, description="As for lora.")
+
+    @model_validator(mode="after")
+    def _rank_order(self):
+        if self.target_r > self.init_r:
+            raise ValueError("adalora target_r must not exceed init_r")
+        if self.tinit + self.tfinal >= 1:
+            raise ValueError("adalora tinit + tfinal must leave steps for pruning (sum < 1)")
+        return self
+
+
+class PrefixMethod(Section):
+    type: Literal["prefix"] = "prefix"
+    num_virtual_tokens: int = Field(20, ge=1, description="Prefix length: key/value vectors prepended in every layer.")
+    projection: bool = Field(
+        False, description="Reparameterise the prefix through a 2-layer MLP (the prefix-tuning paper's trick for stability)."
+    )
+    projection_hidden: int = Field(256, ge=1, description="Hidden width of that MLP.")
+
+
+class PromptMethod(Section):
+    type: Literal["prompt"] = "prompt"
+    num_virtual_tokens: int = Field(20, ge=1, description="Soft-prompt length (input embeddings prepended to each example).")
+    init: Literal["random", "text"] = Field("random", description="'text' starts from the embeddings of init_text.")
+    init_text: str | None = Field(None, description="Text whose token embeddings initialise the soft prompt.")
+
+    @model_validator(mode="after")
+    def _text_needs_text(self):
+        if self.init == "text" and not self.init_text:
+            raise ValueError("prompt init: text needs init_text")
+        return self
+
+
+class PtuningMethod(Section):
+    type: Literal["ptuning"] = "ptuning"
+    version: Literal[1, 2] = Field(
+        2, description="1: P-tuning (input prompts produced by a prompt encoder); "
+        "2: P-tuning v2 (deep prompts: trainable key/value prompts in every layer)."
+    )
+    num_virtual_tokens: int = Field(20, ge=1)
+    encoder: Literal["mlp", "lstm"] = Field("mlp", description="Prompt encoder of version 1.")
+    encoder_hidden_size: int = Field(128, ge=1, description="Hidden width of the version-1 prompt encoder.")
+
+
+class Ia3Method(Section):
+    type: Literal["ia3"] = "ia3"
+    target_modules: TargetModules = Field(None, description="Modules whose activations get learned scales; default per architecture.")
+    feedforward_modules: list[str] | None = Field(
+        None, description="Which of target_modules are feed-forward (scaled on their input); default per architecture."
+    )
+
+
+class AdapterMethod(Section):
+    type: Literal["adapter"] = "adapter"
+    style: Literal["houlsby", "pfeiffer", "parallel"] = Field(
+        "houlsby",
+        description="houlsby: after attention and feed-forward; pfeiffer: after feed-forward only; "
+        "parallel: beside the feed-forward block, reading its input.",
+    )
+    reduction_factor: int = Field(16, ge=1, description="Bottleneck width = hidden size / reduction_factor.")
+    non_linearity: Literal["relu", "gelu", "silu", "tanh"] = "relu"
+    scaling: float = Field(1.0, gt=0, description="Multiplier on the adapter output (parallel adapters often use 4).")
+
+
+class BitfitMethod(Section):
+    type: Literal["bitfit"] = "bitfit"
+    train_head: bool | None = Field(
+        None, description="Also train the task head; default: yes for classification, no for causal_lm (the LM head is huge)."
+    )
+
+
+Method = Annotated[
+    Union[FullMethod, FreezeMethod, LoraMethod, QloraMethod, AdaloraMethod, PrefixMethod, PromptMethod,
+          PtuningMethod, Ia3Method, AdapterMethod, BitfitMethod],
+    Field(discriminator="type"),
+]
+METHOD_TYPES = ("full", "freeze", "lora", "qlora", "adalora", "prefix", "prompt", "ptuning", "ia3", "adapter", "bitfit")
+
+# Recommended peak learning rates: the fewer (and the more indirect) the trained parameters,
+# the larger the steps they need. Full fine-tuning moves every weight, so it needs the smallest.
+DEFAULT_LR = {
+    "full": 3e-5, "freeze": 1e-3, "lora": 5e-4, "qlora": 5e-4, "adalora": 1e-3, "prefix": 5e-3,
+    "prompt": 5e-3, "ptuning": 5e-3, "ia3": 3e-3, "adapter": 1e-3, "bitfit": 1e-3,
+}
 
 
 class GuardConfig(Section):

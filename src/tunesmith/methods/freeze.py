@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from torch import nn
 
 from tunesmith.errors import ConfigError
@@ -16,15 +18,16 @@ HEAD_NAMES = {
 FINAL_NORM_NAMES = ("norm", "final_layer_norm", "ln_f")
 
 
-def apply_full(model: nn.Module, method_cfg, task: str) -> nn.Module:
+def apply_full(model: nn.Module, method_cfg, task: str, **context) -> nn.Module:
     """Every parameter trains."""
     for p in model.parameters():
         p.requires_grad_(True)
     return model
 
 
-def apply_freeze(model: nn.Module, method_cfg, task: str) -> nn.Module:
-    """Train the task head only, or the head plus the last ``train_last_n_layers`` blocks."""
+def apply_freeze(model: nn.Module, method_cfg, task: str, **context) -> nn.Module:
+    """Train the task head, plus the last ``train_last_n_layers`` blocks and any parameter
+    whose name matches one of ``train_patterns`` (regular expressions)."""
     for p in model.parameters():
         p.requires_grad_(False)
     heads = [m for name, m in model.named_modules() if name.split(".")[-1] in HEAD_NAMES[task]]
@@ -47,6 +50,19 @@ def apply_freeze(model: nn.Module, method_cfg, task: str) -> nn.Module:
         for name, module in model.named_modules():
             if name.split(".")[-1] in FINAL_NORM_NAMES and not list(module.children()):
                 module.requires_grad_(True)
+    for pattern in method_cfg.train_patterns:
+        try:
+            regex = re.compile(pattern)
+        except re.error as exc:
+            raise ConfigError(f"method.train_patterns: '{pattern}' is not a valid regular expression ({exc}).") from None
+        matched = [p for name, p in model.named_parameters() if regex.search(name)]
+        if not matched:
+            raise ConfigError(
+                f"method.train_patterns: '{pattern}' matches no parameter of {type(model).__name__}.",
+                "Parameter names look like: " + ", ".join(n for n, _ in list(model.named_parameters())[:3]) + ", ...",
+            )
+        for p in matched:
+            p.requires_grad_(True)
     return model
 
 

@@ -448,8 +448,12 @@ def load_model(
     id2label: dict[int, str] | None = None,
     dtype: torch.dtype = torch.float32,
     trust_remote_code: bool = False,
+    quantization=None,
 ):
     """Load ``(model, tokenizer)`` for a model spec and a task.
+
+    ``quantization`` is a transformers quantization config (e.g. from
+    :func:`tunesmith.models.quantize.four_bit_config`) for QLoRA's 4-bit base.
 
     ``task="classification"`` gives ``AutoModelForSequenceClassification`` with
     ``num_labels``/``id2label``/``label2id`` set (``num_labels`` defaults to
@@ -464,6 +468,10 @@ def load_model(
     source = resolve_model_source(name)
     tokenizer = load_tokenizer(source)
     kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": trust_remote_code}
+    if quantization is not None:
+        kwargs["quantization_config"] = quantization
+        # Quantisation happens while the weights are placed, so the device is chosen here.
+        kwargs["device_map"] = {"": 0} if torch.cuda.is_available() else "cpu"
 
     if task == "classification":
         if id2label is not None:

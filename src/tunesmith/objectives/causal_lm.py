@@ -52,6 +52,8 @@ class CausalLMObjective:
         answer token weighs the same however the examples are split into micro-batches.
         """
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        # Prompt tuning and P-tuning prepend virtual tokens: their logits predict nothing.
+        logits = logits[:, -batch["input_ids"].shape[1] :]
         return F.cross_entropy(
             logits[:, :-1].reshape(-1, logits.size(-1)).float(),
             batch["labels"][:, 1:].reshape(-1),

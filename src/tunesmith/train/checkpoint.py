@@ -82,7 +82,7 @@ def set_rng_states(states: dict) -> None:
 
 
 def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, state: dict,
-                    scaler=None, config_hash: str | None = None) -> Path:
+                    scaler=None, config_hash: str | None = None, method_state: dict | None = None) -> Path:
     """Write ``checkpoints/step-<step>/`` atomically and return its path."""
     root = run_dir / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
@@ -94,6 +94,8 @@ def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, state
     trainer_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_states()}
     if scaler is not None:
         trainer_state["scaler"] = scaler.state_dict()
+    if method_state is not None:  # e.g. AdaLoRA's importance scores
+        trainer_state["method"] = method_state
     torch.save(trainer_state, tmp / "trainer_state.pt")
     files = {str(p.relative_to(tmp)): _sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
     manifest = {"step": step, "epoch": state.get("epoch"), "data_cursor": state.get("cursor"),
@@ -167,7 +169,8 @@ def prune_checkpoints(run_dir: Path, keep_last_n: int | None, protect: set[int])
 
 
 def load_checkpoint(path: Path, model, optimizer, scheduler, scaler=None) -> dict:
-    """Restore weights, optimizer, scheduler, scaler and RNG states; return the manifest."""
+    """Restore weights, optimizer, scheduler, scaler and RNG states; return the manifest
+    (with the method's own state, if one was saved, under ``method_state``)."""
     from peft import PeftModel, set_peft_model_state_dict
 
     manifest = read_manifest(path)
@@ -188,4 +191,5 @@ def load_checkpoint(path: Path, model, optimizer, scheduler, scaler=None) -> dic
     if scaler is not None and "scaler" in trainer_state:
         scaler.load_state_dict(trainer_state["scaler"])
     set_rng_states(trainer_state["rng"])
+    manifest["method_state"] = trainer_state.get("method")
     return manifest

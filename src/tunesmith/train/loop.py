@@ -12,6 +12,7 @@ stores, so a resumed run reproduces the uninterrupted one step for step.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import signal
@@ -110,6 +111,11 @@ def steps_per_epoch(n: int, batch_size: int, grad_accum: int) -> int:
     return math.ceil(math.ceil(n / batch_size) / grad_accum)
 
 
+def planned_steps(n: int, cfg) -> int:
+    """Optimizer steps a run of ``n`` examples will take under ``cfg`` (a TrainConfig)."""
+    return cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch(n, cfg.batch_size, cfg.grad_accum)))
+
+
 class _StopSignal:
     """Turns SIGINT/SIGTERM into a flag the loop checks between steps (main thread only)."""
 
@@ -158,20 +164,21 @@ def train(
     show_progress: bool = True,
     resume_from: Path | None = None,
     config_hash: str | None = None,
+    hooks=None,
 ) -> TrainStats:
     """Train ``model`` in place on ``features`` according to ``cfg`` (a TrainConfig).
 
     ``evaluate(model)`` is called every ``cfg.eval_every`` steps; its metrics go to
     ``eval.jsonl``. Per-step metrics go to ``metrics.jsonl`` every ``cfg.log_every`` steps;
     guard events (skips, rollbacks) to ``events.jsonl``. ``resume_from`` is a checkpoint
-    directory to continue from.
+    directory to continue from. ``hooks`` (a ``TrainingHooks``) lets a method add a
+    regulariser, act after each optimizer step and keep its state in checkpoints.
 
     Raises:
         TrainingInterrupted: after SIGINT/SIGTERM (a checkpoint was saved first).
         GuardStop: the loss kept diverging after ``cfg.guard.max_rollbacks`` rollbacks.
     """
-    per_epoch = steps_per_epoch(len(features), cfg.batch_size, cfg.grad_accum)
-    total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * per_epoch))
+    total_steps = planned_steps(len(features), cfg)
     optimizer = build_optimizer(model, lr, cfg.weight_decay, cfg.adam_epsilon)
     scheduler = build_scheduler(optimizer, cfg.scheduler, round(cfg.warmup_ratio * total_steps), total_steps)
     base_lrs = list(scheduler.base_lrs)
@@ -184,6 +191,10 @@ def train(
     lengths = [len(f["input_ids"]) for f in features] if cfg.group_by_length else None
     guard = HealthGuard(cfg.guard)
     best_name = cfg.best_metric
+    extra_loss = hooks.extra_loss if hooks else None
+    after_step = hooks.after_optimizer_step if hooks else None
+    method_state = hooks.state if hooks else None
+    unwrapped = accelerator.unwrap_model(model)
 
     state = LoopState()
     # The rollback target before the first checkpoint exists: the initial trainable weights.
@@ -191,6 +202,7 @@ def train(
         "weights": [p.detach().clone() for p in params],
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
+        "method": copy.deepcopy(method_state(unwrapped)) if method_state else None,
     }
 
     def restore(path: Path | None) -> None:
@@ -202,9 +214,13 @@ def train(
                     p.copy_(w)
             optimizer.load_state_dict(initial["optimizer"])
             scheduler.load_state_dict(initial["scheduler"])
+            if method_state:
+                hooks.load_state(unwrapped, copy.deepcopy(initial["method"]))
             state = LoopState(**keep)
         else:
-            manifest = load_checkpoint(path, accelerator.unwrap_model(model), optimizer, scheduler, scaler)
+            manifest = load_checkpoint(path, unwrapped, optimizer, scheduler, scaler)
+            if method_state and manifest.get("method_state") is not None:
+                hooks.load_state(unwrapped, manifest["method_state"])
             state = LoopState(**manifest["state"])
             if keep["rollbacks"] > state.rollbacks:  # a rollback, not a resume: keep the guard's memory
                 state.skipped, state.rollbacks, state.lr_scale = keep["skipped"], keep["rollbacks"], keep["lr_scale"]
@@ -227,8 +243,8 @@ def train(
         events_file.flush()
 
     def checkpoint() -> Path:
-        path = save_checkpoint(run_dir, state.step, accelerator.unwrap_model(model), optimizer, scheduler,
-                               asdict(state), scaler=scaler, config_hash=config_hash)
+        path = save_checkpoint(run_dir, state.step, unwrapped, optimizer, scheduler, asdict(state), scaler=scaler,
+                               config_hash=config_hash, method_state=method_state(unwrapped) if method_state else None)
         protect = {state.best_step} if cfg.keep_best and state.best_step is not None else set()
         prune_checkpoints(run_dir, cfg.keep_last_n, protect)
         return path
@@ -269,6 +285,10 @@ def train(
                 step_loss += loss.detach()
                 step_tokens += int(batch["attention_mask"].sum())
                 step_samples += batch["input_ids"].shape[0]
+            if extra_loss:
+                with autocast(device, cfg.precision):
+                    penalty = extra_loss(unwrapped)
+                accelerator.backward(scaler.scale(penalty) if scaler else penalty)
             if scaler:
                 scaler.unscale_(optimizer)
             for p in shallow:
@@ -313,6 +333,8 @@ def train(
                 scaler.update()
             else:
                 optimizer.step()
+            if after_step:
+                after_step(unwrapped, state.step)  # needs this step's gradients: before zero_grad
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             guard.accept(loss_value)

@@ -1,0 +1,125 @@
+"""Saving a trained model, loading it back, and merging adapters into the base.
+
+What ``final/`` holds depends on the method:
+- PEFT methods (LoRA family, IA3, prefix, prompt, P-tuning): the adapter in PEFT's own
+  format, loadable with ``PeftModel.from_pretrained(base, final_dir)``;
+- full, freeze, BitFit: the whole model, loadable with ``AutoModel*.from_pretrained``
+  (BitFit's trained biases are simply part of the weights: "merged" by construction);
+- bottleneck adapters: ``adapter_weights.safetensors`` + ``tunesmith_adapter.json``
+  (no library format exists for them under our transformers version).
+``tunesmith.json`` next to them says which, and names the base model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from tunesmith.errors import ConfigError, ModelError
+from tunesmith.methods import MERGEABLE
+from tunesmith.methods.adapters import is_adapter_model, load_adapters, save_adapters
+from tunesmith.methods.lora import save_pissa_as_lora
+from tunesmith.methods.prompt import accept_past_key_values
+
+PEFT_METHODS = {"lora", "qlora", "adalora", "prefix", "prompt", "ptuning", "ia3"}
+
+
+def save_trained(model: nn.Module, final_dir: Path) -> None:
+    """Write ``model``'s trained weights in the format its method calls for."""
+    final_dir.mkdir(parents=True, exist_ok=True)
+    if is_adapter_model(model):
+        save_adapters(model, final_dir)
+        return
+    if getattr(model, "tunesmith_pissa_init", None):
+        save_pissa_as_lora(model, final_dir)  # a plain LoRA that applies to the original base
+    else:
+        model.save_pretrained(final_dir, safe_serialization=True)
+
+
+def load_trained(final_dir: str | Path, *, base_model: str | None = None, full_precision: bool = False):
+    """Load a run's ``final/`` folder: returns ``(model, tokenizer, meta)``.
+
+    ``base_model`` overrides the base recorded in ``tunesmith.json`` (e.g. when the run
+    was trained on another machine). ``full_precision`` loads a QLoRA adapter onto the
+    unquantised base (for merging or exporting).
+
+    Raises:
+        ModelError: the folder is not a Tunesmith final model or its base can't be loaded.
+    """
+    from tunesmith.models.load import load_model, load_tokenizer
+    from tunesmith.models.quantize import four_bit_config
+
+    final_dir = Path(final_dir)
+    meta_file = final_dir / "tunesmith.json"
+    if not meta_file.is_file():
+        raise ModelError(f"{final_dir} has no tunesmith.json, so it is not a Tunesmith final model.",
+                         "Point to a run's final/ folder.")
+    meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    method, task = meta["method"], meta["task"]
+    labels = meta.get("labels")
+    id2label = dict(enumerate(labels)) if labels else None
+    base = base_model or meta.get("base_model_path") or meta["base_model"]
+    if method in PEFT_METHODS:
+        from peft import PeftModel
+
+        quantized = meta.get("quantization") and not full_precision
+        quantization = four_bit_config(**meta["quantization"]) if quantized else None
+        model, _ = load_model(base, task, id2label=id2label, quantization=quantization)
+        if _deep_prompts(meta):
+            accept_past_key_values(model, method)
+        model = PeftModel.from_pretrained(model, final_dir)
+    elif method == "adapter":
+        model, _ = load_model(base, task, id2label=id2label)
+        model = load_adapters(model, final_dir)
+    else:
+        model, _ = load_model(str(final_dir), task, id2label=id2label)
+    model.eval()
+    return model, load_tokenizer(str(final_dir)), meta
+
+
+def _deep_prompts(meta: dict) -> bool:
+    config = meta.get("method_config") or {}
+    return meta["method"] == "prefix" or (meta["method"] == "ptuning" and config.get("version", 2) == 2)
+
+
+def merge_trained(model: nn.Module, method: str) -> nn.Module:
+    """Fold the trained weights into the base and return a plain transformers model.
+
+    LoRA-family and IA3 adapters are merged with PEFT's ``merge_and_unload(safe_merge=True)``
+    (which refuses to produce NaNs); full/freeze/BitFit models already are plain models.
+
+    Raises:
+        ConfigError: the method has no mergeable form (prompts, prefixes, bottleneck adapters
+            add computation that no weight matrix can absorb).
+    """
+    if method not in MERGEABLE:
+        raise ConfigError(
+            f"A model trained with method '{method}' cannot be merged: its extra vectors or layers add "
+            "computation that no base weight can absorb.",
+            "Serve it with its adapter instead (base model + final/).",
+        )
+    if method in {"full", "freeze", "bitfit"}:
+        return model
+    if getattr(model, "is_loaded_in_4bit", False) or getattr(getattr(model, "base_model", None), "is_loaded_in_4bit", False):
+        raise ConfigError(
+            "This QLoRA model's base is 4-bit; merging into it would round the adapter away.",
+            "Load the adapter onto the full-precision base (load_trained(final_dir, full_precision=True)) and merge that.",
+        )
+    _unwrap_trained_copies(model)
+    with torch.no_grad():
+        return model.merge_and_unload(safe_merge=True)
+
+
+def _unwrap_trained_copies(model) -> None:
+    # Fully trained modules (classification heads) sit in PEFT wrappers holding the frozen
+    # original and the trained copy. Put the trained copy in place before merging: some
+    # tuners (IA3) try to merge into the wrapper itself and fail.
+    from peft.utils import ModulesToSaveWrapper
+
+    for name, module in list(model.named_modules()):
+        if isinstance(module, ModulesToSaveWrapper):
+            parent_name, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent_name), child, module.modules_to_save[module.active_adapters[0]])
