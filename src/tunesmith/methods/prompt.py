@@ -26,7 +26,7 @@ from tunesmith.errors import ConfigError
 from tunesmith.methods.lora import head_modules, peft_task_type, wrap
 
 
-def accept_past_key_values(model: nn.Module, method: str) -> None:
+def accept_past_key_values(model: nn.Module, method: str, task: str) -> None:
     """Let PEFT hand deep prompts to a model that calls its key/value cache ``cache``.
 
     Transformers 5 renamed the ``past_key_values`` argument to ``cache``; PEFT still passes
@@ -35,7 +35,9 @@ def accept_past_key_values(model: nn.Module, method: str) -> None:
     ``cache`` makes prefix tuning / P-tuning v2 work on both BERT and decoder models.
     """
     params = inspect.signature(model.forward).parameters
-    if "past_key_values" in params:
+    # PEFT's causal-LM path passes the prompts without checking the signature, and the
+    # model still reads the old name there; patching it would break generate().
+    if "past_key_values" in params or task == "causal_lm":
         return
     backbone = getattr(model, getattr(model, "base_model_prefix", ""), None)
     takes_cache = "cache" in params or (
@@ -59,7 +61,7 @@ def accept_past_key_values(model: nn.Module, method: str) -> None:
 
 def apply_prefix(model: nn.Module, method_cfg, task: str, **context) -> nn.Module:
     """Prefix tuning: trainable key/value prefixes in every attention layer."""
-    accept_past_key_values(model, "Prefix tuning")
+    accept_past_key_values(model, "Prefix tuning", task)
     config = PrefixTuningConfig(
         task_type=peft_task_type(task),
         num_virtual_tokens=method_cfg.num_virtual_tokens,
@@ -88,7 +90,7 @@ def apply_prompt(model: nn.Module, method_cfg, task: str, **context) -> nn.Modul
 def apply_ptuning(model: nn.Module, method_cfg, task: str, **context) -> nn.Module:
     """P-tuning v1 (prompt encoder) or v2 (deep prompts in every layer)."""
     if method_cfg.version == 2:
-        accept_past_key_values(model, "P-tuning v2")
+        accept_past_key_values(model, "P-tuning v2", task)
         config = PrefixTuningConfig(
             task_type=peft_task_type(task),
             num_virtual_tokens=method_cfg.num_virtual_tokens,

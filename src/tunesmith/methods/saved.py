@@ -69,7 +69,7 @@ def load_trained(final_dir: str | Path, *, base_model: str | None = None, full_p
         quantization = four_bit_config(**meta["quantization"]) if quantized else None
         model, _ = load_model(base, task, id2label=id2label, quantization=quantization)
         if _deep_prompts(meta):
-            accept_past_key_values(model, method)
+            accept_past_key_values(model, method, task)
         model = PeftModel.from_pretrained(model, final_dir)
     elif method == "adapter":
         model, _ = load_model(base, task, id2label=id2label)
