@@ -164,3 +164,101 @@ def test_count_parameters_splits_trainable():
     per_layer = 4 * (2 * 32 + 32 * 2) + 2 * (2 * 32 + 64 * 2) + (2 * 64 + 32 * 2)
     assert trainable_n == 2 * per_layer
     assert total == count_parameters(llama())[1] + trainable_n
+
+
+def test_freeze_train_patterns_add_matching_parameters():
+    from tunesmith.config.schema import FreezeMethod as F
+
+    model = apply_method(bert(), F(train_patterns=[r"attention\.output\.LayerNorm"]), "classification")
+    extra = {n for n in trainable(model) if "LayerNorm" in n}
+    assert extra == {f"bert.encoder.layer.{i}.attention.output.LayerNorm.{w}" for i in (0, 1) for w in ("weight", "bias")}
+
+
+@pytest.mark.parametrize(("pattern", "message"), [("no_such_param", "matches no parameter"), ("(", "not a valid regular")])
+def test_freeze_bad_patterns_are_config_errors(pattern, message):
+    from tunesmith.config.schema import FreezeMethod as F
+
+    with pytest.raises(ConfigError, match=message):
+        apply_method(bert(), F(train_patterns=[pattern]), "classification")
+
+
+def test_lora_plus_puts_b_matrices_in_a_faster_group():
+    from tunesmith.train.optim import build_optimizer
+
+    model = apply_method(llama(), LoraMethod(r=2, lora_plus_ratio=16), "causal_lm")
+    optimizer = build_optimizer(model, lr=1e-4, weight_decay=0.0)
+    by_lr = {g["lr"]: g["params"] for g in optimizer.param_groups}
+    assert set(by_lr) == {1e-4, 1.6e-3}
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert all("lora_B" in names[id(p)] for p in by_lr[1.6e-3])
+    assert all("lora_A" in names[id(p)] for p in by_lr[1e-4])
+
+
+def test_rslora_scales_by_alpha_over_sqrt_r():
+    model = apply_method(llama(), LoraMethod(r=16, alpha=8, use_rslora=True), "causal_lm")
+    layer = model.base_model.model.model.layers[0].self_attn.q_proj
+    assert layer.scaling["default"] == pytest.approx(8 / 16**0.5)
+
+
+def test_dora_learns_a_magnitude_vector():
+    model = apply_method(llama(), LoraMethod(r=2, use_dora=True), "causal_lm")
+    assert any("lora_magnitude_vector" in n for n in trainable(model))
+
+
+def test_pissa_starts_from_the_same_outputs_with_the_principal_directions_moved():
+    from tunesmith.config.schema import LoraMethod as L
+
+    model = llama()
+    ids = torch.randint(0, 100, (1, 8))
+    weight = model.model.layers[0].self_attn.q_proj.weight.detach().clone()
+    with torch.no_grad():
+        before = model(input_ids=ids).logits
+        wrapped = apply_method(model, L(r=4, init="pissa", dropout=0.0), "causal_lm").eval()
+        after = wrapped(input_ids=ids).logits
+    torch.testing.assert_close(before, after, atol=1e-4, rtol=1e-4)
+    residual = wrapped.base_model.model.model.layers[0].self_attn.q_proj.base_layer.weight
+    assert not torch.allclose(residual, weight)  # the top singular directions now live in the adapter
+
+
+def test_pissa_rejects_dropout_and_dora():
+    with pytest.raises(ConfigError, match="dropout"):
+        apply_method(llama(), LoraMethod(r=2, init="pissa", dropout=0.1), "causal_lm")
+    with pytest.raises(ConfigError, match="DoRA"):
+        apply_method(llama(), LoraMethod(r=2, init="pissa", dropout=0.0, use_dora=True), "causal_lm")
+
+
+def test_qlora_needs_a_4_bit_base():
+    from tunesmith.config.schema import QloraMethod
+
+    with pytest.raises(ConfigError, match="4-bit"):
+        apply_method(llama(), QloraMethod(), "causal_lm")
+
+
+def test_adalora_needs_room_for_its_schedule():
+    from tunesmith.config.schema import AdaloraMethod
+
+    with pytest.raises(ConfigError, match="pruning steps"):
+        apply_method(llama(), AdaloraMethod(tinit=0.5, tfinal=0.45), "causal_lm", total_steps=4)
+
+
+def test_bitfit_trains_biases_and_the_head_only():
+    from tunesmith.config.schema import BitfitMethod
+
+    model = apply_method(bert(), BitfitMethod(), "classification")
+    names = trainable(model)
+    assert names == {n for n in everything(model) if n.endswith(".bias")} | {
+        "classifier.weight", "bert.pooler.dense.weight"}
+
+
+def test_prompt_text_init_starts_from_the_texts_embeddings(tiny_bert_dir):
+    from tunesmith.config.schema import PromptMethod
+    from tunesmith.models.load import load_model
+
+    model, tokenizer = load_model(str(tiny_bert_dir), "classification", num_labels=2)
+    embeddings = model.get_input_embeddings().weight.detach().clone()
+    wrapped = apply_method(model, PromptMethod(num_virtual_tokens=3, init="text", init_text="great movie"), "classification")
+    soft = wrapped.prompt_encoder["default"].embedding.weight
+    ids = tokenizer("great movie")["input_ids"]  # PEFT tokenizes with special tokens, cut/repeated to fit
+    assert len(ids) > 3
+    expected = embeddings[ids[:3]]
+    torch.testing.assert_close(soft.detach(), expected)

@@ -9,6 +9,7 @@ allocator) hand the loop generic :class:`TrainingHooks`.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Callable
 
@@ -46,13 +47,15 @@ class TrainingHooks:
     ``extra_loss(model)`` is added to each optimizer step's loss (a regulariser);
     ``after_optimizer_step(model, step)`` runs after ``optimizer.step()`` and before the
     gradients are cleared; ``state``/``load_state`` carry the method's own running state
-    through checkpoints so resuming stays exact.
+    through checkpoints so resuming stays exact; ``checkpoint_context(model)`` wraps the
+    writing of a checkpoint's weights.
     """
 
     extra_loss: Callable[[nn.Module], torch.Tensor] | None = None
     after_optimizer_step: Callable[[nn.Module, int], None] | None = None
     state: Callable[[nn.Module], dict] | None = None
     load_state: Callable[[nn.Module, dict], None] | None = None
+    checkpoint_context: Callable[[nn.Module], AbstractContextManager] | None = None
 
 
 def apply_method(model: nn.Module, method_cfg, task: str, *, total_steps: int | None = None) -> nn.Module:
@@ -68,6 +71,7 @@ def training_hooks(method_cfg) -> TrainingHooks:
             after_optimizer_step=lora.adalora_allocate,
             state=lora.adalora_state,
             load_state=lora.load_adalora_state,
+            checkpoint_context=lora.full_rank_weights,
         )
     return TrainingHooks()
 

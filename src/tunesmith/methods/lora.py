@@ -9,7 +9,7 @@ the run instead of raw step numbers.
 
 from __future__ import annotations
 
-import tempfile
+from contextlib import contextmanager
 
 import torch
 from peft import AdaLoraConfig, LoraConfig, TaskType, get_peft_model
@@ -240,3 +240,15 @@ def load_adalora_state(model, state: dict) -> None:
         dict(state["ipt"]), dict(state["exp_avg_ipt"]), dict(state["exp_avg_unc"])
     )
     base.peft_config[base.trainable_adapter_name].rank_pattern = state["rank_pattern"]
+
+
+@contextmanager
+def full_rank_weights(model):
+    """Save checkpoints at full rank: with a rank pattern set, PEFT saves pruned tensors,
+    which the still full-rank model of a resumed run could not load."""
+    config = model.base_model.peft_config[model.base_model.trainable_adapter_name]
+    pattern, config.rank_pattern = config.rank_pattern, None
+    try:
+        yield
+    finally:
+        config.rank_pattern = pattern

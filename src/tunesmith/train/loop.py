@@ -12,6 +12,7 @@ stores, so a resumed run reproduces the uninterrupted one step for step.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -194,6 +195,7 @@ def train(
     extra_loss = hooks.extra_loss if hooks else None
     after_step = hooks.after_optimizer_step if hooks else None
     method_state = hooks.state if hooks else None
+    checkpoint_context = hooks.checkpoint_context if hooks else None
     unwrapped = accelerator.unwrap_model(model)
 
     state = LoopState()
@@ -243,8 +245,10 @@ def train(
         events_file.flush()
 
     def checkpoint() -> Path:
-        path = save_checkpoint(run_dir, state.step, unwrapped, optimizer, scheduler, asdict(state), scaler=scaler,
-                               config_hash=config_hash, method_state=method_state(unwrapped) if method_state else None)
+        extra = method_state(unwrapped) if method_state else None
+        with checkpoint_context(unwrapped) if checkpoint_context else contextlib.nullcontext():
+            path = save_checkpoint(run_dir, state.step, unwrapped, optimizer, scheduler, asdict(state),
+                                   scaler=scaler, config_hash=config_hash, method_state=extra)
         protect = {state.best_step} if cfg.keep_best and state.best_step is not None else set()
         prune_checkpoints(run_dir, cfg.keep_last_n, protect)
         return path
