@@ -45,7 +45,39 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _run_options(demo)
+
+    compare = sub.add_parser(
+        "compare",
+        help="train the same recipe with several methods and tabulate memory, speed, size and quality",
+        epilog=COMPARE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    compare.add_argument("recipe", help="YAML recipe every variant trains (its method and lr are replaced)")
+    compare.add_argument("--methods", help="comma-separated presets (default when nothing else is given: "
+                         "full,freeze,lora,dora,adalora,ia3,prefix,prompt,ptuning,ptuning2,adapter,bitfit)")
+    compare.add_argument("--variant", action="append", default=[], metavar="LABEL=JSON",
+                         help='an extra variant, e.g. lora-r4=\'{"type": "lora", "r": 4}\' (repeatable)')
+    compare.add_argument("--rank-study", action="store_true",
+                         help="add LoRA r = 1, 2, 4, 8, 16 on W_q only and on W_q + W_v (the LoRA paper's study)")
+    compare.add_argument("--steps", type=int, help="optimizer steps for every variant (default: the recipe's budget)")
+    compare.add_argument("--keep-lr", action="store_true",
+                         help="use the recipe's train.lr for every variant instead of each method's default")
+    compare.add_argument("--out", help="output folder (default: runs/compare-<recipe name>)")
+    compare.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                         help="override a recipe value for every variant (repeatable)")
+    compare.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    compare.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors")
     return parser
+
+
+COMPARE_EXAMPLES = """examples:
+  tunesmith compare configs/demo.yaml --steps 60 --set data.max_train_samples=2000
+  tunesmith compare configs/demo.yaml --methods lora,dora,ia3 --variant lora-r4='{"type": "lora", "r": 4}'
+  tunesmith compare configs/demo.yaml --methods lora --rank-study --steps 60
+presets: full, freeze, freeze-top2, lora, rslora, dora, pissa, loraplus, qlora, adalora, prefix, prompt,
+  ptuning, ptuning2, ia3, adapter, adapter-pfeiffer, adapter-parallel, bitfit
+writes compare.md, compare.csv, compare.json, compare.png (and rank_study.png) to --out
+"""
 
 
 def _run_options(p: argparse.ArgumentParser) -> None:
@@ -70,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "train":
             _train(Path(args.recipe), args, overwrite=args.overwrite)
+        elif args.command == "compare":
+            _compare(Path(args.recipe), args)
         elif args.command == "demo":
             # The demo owns its run directory, so running it again simply replaces it.
             _train(DEMO_RECIPE, args, overwrite=not args.resume)
@@ -101,6 +135,28 @@ def _train(recipe: Path, args, overwrite: bool) -> None:
         show_progress=not args.no_progress and not os.environ.get("TUNESMITH_NO_PROGRESS"),
     )
     print_summary(summary)
+
+
+def _compare(recipe: Path, args) -> None:
+    from transformers import AutoConfig
+
+    from tunesmith.compare import DEFAULT_METHODS, compare, parse_variants
+    from tunesmith.config.load import load_recipe
+    from tunesmith.models.load import resolve_model_source
+
+    overrides = list(args.overrides)
+    if args.steps:
+        overrides.append(f"train.max_steps={args.steps}")
+    config = load_recipe(recipe, overrides)  # fails early on a bad recipe or override
+    model_type = None
+    if args.rank_study:
+        model_type = AutoConfig.from_pretrained(resolve_model_source(config.model.name)).model_type
+    methods = args.methods or (None if args.variant or args.rank_study else DEFAULT_METHODS)
+    variants = parse_variants(methods, args.variant, args.rank_study, model_type)
+    out = Path(args.out) if args.out else Path(config.output_dir) / f"compare-{config.name}"
+    compare(recipe, config, variants, out, overrides, keep_lr=args.keep_lr,
+            show_progress=not args.no_progress and not os.environ.get("TUNESMITH_NO_PROGRESS"))
+    print(f"\n{(out / 'compare.md').read_text(encoding='utf-8')}\nwritten to {out}")
 
 
 if __name__ == "__main__":

@@ -170,6 +170,7 @@ def _run(config: RecipeConfig, run_dir: Path, summary: dict, base_dir, show_prog
             "samples_per_s": stats.samples / stats.wall_s,
             "tokens_per_s": stats.tokens / stats.wall_s,
             "peak_rss_mb": round(peak_rss_mb(), 1),
+            "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch.cuda.is_available() else None,
             "steps": stats.steps,
             "samples": stats.samples,
             "tokens": stats.tokens,
