@@ -75,6 +75,13 @@ class CausalLMObjective:
         mean = total / max(count, 1)
         return {"eval_loss": mean, "perplexity": perplexity(mean)}
 
+    def _stop_ids(self, model) -> set[int]:
+        eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(self.tokenizer.eos_token_id)
+        return ids
+
     @torch.inference_mode()
     def answer(self, model, prompts: list[str], max_new_tokens: int, device) -> list[str]:
         """Greedy answers to single-turn prompts, rendered with the training chat template."""
@@ -83,12 +90,34 @@ class CausalLMObjective:
         for prompt in prompts:
             messages = with_system_prompt([{"role": "user", "content": prompt}], self.system_prompt)
             enc = self.tokenizer(render_prompt(self.tokenizer, messages), add_special_tokens=False, return_tensors="pt")
-            out = model.generate(
-                input_ids=enc["input_ids"].to(device),
-                attention_mask=enc["attention_mask"].to(device),
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                pad_token_id=self.tokenizer.pad_token_id,
-            )
+            ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
+            if uses_deep_prompts(model):
+                out = greedy_without_cache(model, ids, max_new_tokens, self._stop_ids(model))
+            else:
+                out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                     do_sample=False, pad_token_id=self.tokenizer.pad_token_id)
             answers.append(self.tokenizer.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True).strip())
         return answers
+
+
+def uses_deep_prompts(model) -> bool:
+    """Prefix tuning / P-tuning v2: prompts live in the key/value cache of every layer."""
+    config = getattr(model, "peft_config", {}).get(getattr(model, "active_adapter", "default"))
+    return config is not None and getattr(config.peft_type, "value", "") == "PREFIX_TUNING"
+
+
+def greedy_without_cache(model, input_ids: torch.Tensor, max_new_tokens: int, stop_ids: set[int]) -> torch.Tensor:
+    """Greedy decoding by full forward passes.
+
+    PEFT's generate() hands the prefix to transformers 5 under the cache argument's old
+    name, and the prefix is silently dropped. Each full forward pass goes through PEFT's
+    training path, which applies the prefix correctly; quadratic, but probes are short.
+    """
+    out = input_ids
+    for _ in range(max_new_tokens):
+        logits = model(input_ids=out, attention_mask=torch.ones_like(out)).logits[:, -1]
+        token = logits.argmax(-1, keepdim=True)
+        out = torch.cat([out, token], dim=1)
+        if int(token) in stop_ids:
+            break
+    return out
