@@ -9,7 +9,7 @@ import pytest
 
 from tunesmith.cli import main
 from tunesmith.compare import PRESETS, parse_variants, plot_rank_study
-from tunesmith.config.schema import RecipeConfig
+from tunesmith.config.schema import DEFAULT_LR, RecipeConfig
 from tunesmith.errors import ConfigError
 
 
@@ -27,7 +27,7 @@ def test_compare_runs_each_variant_and_writes_the_table(cls_recipe, tmp_path, ca
         assert row["peak_rss_mb"] > 100 and row["train_s"] > 0 and row["saved_mb"] > 0
         assert row["after"]["accuracy"] != row["before"]["accuracy"] or row["after"]["eval_loss"] != row["before"]["eval_loss"]
     # Each method trains at its own recommended rate, not the recipe's.
-    assert (freeze["lr"], lora["lr"]) == (1e-3, 5e-4)
+    assert (freeze["lr"], lora["lr"]) == (DEFAULT_LR["freeze"], DEFAULT_LR["lora"])
     assert lora["trainable_params"] != freeze["trainable_params"]
     # A LoRA adapter is a small fraction of a full model save.
     assert lora["saved_mb"] < freeze["saved_mb"] / 3

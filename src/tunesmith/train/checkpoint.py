@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 MANIFEST = "manifest.json"
 LIBRARIES = ("torch", "transformers", "peft", "accelerate", "tunesmith")
@@ -91,6 +91,12 @@ def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, state
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     model.save_pretrained(tmp / "model", safe_serialization=True)
+    if _is_peft(model):
+        # PEFT's own format is what inference needs, which is not always what training
+        # had: prefix tuning with a projection saves the projected prefixes, not the MLP
+        # that produces them. Resuming loads the trainable tensors exactly as they were.
+        trainable = {n: p.detach().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+        save_file(trainable, tmp / "model" / TRAINABLE_FILE)
     trainer_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_states()}
     if scaler is not None:
         trainer_state["scaler"] = scaler.state_dict()
@@ -168,6 +174,27 @@ def prune_checkpoints(run_dir: Path, keep_last_n: int | None, protect: set[int])
             _delete_checkpoint(path)
 
 
+TRAINABLE_FILE = "trainable.safetensors"
+
+
+def _is_peft(model) -> bool:
+    from peft import PeftModel
+
+    return isinstance(model, PeftModel)
+
+
+def _load_trainable(model, tensors: dict) -> list[str]:
+    """Copy saved trainable tensors into ``model``; return the trainable names it lacked."""
+    params = dict(model.named_parameters())
+    unknown = [n for n in tensors if n not in params]
+    if unknown:
+        raise RuntimeError(f"checkpoint has tensors the model lacks: {unknown[:5]}")
+    with torch.no_grad():
+        for name, tensor in tensors.items():
+            params[name].copy_(tensor)
+    return [n for n, p in params.items() if p.requires_grad and n not in tensors]
+
+
 def load_checkpoint(path: Path, model, optimizer, scheduler, scaler=None) -> dict:
     """Restore weights, optimizer, scheduler, scaler and RNG states; return the manifest
     (with the method's own state, if one was saved, under ``method_state``)."""
@@ -175,7 +202,11 @@ def load_checkpoint(path: Path, model, optimizer, scheduler, scaler=None) -> dic
 
     manifest = read_manifest(path)
     model_dir = path / "model"
-    if isinstance(model, PeftModel):
+    if isinstance(model, PeftModel) and (model_dir / TRAINABLE_FILE).is_file():
+        missing = _load_trainable(model, load_file(model_dir / TRAINABLE_FILE))
+        if missing:
+            raise RuntimeError(f"checkpoint {path} lacks trainable tensors: {missing[:5]}")
+    elif isinstance(model, PeftModel):
         set_peft_model_state_dict(model, load_file(model_dir / "adapter_model.safetensors"))
     else:
         weights: dict = {}

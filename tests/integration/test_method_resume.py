@@ -1,4 +1,5 @@
-"""AdaLoRA through the loop hooks: ranks are really pruned, and resume stays exact."""
+"""Method-specific training state survives checkpoints: AdaLoRA prunes ranks and resumes
+exactly; adapters, prompts, prefixes and IA3 vectors resume exactly too."""
 
 from __future__ import annotations
 
@@ -48,3 +49,25 @@ def test_adalora_prunes_to_the_target_budget_and_resumes_exactly(chat_recipe, tm
     assert _losses(run) == pytest.approx(ref_losses, abs=1e-6)
     resumed = load_file(run / "final" / "adapter_model.safetensors")
     assert all(torch.equal(resumed[n], weights[n]) for n in weights)
+
+
+@pytest.mark.parametrize("method", [
+    {"type": "adapter", "style": "parallel", "reduction_factor": 4},
+    {"type": "prompt", "num_virtual_tokens": 4},
+    {"type": "prefix", "num_virtual_tokens": 4, "projection": True, "projection_hidden": 16},
+    {"type": "ia3"},
+], ids=lambda m: m["type"])
+def test_resume_is_exact_for_every_kind_of_checkpoint(method, chat_recipe, tmp_path):
+    # Adapters checkpoint the whole model, PEFT methods only their own tensors; both resume exactly.
+    args = [a if not a.startswith("method=") else "method=" + json.dumps(method) for a in ARGS]
+    reference = tmp_path / "reference"
+    assert main(["train", str(chat_recipe), "--output-dir", str(reference), *args]) == 0
+    ref_losses = _losses(reference)
+    run = tmp_path / "resumed"
+    shutil.copytree(reference, run)
+    for ckpt in list_checkpoints(run):
+        if int(ckpt.name[5:]) > len(ref_losses) // 2:
+            shutil.rmtree(ckpt)
+    shutil.rmtree(run / "final")
+    assert main(["train", str(chat_recipe), "--output-dir", str(run), "--resume", *args]) == 0
+    assert _losses(run) == pytest.approx(ref_losses, abs=1e-6)
