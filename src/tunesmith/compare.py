@@ -243,7 +243,7 @@ def plot_comparison(rows: list[dict], metric: str, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     panels = [(lambda r: r["after"][metric], f"{metric} after"), (lambda r: r["trainable_pct"], "trainable % (log)"),
-              (lambda r: r["peak_rss_mb"], "peak RSS (MB)"), (lambda r: r["train_s"], "train time (s)"),
+              (lambda r: r["peak_rss_mb"], "peak RSS (MB)"), (lambda r: r["train_s"], "train time (s, log)"),
               (lambda r: r["samples_per_s"], "samples/s"), (lambda r: r["saved_mb"] or 0, "saved size (MB, log)")]
     labels = [r["label"] for r in done]
     fig, axes = plt.subplots(2, 3, figsize=(15, 7.5))
