@@ -20,7 +20,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from tunesmith.config.schema import DEFAULT_LR, RecipeConfig
+from tunesmith.config.schema import RecipeConfig
 from tunesmith.errors import ConfigError
 
 # Named variants: the methods of the guides' comparison table, with the settings the
@@ -124,7 +124,7 @@ def run_variant(recipe: Path, variant: Variant, out_dir: Path, overrides: list[s
         args += ["--set", o]
     args += ["--set", "method=" + json.dumps(variant.method)]
     if not keep_lr:
-        args += ["--set", f"train.lr={DEFAULT_LR[variant.method['type']]}"]
+        args += ["--set", "train.lr=null"]  # the method's recommended rate
     started = time.perf_counter()
     proc = subprocess.run(args, capture_output=True, text=True)
     row: dict = {"label": variant.label, "group": variant.group, "method": variant.method, **variant.meta,

@@ -322,3 +322,13 @@ def test_every_shipped_recipe_validates(path):
     # a shipped recipe must not point at files that do not exist
     for source in config.data.train + (config.data.eval or []):
         assert source.path.startswith("builtin:") or Path(source.path).is_file(), source.path
+
+
+def test_prefix_with_its_mlp_gets_a_smaller_default_lr():
+    from tunesmith.config.schema import default_lr
+
+    config = RecipeConfig.model_validate({"name": "x", "task": "classification", "model": {"name": "m"},
+                                          "data": {"train": "t.jsonl"}, "method": {"type": "prefix", "projection": True}})
+    assert config.learning_rate == default_lr(config.method) == DEFAULT_LR["prefix"] / 10
+    config.method.projection = False
+    assert config.learning_rate == DEFAULT_LR["prefix"]

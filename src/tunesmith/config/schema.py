@@ -246,6 +246,17 @@ DEFAULT_LR = {
 }
 
 
+def default_lr(method) -> float:
+    """The recommended learning rate for a method section.
+
+    Prefix tuning through its MLP needs a 10x smaller rate than direct deep prompts: on the
+    demo task 5e-3 collapsed it to constant outputs (accuracy 0.504) where 5e-4 reached 0.722.
+    """
+    if method.type == "prefix" and method.projection:
+        return 5e-4
+    return DEFAULT_LR[method.type]
+
+
 class GuardConfig(Section):
     """Numerical-health guard: skip bad batches, roll back after repeated trouble."""
 
@@ -344,4 +355,4 @@ class RecipeConfig(Section):
     @property
     def learning_rate(self) -> float:
         """The configured learning rate, or the method's recommended default."""
-        return self.train.lr if self.train.lr is not None else DEFAULT_LR[self.method.type]
+        return self.train.lr if self.train.lr is not None else default_lr(self.method)
