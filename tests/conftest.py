@@ -17,6 +17,21 @@ from tunesmith.synthetic import chat_rows, sentiment_rows, write_jsonl  # noqa: 
 
 os.environ.setdefault("TUNESMITH_NO_PROGRESS", "1")
 
+
+def copy_as_crashed_after(reference: Path, run: Path, step: int) -> Path:
+    """Copy a finished run directory as if the run had died right after checkpoint ``step``:
+    later checkpoints and final/ are gone, so ``--resume`` continues from ``step``."""
+    import shutil
+
+    from tunesmith.train.checkpoint import list_checkpoints
+
+    shutil.copytree(reference, run)
+    for ckpt in list_checkpoints(run):
+        if int(ckpt.name[5:]) > step:
+            shutil.rmtree(ckpt)
+    shutil.rmtree(run / "final")
+    return run
+
 CHATML = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"

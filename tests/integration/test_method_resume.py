@@ -4,14 +4,13 @@ exactly; adapters, prompts, prefixes and IA3 vectors resume exactly too."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from tests.conftest import copy_as_crashed_after
 from tunesmith.cli import main
-from tunesmith.train.checkpoint import list_checkpoints
 
 ADALORA = {"type": "adalora", "init_r": 6, "target_r": 2, "tinit": 0.1, "tfinal": 0.3, "delta_t": 2, "dropout": 0.1}
 ARGS = ["--set", f"method={json.dumps(ADALORA)}", "--set", "train.lr=2e-2", "--set", "train.log_every=1",
@@ -40,11 +39,7 @@ def test_adalora_prunes_to_the_target_budget_and_resumes_exactly(chat_recipe, tm
     steps = len(ref_losses)
     k = steps // 2  # mid-way through pruning: the allocator's scores must come back too
     run = tmp_path / "resumed"
-    shutil.copytree(reference, run)
-    for ckpt in list_checkpoints(run):
-        if int(ckpt.name[5:]) > k:
-            shutil.rmtree(ckpt)
-    shutil.rmtree(run / "final")
+    copy_as_crashed_after(reference, run, k)
     assert main(["train", str(chat_recipe), "--output-dir", str(run), "--resume", *ARGS]) == 0
     assert _losses(run) == pytest.approx(ref_losses, abs=1e-6)
     resumed = load_file(run / "final" / "adapter_model.safetensors")
@@ -64,10 +59,6 @@ def test_resume_is_exact_for_every_kind_of_checkpoint(method, chat_recipe, tmp_p
     assert main(["train", str(chat_recipe), "--output-dir", str(reference), *args]) == 0
     ref_losses = _losses(reference)
     run = tmp_path / "resumed"
-    shutil.copytree(reference, run)
-    for ckpt in list_checkpoints(run):
-        if int(ckpt.name[5:]) > len(ref_losses) // 2:
-            shutil.rmtree(ckpt)
-    shutil.rmtree(run / "final")
+    copy_as_crashed_after(reference, run, len(ref_losses) // 2)
     assert main(["train", str(chat_recipe), "--output-dir", str(run), "--resume", *args]) == 0
     assert _losses(run) == pytest.approx(ref_losses, abs=1e-6)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ import torch
 from accelerate import Accelerator
 from safetensors.torch import load_file
 
-from tests.conftest import sentiment_rows
+from tests.conftest import copy_as_crashed_after, sentiment_rows
 from tunesmith.cli import main
 from tunesmith.config.schema import FullMethod, GuardConfig, TrainConfig
 from tunesmith.methods import apply_method
@@ -41,12 +40,7 @@ def test_resume_from_any_checkpoint_reproduces_the_uninterrupted_run(cls_recipe,
     assert steps == 20  # 160 rows / (8 x 2) = 10 steps per epoch
     # Mid-epoch, mid-way through an epoch's last window, at the epoch boundary, right after it.
     for k in (3, 9, 10, 11):
-        run = tmp_path / f"resumed-{k}"
-        shutil.copytree(reference, run)
-        for ckpt in list_checkpoints(run):
-            if int(ckpt.name[5:]) > k:
-                shutil.rmtree(ckpt)
-        shutil.rmtree(run / "final")
+        run = copy_as_crashed_after(reference, tmp_path / f"resumed-{k}", k)
         assert main(["train", str(cls_recipe), "--output-dir", str(run), "--resume", *RESUME_ARGS]) == 0
         losses = _losses(run)
         assert [s for s, _ in losses] == list(range(1, steps + 1))
