@@ -67,7 +67,23 @@ def build_parser() -> argparse.ArgumentParser:
                          help="override a recipe value for every variant (repeatable)")
     compare.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     compare.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors")
+    export = sub.add_parser(
+        "export", help="merge an adapter into its base, or export to ONNX / INT8 ONNX, with parity checks",
+        epilog=EXPORT_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    export.add_argument("run", help="run directory (runs/<name>) or its final/ folder")
+    export.add_argument("--to", required=True, choices=["merged", "onnx", "int8"], help="what to export")
+    export.add_argument("--out", help="output folder (default: <run>/export-<to>)")
+    export.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors")
     return parser
+
+
+EXPORT_EXAMPLES = """examples:
+  tunesmith export runs/demo --to merged    # safetensors; merged logits checked against base + adapter
+  tunesmith export runs/demo --to onnx      # model.onnx; onnxruntime logits checked against PyTorch
+  tunesmith export runs/demo --to int8      # int8 model.onnx; accuracy, size and latency before/after
+every export writes export.json with what was checked and the numbers
+"""
 
 
 COMPARE_EXAMPLES = """examples:
@@ -104,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
             _train(Path(args.recipe), args, overwrite=args.overwrite)
         elif args.command == "compare":
             _compare(Path(args.recipe), args)
+        elif args.command == "export":
+            _export(args)
         elif args.command == "demo":
             # The demo owns its run directory, so running it again simply replaces it.
             _train(DEMO_RECIPE, args, overwrite=not args.resume)
@@ -157,6 +175,23 @@ def _compare(recipe: Path, args) -> None:
     compare(recipe, config, variants, out, overrides, keep_lr=args.keep_lr,
             show_progress=not args.no_progress and not os.environ.get("TUNESMITH_NO_PROGRESS"))
     print(f"\n{(out / 'compare.md').read_text(encoding='utf-8')}\nwritten to {out}")
+
+
+def _export(args) -> None:
+    from tunesmith.export import export_run
+
+    report = export_run(args.run, args.to, args.out)
+    for check in report.get("checks", []):
+        verdict = "passed" if check["passed"] else "FAILED"
+        print(f"{check['name']}: max |diff| {check['max_abs_diff']:.3g} "
+              f"(allowed {check['tolerance']:.3g}, {check['probes']} probes) {verdict}")
+    if "metrics" in report:
+        for name, scores in report["metrics"].items():
+            latency = report["latency_ms_per_example"][name]
+            size = report["size_mb"].get(name)
+            size_text = f", {size} MB" if size is not None else ""
+            print(f"{name:>13}: {', '.join(f'{k} {v:.4f}' for k, v in scores.items())}; {latency} ms/example{size_text}")
+    print(f"written to {report['out']} (export.json has the details)")
 
 
 if __name__ == "__main__":

@@ -185,10 +185,18 @@ def _run(config: RecipeConfig, run_dir: Path, summary: dict, base_dir, show_prog
         confusion_matrix={"before": before.get("confusion_matrix"), "after": after.get("confusion_matrix")},
         probes=_merge_probes(config.eval.probes, probes_before, probes_after),
     )
+    write_jsonl(run_dir / "eval_set.jsonl", data.eval)  # what exports re-measure on, and reviewers read
     if "_probs" in after:
         write_predictions(run_dir / "predictions.jsonl", data.eval, data.labels, after["_probs"])
     (run_dir / "probes.json").write_text(json.dumps(summary["probes"], indent=2, ensure_ascii=False), encoding="utf-8")
     return summary
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    """Rows as JSON lines, without the loader's bookkeeping keys (``_where``)."""
+    with path.open("w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps({k: v for k, v in row.items() if not k.startswith("_")}, ensure_ascii=False) + "\n")
 
 
 def write_predictions(path: Path, rows: list[dict], labels: list[str], probs: list[list[float]]) -> None:

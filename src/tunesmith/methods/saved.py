@@ -13,6 +13,7 @@ What ``final/`` holds depends on the method:
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -49,8 +50,7 @@ def load_trained(final_dir: str | Path, *, base_model: str | None = None, full_p
     Raises:
         ModelError: the folder is not a Tunesmith final model or its base can't be loaded.
     """
-    from tunesmith.models.load import load_model, load_tokenizer
-    from tunesmith.models.quantize import four_bit_config
+    from tunesmith.models.load import load_tokenizer
 
     final_dir = Path(final_dir)
     meta_file = final_dir / "tunesmith.json"
@@ -58,10 +58,20 @@ def load_trained(final_dir: str | Path, *, base_model: str | None = None, full_p
         raise ModelError(f"{final_dir} has no tunesmith.json, so it is not a Tunesmith final model.",
                          "Point to a run's final/ folder.")
     meta = json.loads(meta_file.read_text(encoding="utf-8"))
-    method, task = meta["method"], meta["task"]
     labels = meta.get("labels")
     id2label = dict(enumerate(labels)) if labels else None
     base = base_model or meta.get("base_model_path") or meta["base_model"]
+    with _quiet_transformers():  # its "head newly initialised" report is wrong here: the run's head is loaded next
+        model = _load(final_dir, meta, base, id2label, full_precision)
+    model.eval()
+    return model, load_tokenizer(str(final_dir)), meta
+
+
+def _load(final_dir: Path, meta: dict, base: str, id2label, full_precision: bool):
+    from tunesmith.models.load import load_model
+    from tunesmith.models.quantize import four_bit_config
+
+    method, task = meta["method"], meta["task"]
     if method in PEFT_METHODS:
         from peft import PeftModel
 
@@ -76,8 +86,19 @@ def load_trained(final_dir: str | Path, *, base_model: str | None = None, full_p
         model = load_adapters(model, final_dir)
     else:
         model, _ = load_model(str(final_dir), task, id2label=id2label)
-    model.eval()
-    return model, load_tokenizer(str(final_dir)), meta
+    return model
+
+
+@contextmanager
+def _quiet_transformers():
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
 
 
 def _deep_prompts(meta: dict) -> bool:

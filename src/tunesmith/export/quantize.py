@@ -1,0 +1,108 @@
+"""``export --to int8``: dynamic INT8 quantisation of the ONNX graph, with the metric re-measured.
+
+Weights of every MatMul/Gemm become int8 (activations are quantised on the fly), which
+is what onnxruntime's ``quantize_dynamic`` does. The held-out set of the run is scored
+three ways - PyTorch fp32, ONNX fp32, ONNX int8 - so the report shows what quantisation
+itself costs, next to size on disk and latency per example.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from tunesmith.errors import ConfigError
+from tunesmith.export.onnx import ONNX_FILE, OnnxModel, export_onnx
+from tunesmith.export.probes import eval_rows
+from tunesmith.objectives.causal_lm import CausalLMObjective
+from tunesmith.objectives.classification import ClassificationObjective
+
+LATENCY_EXAMPLES = 64
+
+
+def quantize_int8(fp32_path: Path, int8_path: Path) -> None:
+    """onnxruntime dynamic quantisation: int8 weights (per channel), uint8 activations."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        # Shape inference and graph cleanup first, as onnxruntime recommends before quantising.
+        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+        int8_path.parent.mkdir(parents=True, exist_ok=True)
+        quantize_dynamic(str(prepared), str(int8_path), weight_type=QuantType.QInt8, per_channel=True)
+
+
+def _objective(meta: dict, tokenizer):
+    if meta["task"] == "classification":
+        return ClassificationObjective(tokenizer, meta["labels"], meta.get("max_length") or 512)
+    return CausalLMObjective(tokenizer, meta.get("max_length") or 512, meta.get("system_prompt"))
+
+
+def _score(objective, model, features: list[dict]) -> dict:
+    metrics = objective.evaluate(model, features, 16, "cpu")
+    keep = ("accuracy", "f1_macro", "eval_loss", "perplexity")
+    return {k: round(float(metrics[k]), 6) for k in keep if k in metrics}
+
+
+@torch.inference_mode()
+def latency_ms(model, objective, features: list[dict]) -> float:
+    """Median milliseconds per example at batch size 1 (what one request costs)."""
+    times = []
+    for feature in features[:LATENCY_EXAMPLES]:
+        batch = objective.collate([feature])
+        start = time.perf_counter()
+        model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        times.append((time.perf_counter() - start) * 1000)
+    return round(statistics.median(times), 3)
+
+
+def export_int8(final_dir: Path, run_dir: Path | None, out: Path) -> dict:
+    """Write ``out/model.onnx`` (int8) and measure metric, size and latency against fp32.
+
+    Raises:
+        ConfigError: the run has no held-out set to measure on (``eval_set.jsonl``).
+    """
+    rows = eval_rows(run_dir)
+    if not rows:
+        raise ConfigError(
+            f"INT8 export re-measures the model on the run's held-out set, but {run_dir or final_dir} has no eval_set.jsonl.",
+            "Point to the run directory (not a copied final/ folder) of a run made with this Tunesmith version.",
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32_dir = Path(tmp) / "fp32"
+        result = export_onnx(final_dir, run_dir, fp32_dir)
+        model, tokenizer, meta = result.pop("model"), result.pop("tokenizer"), result.pop("meta")
+        quantize_int8(fp32_dir / ONNX_FILE, out / ONNX_FILE)
+        objective = _objective(meta, tokenizer)
+        features = objective.encode(rows)
+        fp32, int8 = OnnxModel(fp32_dir / ONNX_FILE), OnnxModel(out / ONNX_FILE)
+        model.eval()
+        scores = {"pytorch_fp32": _score(objective, model, features), "onnx_fp32": _score(objective, fp32, features),
+                  "onnx_int8": _score(objective, int8, features)}
+        latency = {"pytorch_fp32": latency_ms(model, objective, features),
+                   "onnx_fp32": latency_ms(fp32, objective, features), "onnx_int8": latency_ms(int8, objective, features)}
+        size = {"onnx_fp32": _size_mb(fp32_dir), "onnx_int8": _size_mb(out, only=ONNX_FILE)}
+    tokenizer.save_pretrained(out)
+    (out / "tunesmith.json").write_text(json.dumps(dict(meta, format="onnx-int8"), indent=2, ensure_ascii=False),
+                                        encoding="utf-8")
+    result.update(
+        eval_examples=len(features), metrics=scores, latency_ms_per_example=latency, size_mb=size,
+        change=_change(scores["onnx_fp32"], scores["onnx_int8"]),
+    )
+    return result
+
+
+def _size_mb(folder: Path, only: str | None = None) -> float:
+    files = [folder / only] if only else [p for p in folder.iterdir() if p.name.startswith("model.onnx")]
+    return round(sum(p.stat().st_size for p in files if p.is_file()) / 2**20, 2)
+
+
+def _change(before: dict, after: dict) -> dict:
+    """int8 minus fp32 for each metric (accuracy points, loss, perplexity)."""
+    return {k: round(after[k] - before[k], 6) for k in before if k in after}
