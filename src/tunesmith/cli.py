@@ -75,7 +75,36 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--to", required=True, choices=["merged", "onnx", "int8"], help="what to export")
     export.add_argument("--out", help="output folder (default: <run>/export-<to>)")
     export.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors")
+    serve = sub.add_parser(
+        "serve", help="OpenAI-compatible server: one base model in memory, many adapters picked per request",
+        epilog=SERVE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve.add_argument("--base", help="a causal-LM base model to serve as is (e.g. builtin:smollm2-135m)")
+    serve.add_argument("--adapter", action="append", default=[], metavar="NAME=RUN_DIR",
+                       help="a trained run served as model NAME (repeatable); adapters on the same base share it")
+    serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--api-key", default=os.environ.get("TUNESMITH_API_KEY"),
+                       help="require 'Authorization: Bearer KEY' (default: $TUNESMITH_API_KEY); "
+                            "also enables loading/unloading adapters at run time")
+    serve.add_argument("--allow-dir", action="append", default=[], metavar="DIR",
+                       help="folder that run-time adapter loads may read from (repeatable; default: runs)")
+    serve.add_argument("--max-batch", type=int, default=8, help="most requests run as one batch (1 = no batching)")
+    serve.add_argument("--batch-wait-ms", type=float, default=10.0,
+                       help="how long the first request of a batch waits for others")
+    serve.add_argument("--max-body-kb", type=int, default=1024, help="largest request body accepted")
+    serve.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors")
     return parser
+
+
+SERVE_EXAMPLES = """examples:
+  tunesmith serve --adapter quill=runs/sft-identity-lora --base builtin:smollm2-135m
+  tunesmith serve --adapter sentiment=runs/demo --api-key $KEY --allow-dir runs
+  curl localhost:8000/v1/chat/completions -d '{"model": "quill", "messages": [{"role": "user", "content": "Who are you?"}]}'
+  curl localhost:8000/v1/classify -d '{"model": "sentiment", "input": ["a joyless film"]}'
+endpoints: GET /health, GET /v1/models, POST /v1/chat/completions (stream: true for SSE), POST /v1/completions,
+  POST /v1/classify, POST /v1/adapters {"name", "path"} and DELETE /v1/adapters/NAME (need --api-key)
+"""
 
 
 EXPORT_EXAMPLES = """examples:
@@ -120,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
             _train(Path(args.recipe), args, overwrite=args.overwrite)
         elif args.command == "compare":
             _compare(Path(args.recipe), args)
+        elif args.command == "serve":
+            _serve(args)
         elif args.command == "export":
             _export(args)
         elif args.command == "demo":
@@ -175,6 +206,22 @@ def _compare(recipe: Path, args) -> None:
     compare(recipe, config, variants, out, overrides, keep_lr=args.keep_lr,
             show_progress=not args.no_progress and not os.environ.get("TUNESMITH_NO_PROGRESS"))
     print(f"\n{(out / 'compare.md').read_text(encoding='utf-8')}\nwritten to {out}")
+
+
+def _serve(args) -> None:
+    import uvicorn
+
+    from tunesmith.serve import build_server, parse_adapter_specs
+
+    app, engine = build_server(
+        args.base, parse_adapter_specs(args.adapter), api_key=args.api_key, allowed_dirs=args.allow_dir,
+        max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms, max_body_bytes=args.max_body_kb * 1024,
+    )
+    print(f"serving on http://{args.host}:{args.port}/v1 (Ctrl-C to stop)", flush=True)
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    finally:
+        engine.close()
 
 
 def _export(args) -> None:

@@ -46,7 +46,7 @@ def _objective(meta: dict, tokenizer):
 
 def _score(objective, model, features: list[dict]) -> dict:
     metrics = objective.evaluate(model, features, 16, "cpu")
-    keep = ("accuracy", "f1_macro", "eval_loss", "perplexity")
+    keep = ("accuracy", "macro_f1", "eval_loss", "perplexity")
     return {k: round(float(metrics[k]), 6) for k in keep if k in metrics}
 
 

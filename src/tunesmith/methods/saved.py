@@ -61,7 +61,7 @@ def load_trained(final_dir: str | Path, *, base_model: str | None = None, full_p
     labels = meta.get("labels")
     id2label = dict(enumerate(labels)) if labels else None
     base = base_model or meta.get("base_model_path") or meta["base_model"]
-    with _quiet_transformers():  # its "head newly initialised" report is wrong here: the run's head is loaded next
+    with quiet_transformers():  # its "head newly initialised" report is wrong here: the run's head is loaded next
         model = _load(final_dir, meta, base, id2label, full_precision)
     model.eval()
     return model, load_tokenizer(str(final_dir)), meta
@@ -90,7 +90,7 @@ def _load(final_dir: Path, meta: dict, base: str, id2label, full_precision: bool
 
 
 @contextmanager
-def _quiet_transformers():
+def quiet_transformers():
     from transformers.utils import logging as hf_logging
 
     level = hf_logging.get_verbosity()

@@ -1,0 +1,247 @@
+"""The OpenAI-compatible HTTP API (FastAPI) in front of the engine.
+
+Every failure a client can cause is a 4xx with OpenAI's error body
+``{"error": {"message", "type", "param", "code"}}``; a 5xx means a bug in Tunesmith.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from pathlib import Path
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from tunesmith.errors import ConfigError, TunesmithError
+from tunesmith.serve.engine import Engine, GenerationParams, Job, RequestError, chat_prompt, prompt_token_count
+from tunesmith.serve.registry import Registry, confined_path
+from tunesmith.serve.schemas import AdapterRequest, ChatRequest, ClassifyRequest, CompletionRequest
+
+log = logging.getLogger("tunesmith.serve")
+DEFAULT_CHAT_TOKENS = 256
+DEFAULT_COMPLETION_TOKENS = 16  # OpenAI's default for /v1/completions
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
+                 kind: str = "invalid_request_error"):
+        super().__init__(message)
+        self.status, self.message, self.param, self.code, self.kind = status, message, param, code, kind
+
+
+def error_body(message: str, kind: str, param: str | None = None, code: str | None = None) -> dict:
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def create_app(registry: Registry, engine: Engine, *, api_key: str | None = None,
+               allowed_dirs: list[Path] | None = None, max_body_bytes: int = 1_000_000) -> FastAPI:
+    """The FastAPI app serving ``registry``'s models through ``engine``."""
+    app = FastAPI(title="Tunesmith", docs_url=None, redoc_url=None)
+    allowed_dirs = allowed_dirs or []
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request, exc: ApiError):
+        return JSONResponse(error_body(exc.message, exc.kind, exc.param, exc.code), status_code=exc.status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request, exc: StarletteHTTPException):
+        return JSONResponse(error_body(str(exc.detail), "invalid_request_error"), status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _bug(request, exc: Exception):
+        log.exception("internal error")
+        return JSONResponse(error_body(f"Internal error: {type(exc).__name__}", "server_error"), status_code=500)
+
+    def authorize(request: Request) -> None:
+        if api_key is None:
+            return
+        header = request.headers.get("authorization", "")
+        if header != f"Bearer {api_key}":
+            raise ApiError(401, "Missing or wrong API key: send 'Authorization: Bearer <key>'.",
+                           code="invalid_api_key", kind="authentication_error")
+
+    async def read_json(request: Request, schema):
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > max_body_bytes:
+            raise ApiError(413, f"Request body over {max_body_bytes} bytes.", code="request_too_large")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > max_body_bytes:
+                raise ApiError(413, f"Request body over {max_body_bytes} bytes.", code="request_too_large")
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ApiError(400, f"The body is not valid JSON: {exc}.", code="invalid_json") from exc
+        if not isinstance(data, dict):
+            raise ApiError(400, f"The body must be a JSON object, not {type(data).__name__}.", code="invalid_json")
+        try:
+            return schema.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            param = ".".join(str(p) for p in first["loc"]) or None
+            raise ApiError(400, f"Invalid '{param}': {first['msg']}." if param else first["msg"], param=param,
+                           code="invalid_value") from exc
+
+    def entry_for(name: str, task: str):
+        entry = registry.get(name)
+        if entry is None:
+            raise ApiError(404, f"The model '{name}' does not exist. Loaded: {', '.join(registry.names()) or 'none'}.",
+                           param="model", code="model_not_found")
+        if entry.task != task:
+            endpoint = "/v1/classify" if entry.task == "classification" else "/v1/chat/completions or /v1/completions"
+            raise ApiError(400, f"The model '{name}' is a {entry.task} model; use {endpoint}.", param="model",
+                           code="wrong_model_type")
+        return entry
+
+    def params_for(entry, prompt: str, req, max_tokens: int | None, default: int) -> GenerationParams:
+        prompt_tokens = prompt_token_count(entry, prompt)
+        room = entry.context_length - prompt_tokens
+        if room < 1:
+            raise ApiError(400, f"The prompt has {prompt_tokens} tokens; the model's context is "
+                                f"{entry.context_length}.", param="messages", code="context_length_exceeded")
+        if max_tokens is not None and max_tokens > room:
+            raise ApiError(400, f"max_tokens={max_tokens} plus the prompt's {prompt_tokens} tokens exceeds the "
+                                f"model's context of {entry.context_length} tokens.", param="max_tokens",
+                           code="context_length_exceeded")
+        return GenerationParams(max_tokens=max_tokens or min(default, room), temperature=req.temperature,
+                                top_p=req.top_p, stop=list(req.stop or []), seed=req.seed)
+
+    async def run(job: Job):
+        try:
+            return await asyncio.wrap_future(engine.submit(job))
+        except RequestError as exc:
+            raise ApiError(400, str(exc), exc.param, exc.code) from exc
+
+    v1 = APIRouter(prefix="/v1", dependencies=[Depends(authorize)])
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "models": len(registry.entries), "batching": engine.stats}
+
+    @v1.get("/models")
+    async def models():
+        created = int(time.time())
+        return {"object": "list", "data": [
+            {"id": e.name, "object": "model", "created": created, "owned_by": "tunesmith", "task": e.task,
+             "method": e.method} for e in registry.entries.values()]}
+
+    @v1.post("/chat/completions")
+    async def chat(request: Request):
+        req = await read_json(request, ChatRequest)
+        entry = entry_for(req.model, "causal_lm")
+        try:
+            prompt = chat_prompt(entry, [m.plain() for m in req.messages])
+        except RequestError as exc:
+            raise ApiError(400, str(exc), exc.param, exc.code) from exc
+        params = params_for(entry, prompt, req, req.max_completion_tokens or req.max_tokens, DEFAULT_CHAT_TOKENS)
+        ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        if req.stream:
+            def chunk(delta: dict, finish=None):
+                return {"id": ident, "object": "chat.completion.chunk", "created": created, "model": entry.name,
+                        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+            return stream_response(Job("generate", entry, [prompt], params), chunk,
+                                   lambda text: {"content": text}, {"role": "assistant", "content": ""})
+        out = await run(Job("generate", entry, [prompt], params))
+        return {"id": ident, "object": "chat.completion", "created": created, "model": entry.name,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": out["text"]},
+                             "finish_reason": out["finish_reason"]}],
+                "usage": usage([out])}
+
+    @v1.post("/completions")
+    async def completions(request: Request):
+        req = await read_json(request, CompletionRequest)
+        entry = entry_for(req.model, "causal_lm")
+        prompts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
+        params = [params_for(entry, p, req, req.max_tokens, DEFAULT_COMPLETION_TOKENS) for p in prompts]
+        ident, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+        if req.stream:
+            if len(prompts) > 1:
+                raise ApiError(400, "Streaming takes a single prompt.", param="prompt", code="invalid_value")
+
+            def chunk(text: str, finish=None):
+                return {"id": ident, "object": "text_completion", "created": created, "model": entry.name,
+                        "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}]}
+            return stream_response(Job("generate", entry, prompts, params[0]), chunk, lambda text: text, None)
+        outs = await asyncio.gather(*(run(Job("generate", entry, [p], q)) for p, q in zip(prompts, params)))
+        return {"id": ident, "object": "text_completion", "created": created, "model": entry.name,
+                "choices": [{"index": i, "text": o["text"], "logprobs": None, "finish_reason": o["finish_reason"]}
+                            for i, o in enumerate(outs)],
+                "usage": usage(outs)}
+
+    def stream_response(job: Job, chunk, wrap, first) -> StreamingResponse:
+        loop = asyncio.get_running_loop()
+        deltas: asyncio.Queue = asyncio.Queue()
+        done = object()
+        job.stream = lambda text: loop.call_soon_threadsafe(deltas.put_nowait, text)
+        future = engine.submit(job)
+        # Runs after the worker's last delta was queued, so the end marker comes last.
+        future.add_done_callback(lambda _: loop.call_soon_threadsafe(deltas.put_nowait, done))
+
+        async def events():
+            if first is not None:
+                yield f"data: {json.dumps(chunk(first))}\n\n"
+            while (item := await deltas.get()) is not done:
+                if item:
+                    yield f"data: {json.dumps(chunk(wrap(item)), ensure_ascii=False)}\n\n"
+            if future.exception() is not None:
+                exc = future.exception()
+                kind = "invalid_request_error" if isinstance(exc, RequestError) else "server_error"
+                yield f"data: {json.dumps(error_body(str(exc), kind))}\n\n"
+            else:
+                yield f"data: {json.dumps(chunk(wrap('') if first is None else {}, future.result()['finish_reason']))}\n\n"
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    @v1.post("/classify")
+    async def classify(request: Request):
+        req = await read_json(request, ClassifyRequest)
+        entry = entry_for(req.model, "classification")
+        texts = [req.input] if isinstance(req.input, str) else req.input
+        rows = await run(Job("classify", entry, texts))
+        return {"object": "list", "model": entry.name, "data": [dict(index=i, **r) for i, r in enumerate(rows)]}
+
+    @v1.post("/adapters", status_code=201)
+    async def load_adapter(request: Request):
+        manage_allowed()
+        req = await read_json(request, AdapterRequest)
+        if registry.get(req.name) is not None:
+            raise ApiError(409, f"A model named '{req.name}' is already loaded.", param="name", code="name_taken")
+        try:
+            path = confined_path(req.path, allowed_dirs)
+        except ConfigError as exc:
+            raise ApiError(403, str(exc), param="path", code="path_not_allowed") from exc
+        try:
+            entry = await asyncio.wrap_future(engine.run_on_worker(lambda: registry.add_run(req.name, path)))
+        except TunesmithError as exc:
+            raise ApiError(400, str(exc), param="path", code="invalid_adapter") from exc
+        return {"id": entry.name, "object": "model", "task": entry.task, "method": entry.method}
+
+    @v1.delete("/adapters/{name:path}")
+    async def unload_adapter(name: str):
+        manage_allowed()
+        if registry.get(name) is None:
+            raise ApiError(404, f"The model '{name}' does not exist.", param="name", code="model_not_found")
+        await asyncio.wrap_future(engine.run_on_worker(lambda: registry.remove(name)))
+        return {"id": name, "object": "model", "deleted": True}
+
+    def manage_allowed() -> None:
+        if api_key is None:
+            raise ApiError(403, "Loading and unloading adapters is disabled: the server was started without --api-key.",
+                           code="management_disabled", kind="permission_error")
+
+    app.include_router(v1)
+    return app
+
+
+def usage(outs: list[dict]) -> dict:
+    prompt = sum(o["prompt_tokens"] for o in outs)
+    completion = sum(o["completion_tokens"] for o in outs)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}

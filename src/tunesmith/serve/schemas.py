@@ -1,0 +1,87 @@
+"""Request bodies of the OpenAI-compatible API, validated strictly (a bad field is a 400 naming it).
+
+Unknown fields are ignored rather than refused: OpenAI clients send options (``user``,
+``logprobs: false``, ...) that do not change what this server computes.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
+
+MAX_STOP = 4
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class TextPart(_Request):
+    type: Literal["text"]
+    text: StrictStr
+
+
+class ChatMessage(_Request):
+    role: Literal["system", "developer", "user", "assistant"]
+    content: StrictStr | list[TextPart]
+
+    def plain(self) -> dict:
+        """The message as the chat template expects it (``developer`` is the newer name of ``system``)."""
+        content = self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
+        return {"role": "system" if self.role == "developer" else self.role, "content": content}
+
+
+Temperature = Annotated[float, Field(ge=0, le=2)]
+TopP = Annotated[float, Field(gt=0, le=1)]
+MaxTokens = Annotated[StrictInt, Field(ge=1, le=1_000_000)]
+Seed = Annotated[StrictInt, Field(ge=0, le=2**63 - 1)]
+
+
+class _Sampling(_Request):
+    model: StrictStr
+    temperature: Temperature = 1.0
+    top_p: TopP = 1.0
+    max_tokens: MaxTokens | None = None
+    stop: StrictStr | list[StrictStr] | None = None
+    seed: Seed | None = None
+    stream: StrictBool = False
+    n: Annotated[StrictInt, Field(ge=1, le=1)] = 1
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_list(cls, value):
+        if value is None:
+            return []
+        value = [value] if isinstance(value, str) else value
+        if len(value) > MAX_STOP:
+            raise ValueError(f"at most {MAX_STOP} stop sequences")
+        if any(not s for s in value):
+            raise ValueError("stop sequences must not be empty")
+        return value
+
+
+class ChatRequest(_Sampling):
+    messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=1000)]
+    max_completion_tokens: MaxTokens | None = None
+
+    @field_validator("messages")
+    @classmethod
+    def _has_user_turn(cls, value):
+        if not any(m.role == "user" for m in value):
+            raise ValueError("the conversation needs at least one user message")
+        return value
+
+
+class CompletionRequest(_Sampling):
+    prompt: StrictStr | Annotated[list[StrictStr], Field(min_length=1, max_length=64)]
+
+
+class ClassifyRequest(_Request):
+    model: StrictStr
+    input: StrictStr | Annotated[list[StrictStr], Field(min_length=1, max_length=256)]
+
+
+class AdapterRequest(_Request):
+    name: StrictStr
+    path: Annotated[StrictStr, Field(min_length=1, max_length=4096)]
