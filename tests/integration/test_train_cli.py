@@ -80,6 +80,10 @@ def test_classification_run_learns_and_writes_the_run_directory(cls_recipe, meth
     torch.testing.assert_close(probs, expected, atol=1e-5, rtol=1e-4)
     probes = json.loads((run_dir / "probes.json").read_text())
     assert [p["after"]["label"] for p in probes] == ["positive", "negative"]
+    # The held-out set is kept (what exports re-measure on), in the evaluated order.
+    held_out = _read_jsonl(run_dir / "eval_set.jsonl")
+    assert [r["text"] for r in held_out] == [p["text"] for p in predictions]
+    assert set(held_out[0]) == {"text", "label"}
 
 
 def test_config_yaml_repeats_the_run_exactly(cls_recipe, tmp_path):

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import torch
 
-from tunesmith.errors import ModelError
+from tunesmith.errors import ConfigError, ModelError
 from tunesmith.export.probes import max_abs_diff, probe_batch, probe_texts
+from tunesmith.methods import MERGEABLE
 from tunesmith.methods.saved import load_trained, merge_trained
 
 MERGE_TOLERANCE = 1e-4  # fp32: relative to the logit scale, max(1, max |logit|)
@@ -33,6 +34,13 @@ def merged_model(final_dir: Path, run_dir: Path | None, tolerance: float = MERGE
         ConfigError: the method cannot be merged.
         ModelError: merged logits differ from base + adapter beyond ``tolerance``.
     """
+    method = json.loads((final_dir / "tunesmith.json").read_text(encoding="utf-8"))["method"]
+    if method not in MERGEABLE:
+        raise ConfigError(
+            f"A model trained with method '{method}' cannot be merged: its virtual tokens or bottleneck layers add "
+            "computation that no base weight can absorb.",
+            "Serve it with its adapter instead ('tunesmith serve --adapter NAME=RUN_DIR').",
+        )
     model, tokenizer, meta = load_trained(final_dir, full_precision=True)
     batch = probe_batch(tokenizer, probe_texts(meta, tokenizer, run_dir), meta["task"], meta.get("max_length") or 512)
     reference = logits_of(model, batch)
