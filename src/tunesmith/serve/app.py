@@ -84,9 +84,11 @@ def create_app(registry: Registry, engine: Engine, *, api_key: str | None = None
         try:
             return schema.model_validate(data)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            param = ".".join(str(p) for p in first["loc"]) or None
-            raise ApiError(400, f"Invalid '{param}': {first['msg']}." if param else first["msg"], param=param,
+            # For a union (str | list[str]) pydantic reports one error per branch; the deepest
+            # one is the most specific ("input.0: should be a string").
+            worst = max(exc.errors(), key=lambda e: len(e["loc"]))
+            param = ".".join(str(p) for p in worst["loc"] if not _is_union_branch(p)) or None
+            raise ApiError(400, f"Invalid '{param}': {worst['msg']}." if param else worst["msg"], param=param,
                            code="invalid_value") from exc
 
     def entry_for(name: str, task: str):
@@ -239,6 +241,10 @@ def create_app(registry: Registry, engine: Engine, *, api_key: str | None = None
 
     app.include_router(v1)
     return app
+
+
+def _is_union_branch(part) -> bool:
+    return isinstance(part, str) and (part in {"str", "int", "float", "bool"} or "[" in part or part.startswith("function-"))
 
 
 def usage(outs: list[dict]) -> dict:

@@ -1,0 +1,123 @@
+"""The serving engine in-process: batching never changes a greedy answer, adapters share one
+base and unload cleanly, paths are confined, and management needs an API key."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from tests.conftest import make_lora_run
+from tunesmith.errors import ConfigError
+from tunesmith.serve.engine import Engine, GenerationParams, Job, chat_prompt
+from tunesmith.serve.registry import Registry, confined_path
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory, tiny_llama_dir):
+    root = tmp_path_factory.mktemp("engine")
+    reg = Registry()
+    reg.add_base(str(tiny_llama_dir), name="base")
+    for name, seed in (("one", 1), ("two", 2)):
+        reg.add_run(name, make_lora_run(root / name, tiny_llama_dir, "causal_lm", seed=seed))
+    return reg
+
+
+def _answers(engine, registry, jobs):
+    futures = [engine.submit(Job("generate", registry.get(name), [chat_prompt(registry.get(name), msgs)],
+                                 GenerationParams(max_tokens=tokens, temperature=0)))
+               for name, msgs, tokens in jobs]
+    return [f.result(timeout=120)["text"] for f in futures]
+
+
+def test_batched_greedy_answers_equal_one_at_a_time(registry):
+    jobs = [(name, [{"role": "user", "content": text}], tokens)
+            for name in ("one", "two", "base")
+            for text, tokens in (("hi", 6), ("a much longer question about many things", 9), ("why?", 3))]
+    alone = Engine(registry, max_batch=1)
+    batched = Engine(registry, max_batch=16, batch_wait_ms=200)
+    try:
+        expected = _answers(alone, registry, jobs)
+        got = _answers(batched, registry, jobs)
+    finally:
+        alone.close()
+        batched.close()
+    assert got == expected
+    assert batched.stats["largest_batch"] == 3  # one batch per model: three prompts each
+    assert alone.stats["largest_batch"] == 1
+    assert len(set(expected[:3])) == 3 and expected[:3] != expected[3:6]  # the models really differ
+
+
+def test_adapters_share_one_base_and_unload_to_a_clean_base(registry, tmp_path, tiny_llama_dir):
+    assert len(registry.groups) == 1
+    group = next(iter(registry.groups.values()))
+    assert group.adapters == {"one", "two"}
+    engine = Engine(registry)
+    job = [("base", [{"role": "user", "content": "hi"}], 6)]
+    try:
+        before = _answers(engine, registry, job)
+        extra = make_lora_run(tmp_path / "three", tiny_llama_dir, "causal_lm", seed=3)
+        engine.run_on_worker(lambda: registry.add_run("three", extra)).result(timeout=60)
+        assert group.adapters == {"one", "two", "three"} and len(registry.groups) == 1
+        engine.run_on_worker(lambda: registry.remove("three")).result(timeout=60)
+        assert "three" not in registry.entries and group.adapters == {"one", "two"}
+        assert _answers(engine, registry, job) == before
+    finally:
+        engine.close()
+
+
+def test_a_failing_job_fails_only_its_own_request(registry):
+    engine = Engine(registry)
+    try:
+        bad = engine.submit(Job("generate", registry.get("one"), [None], GenerationParams(max_tokens=2, temperature=0)))
+        with pytest.raises(Exception):
+            bad.result(timeout=60)
+        assert _answers(engine, registry, [("one", [{"role": "user", "content": "hi"}], 2)])[0] is not None
+    finally:
+        engine.close()
+
+
+def test_names_are_checked(registry, tiny_llama_dir):
+    with pytest.raises(ConfigError, match="already loaded"):
+        registry.add_base(str(tiny_llama_dir), name="base")
+    with pytest.raises(ConfigError, match="Invalid model name"):
+        registry.add_base(str(tiny_llama_dir), name="../evil")
+
+
+def test_paths_are_confined_even_through_symlinks(tmp_path):
+    allowed = tmp_path / "runs"
+    (allowed / "good").mkdir(parents=True)
+    (tmp_path / "secret").mkdir()
+    os.symlink(tmp_path / "secret", allowed / "link")
+    assert confined_path(str(allowed / "good"), [allowed]) == (allowed / "good").resolve()
+    for path in (str(allowed / ".." / "secret"), str(allowed / "link"), "/etc"):
+        with pytest.raises(ConfigError, match="outside the directories"):
+            confined_path(path, [allowed])
+
+
+def test_adapter_management_is_off_without_an_api_key(registry):
+    from fastapi.testclient import TestClient
+
+    from tunesmith.serve.app import create_app
+
+    engine = Engine(registry)
+    try:
+        client = TestClient(create_app(registry, engine, api_key=None))
+        r = client.post("/v1/adapters", json={"name": "x", "path": "runs/x"})
+        assert r.status_code == 403 and r.json()["error"]["code"] == "management_disabled"
+        assert client.delete("/v1/adapters/one").status_code == 403
+        assert "one" in registry.entries
+        # Without a key, inference is open (bound to 127.0.0.1 by default).
+        r = client.post("/v1/chat/completions", json={"model": "one", "max_tokens": 2,
+                                                      "messages": [{"role": "user", "content": "hi"}]})
+        assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] <= 2
+    finally:
+        engine.close()
+
+
+def test_cli_refuses_bad_adapter_specs():
+    from tunesmith.cli import main
+
+    assert main(["serve", "--adapter", "no-equals-sign"]) == 2
+    assert main(["serve"]) == 2
