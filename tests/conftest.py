@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from tunesmith.synthetic import chat_rows, sentiment_rows, write_jsonl  # noqa: F401 (re-exported for tests)
+from tunesmith.synthetic import chat_rows, make_lora_run, sentiment_rows, write_jsonl  # noqa: F401 (re-exported for tests)
 
 os.environ.setdefault("TUNESMITH_NO_PROGRESS", "1")
 
@@ -126,33 +126,3 @@ def chat_recipe(tmp_path, tiny_llama_dir) -> Path:
     path.write_text(yaml.safe_dump(recipe))
     return path
 
-
-def make_lora_run(run_dir: Path, base_dir: Path, task: str, seed: int, *, labels: list[str] | None = None,
-                  system_prompt: str | None = None) -> Path:
-    """A finished-looking run whose final/ holds a LoRA adapter with random (non-zero) weights.
-
-    Different seeds give adapters that answer differently, in milliseconds instead of a
-    training run; serving and export only need a real adapter in the real format.
-    """
-    import json
-
-    from peft import LoraConfig, TaskType, get_peft_model
-
-    from tunesmith.methods.saved import save_trained
-    from tunesmith.models.load import load_model
-
-    torch.manual_seed(seed)
-    id2label = dict(enumerate(labels)) if labels else None
-    model, tokenizer = load_model(str(base_dir), task, id2label=id2label)
-    config = LoraConfig(task_type=TaskType.SEQ_CLS if task == "classification" else TaskType.CAUSAL_LM, r=4,
-                        lora_alpha=32, target_modules=["query", "value"] if task == "classification" else ["q_proj", "v_proj"],
-                        init_lora_weights=False)
-    model = get_peft_model(model, config)
-    final = run_dir / "final"
-    save_trained(model, final)
-    tokenizer.save_pretrained(final)
-    meta = {"task": task, "method": "lora", "method_config": {"type": "lora"}, "quantization": None,
-            "base_model": str(base_dir), "base_model_path": str(base_dir), "labels": labels,
-            "system_prompt": system_prompt, "max_length": 64}
-    (final / "tunesmith.json").write_text(json.dumps(meta))
-    return run_dir

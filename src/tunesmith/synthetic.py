@@ -62,3 +62,35 @@ def poisoned_classification(*args, poison: dict[int, str]):
             return loss * 50 if kind == "spike" else loss * float("nan") if kind == "nan" else loss
 
     return Poisoned()
+
+
+def make_lora_run(run_dir: Path, base: str | Path, task: str, seed: int, *, labels: list[str] | None = None,
+                  system_prompt: str | None = None, r: int = 4) -> Path:
+    """A finished-looking run whose final/ holds a LoRA adapter with random (non-zero) weights.
+
+    Different seeds give adapters that answer differently, in a second instead of a
+    training run: serving and export tests and benchmarks need a real adapter in the
+    real format, not a trained one.
+    """
+    import torch
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    from tunesmith.methods.saved import save_trained
+    from tunesmith.models.load import load_model
+
+    torch.manual_seed(seed)
+    id2label = dict(enumerate(labels)) if labels else None
+    model, tokenizer = load_model(str(base), task, id2label=id2label)
+    classification = task == "classification"
+    config = LoraConfig(task_type=TaskType.SEQ_CLS if classification else TaskType.CAUSAL_LM, r=r, lora_alpha=8 * r,
+                        target_modules=["query", "value"] if classification else ["q_proj", "v_proj"],
+                        init_lora_weights=False)
+    model = get_peft_model(model, config)
+    final = Path(run_dir) / "final"
+    save_trained(model, final)
+    tokenizer.save_pretrained(final)
+    meta = {"task": task, "method": "lora", "method_config": {"type": "lora"}, "quantization": None,
+            "base_model": str(base), "base_model_path": str(base), "labels": labels,
+            "system_prompt": system_prompt, "max_length": 64}
+    (final / "tunesmith.json").write_text(json.dumps(meta), encoding="utf-8")
+    return Path(run_dir)

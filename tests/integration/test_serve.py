@@ -16,7 +16,7 @@ import openai
 import pytest
 import torch
 
-from tests.conftest import make_lora_run
+from tunesmith.synthetic import make_lora_run
 from tunesmith.data.template import render_prompt, with_system_prompt
 from tunesmith.methods.saved import load_trained
 

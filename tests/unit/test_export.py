@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import make_lora_run, sentiment_rows, write_jsonl
+from tests.conftest import sentiment_rows, write_jsonl
+from tunesmith.synthetic import make_lora_run
 from tunesmith.errors import ConfigError, ModelError
 from tunesmith.export import export_run
 from tunesmith.methods.saved import load_trained

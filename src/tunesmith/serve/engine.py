@@ -3,8 +3,10 @@
 Requests are queued; a single worker thread takes the first one, waits up to
 ``batch_wait_ms`` for more (at most ``max_batch``), groups them by model and by
 decoding settings, and runs each group as one padded batch. One thread owns the models,
-so adapters switch between batches, never during one. Greedy answers do not depend on
-what they were batched with (left padding + attention mask), which a test checks.
+so adapters switch between batches, never during one. LoRA adapters of one base share a
+batch: PEFT's ``adapter_names`` applies each row's own adapter (the bare base is
+``__base__``). Greedy answers do not depend on what they were batched with (left padding
++ attention mask), which a test checks.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from contextlib import nullcontext
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -56,7 +59,9 @@ class Job:
         if self.stream is not None or deep_prompts or (p.temperature > 0 and p.seed is not None):
             return ("alone", id(self))  # streamed, seeded or decoded without a cache: one at a time
         sampling = (p.temperature, p.top_p) if p.temperature > 0 else None
-        return ("generate", id(self.entry), sampling)
+        # LoRA adapters on one base decode together, each row with its own adapter.
+        model_key = self.entry.mixed_batch_key() or id(self.entry)
+        return ("generate", model_key, sampling)
 
 
 class Engine:
@@ -232,7 +237,12 @@ def generate_batch(jobs: list[Job]) -> list[dict]:
     tokenizer.padding_side = "left"  # generation appends on the right, so padding goes left
     enc = tokenizer(prompts, padding=True, add_special_tokens=False, return_tensors="pt")
     max_new = max(job.params.max_tokens for job in jobs)
-    model, context = entry.activate()
+    per_row = {}
+    if len({id(job.entry) for job in jobs}) > 1:  # several adapters of one base (see Job.batch_key)
+        model, context = entry.group.peft, nullcontext()
+        per_row = {"adapter_names": [job.entry.peft_adapter_name for job in jobs]}
+    else:
+        model, context = entry.activate()
     stop_ids = _stop_ids(entry, model)
     watcher = None
     if jobs[0].stream is not None:
@@ -246,7 +256,7 @@ def generate_batch(jobs: list[Job]) -> list[dict]:
                     watcher.add(token)
         else:
             kwargs = dict(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], max_new_tokens=max_new,
-                          pad_token_id=tokenizer.pad_token_id, eos_token_id=sorted(stop_ids) or None)
+                          pad_token_id=tokenizer.pad_token_id, eos_token_id=sorted(stop_ids) or None, **per_row)
             if params.temperature > 0:
                 if params.seed is not None:
                     torch.manual_seed(params.seed)

@@ -55,6 +55,20 @@ class Entry:
         group.peft.set_adapter(self.name)
         return group.peft, nullcontext()
 
+    def mixed_batch_key(self):
+        """Entries with equal keys can share one generation batch through PEFT's per-row
+        ``adapter_names`` (LoRA without DoRA, or the bare base, with the same tokenizer);
+        ``None`` when this entry must be batched alone."""
+        group = self.group
+        if group is None or group.key[-1] != "LORA" or (self.meta.get("method_config") or {}).get("use_dora"):
+            return None
+        tok = self.tokenizer
+        return (id(group), len(tok), tok.eos_token_id, tok.pad_token_id)
+
+    @property
+    def peft_adapter_name(self) -> str:
+        return "__base__" if self.method == "base" else self.name
+
     @property
     def context_length(self) -> int:
         model = self.model if self.model is not None else self.group.model
