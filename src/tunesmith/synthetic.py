@@ -65,12 +65,13 @@ def poisoned_classification(*args, poison: dict[int, str]):
 
 
 def make_lora_run(run_dir: Path, base: str | Path, task: str, seed: int, *, labels: list[str] | None = None,
-                  system_prompt: str | None = None, r: int = 4) -> Path:
+                  system_prompt: str | None = None, r: int = 4, peft_config=None, method: str = "lora") -> Path:
     """A finished-looking run whose final/ holds a LoRA adapter with random (non-zero) weights.
 
     Different seeds give adapters that answer differently, in a second instead of a
     training run: serving and export tests and benchmarks need a real adapter in the
-    real format, not a trained one.
+    real format, not a trained one. ``peft_config`` + ``method`` make another PEFT
+    method's run instead (e.g. prefix tuning), with PEFT's own random init.
     """
     import torch
     from peft import LoraConfig, TaskType, get_peft_model
@@ -85,11 +86,16 @@ def make_lora_run(run_dir: Path, base: str | Path, task: str, seed: int, *, labe
     config = LoraConfig(task_type=TaskType.SEQ_CLS if classification else TaskType.CAUSAL_LM, r=r, lora_alpha=8 * r,
                         target_modules=["query", "value"] if classification else ["q_proj", "v_proj"],
                         init_lora_weights=False)
+    if peft_config is not None:
+        from tunesmith.methods.prompt import accept_past_key_values
+
+        config = peft_config
+        accept_past_key_values(model, method, task)
     model = get_peft_model(model, config)
     final = Path(run_dir) / "final"
     save_trained(model, final)
     tokenizer.save_pretrained(final)
-    meta = {"task": task, "method": "lora", "method_config": {"type": "lora"}, "quantization": None,
+    meta = {"task": task, "method": method, "method_config": {"type": method}, "quantization": None,
             "base_model": str(base), "base_model_path": str(base), "labels": labels,
             "system_prompt": system_prompt, "max_length": 64}
     (final / "tunesmith.json").write_text(json.dumps(meta), encoding="utf-8")

@@ -122,3 +122,29 @@ def test_cli_refuses_bad_adapter_specs():
 
     assert main(["serve", "--adapter", "no-equals-sign"]) == 2
     assert main(["serve"]) == 2
+
+
+@pytest.mark.parametrize("method", ["prefix", "prompt"])
+def test_prompt_methods_are_served_as_their_own_models_with_their_prompts(registry, method, tmp_path, tiny_llama_dir):
+    from peft import PrefixTuningConfig, PromptTuningConfig, TaskType
+
+    from tunesmith.methods.saved import load_trained
+    from tunesmith.objectives.causal_lm import CausalLMObjective
+
+    config = (PrefixTuningConfig if method == "prefix" else PromptTuningConfig)(
+        task_type=TaskType.CAUSAL_LM, num_virtual_tokens=8)
+    run = make_lora_run(tmp_path / method, tiny_llama_dir, "causal_lm", seed=5, peft_config=config, method=method)
+    engine = Engine(registry)
+    question = [{"role": "user", "content": "hi there"}]
+    try:
+        engine.run_on_worker(lambda: registry.add_run(method, run)).result(timeout=60)
+        entry = registry.get(method)
+        assert entry.group is None and entry.model is not None  # not on the shared base
+        served, base = _answers(engine, registry, [(method, question, 6), ("base", question, 6)])
+    finally:
+        engine.run_on_worker(lambda: registry.remove(method)).result(timeout=60)
+        engine.close()
+    model, tokenizer, _ = load_trained(run / "final")
+    expected = CausalLMObjective(tokenizer, 64).answer(model, ["hi there"], 6, "cpu")[0]
+    assert served.strip() == expected
+    assert served != base  # the virtual tokens reached the answer
