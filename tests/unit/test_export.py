@@ -141,6 +141,11 @@ def test_int8_export_measures_metric_size_and_latency(fixture, request, tmp_path
     assert report["size_mb"]["onnx_int8"] < report["size_mb"]["onnx_fp32"]
     assert all(v > 0 for v in report["latency_ms_per_example"].values())
     assert report["eval_examples"] == (40 if fixture == "cls_run" else 12)
+    # Every quantisation setting was scored; the kept one is the best on the held-out set.
+    candidates = report["quantization"]["candidates"]
+    assert len(candidates) == 3 and metrics["onnx_int8"] == candidates[report["quantization"]["chosen"]]
+    best = max(c[key] for c in candidates.values()) if key == "accuracy" else min(c[key] for c in candidates.values())
+    assert metrics["onnx_int8"][key] == best
     assert (tmp_path / "int8" / "export.json").is_file()
 
 

@@ -75,13 +75,6 @@ class CausalLMObjective:
         mean = total / max(count, 1)
         return {"eval_loss": mean, "perplexity": perplexity(mean)}
 
-    def _stop_ids(self, model) -> set[int]:
-        eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-        ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-        if self.tokenizer.eos_token_id is not None:
-            ids.add(self.tokenizer.eos_token_id)
-        return ids
-
     @torch.inference_mode()
     def answer(self, model, prompts: list[str], max_new_tokens: int, device) -> list[str]:
         """Greedy answers to single-turn prompts, rendered with the training chat template."""
@@ -92,12 +85,21 @@ class CausalLMObjective:
             enc = self.tokenizer(render_prompt(self.tokenizer, messages), add_special_tokens=False, return_tensors="pt")
             ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
             if uses_deep_prompts(model):
-                out = greedy_without_cache(model, ids, max_new_tokens, self._stop_ids(model))
+                out = greedy_without_cache(model, ids, max_new_tokens, stop_token_ids(model, self.tokenizer))
             else:
                 out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
                                      do_sample=False, pad_token_id=self.tokenizer.pad_token_id)
             answers.append(self.tokenizer.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True).strip())
         return answers
+
+
+def stop_token_ids(model, tokenizer) -> set[int]:
+    """Token ids that end an answer: the model's generation EOS ids and the tokenizer's EOS."""
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return ids
 
 
 def uses_deep_prompts(model) -> bool:

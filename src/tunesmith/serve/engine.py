@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import torch
 
 from tunesmith.data.template import render_prompt, with_system_prompt
-from tunesmith.objectives.causal_lm import greedy_without_cache, uses_deep_prompts
+from tunesmith.objectives.causal_lm import greedy_without_cache, stop_token_ids, uses_deep_prompts
 
 
 class RequestError(Exception):
@@ -215,15 +215,6 @@ def _first_stop(text: str, stop: list[str]) -> int | None:
     return min(hits) if hits else None
 
 
-def _stop_ids(entry, model) -> set[int]:
-    ids = set()
-    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids.update(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-    if entry.tokenizer.eos_token_id is not None:
-        ids.add(entry.tokenizer.eos_token_id)
-    return ids
-
-
 @torch.inference_mode()
 def generate_batch(jobs: list[Job]) -> list[dict]:
     """Generate for every job of a group (same model, same decoding settings) in one batch.
@@ -243,7 +234,7 @@ def generate_batch(jobs: list[Job]) -> list[dict]:
         per_row = {"adapter_names": [job.entry.peft_adapter_name for job in jobs]}
     else:
         model, context = entry.activate()
-    stop_ids = _stop_ids(entry, model)
+    stop_ids = stop_token_ids(model, tokenizer)
     watcher = None
     if jobs[0].stream is not None:
         watcher = _StopWatcher(tokenizer, params.stop, jobs[0].stream, stop_ids)
@@ -257,12 +248,7 @@ def generate_batch(jobs: list[Job]) -> list[dict]:
         else:
             kwargs = dict(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], max_new_tokens=max_new,
                           pad_token_id=tokenizer.pad_token_id, eos_token_id=sorted(stop_ids) or None, **per_row)
-            if params.temperature > 0:
-                if params.seed is not None:
-                    torch.manual_seed(params.seed)
-                kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=0)
-            else:
-                kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+            kwargs.update(_sampling(params))
             if watcher is not None:
                 kwargs.update(streamer=_Streamer(watcher), stopping_criteria=_stopping(watcher))
             out = model.generate(**kwargs)
@@ -276,6 +262,14 @@ def generate_batch(jobs: list[Job]) -> list[dict]:
         results[0]["text"] = watcher.text
         results[0]["finish_reason"] = "stop" if watcher.stopped else "length"
     return results
+
+
+def _sampling(params: GenerationParams) -> dict:
+    if params.temperature == 0:
+        return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+    if params.seed is not None:  # the worker is the only thread drawing random numbers
+        torch.manual_seed(params.seed)
+    return {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p, "top_k": 0}
 
 
 def _finish(tokenizer, ids: list[int], job: Job, stop_ids: set[int], prompt_tokens: int) -> dict:
