@@ -238,6 +238,8 @@ def _export(args) -> None:
             size = report["size_mb"].get(name)
             size_text = f", {size} MB" if size is not None else ""
             print(f"{name:>13}: {', '.join(f'{k} {v:.4f}' for k, v in scores.items())}; {latency} ms/example{size_text}")
+    if report.get("warning"):
+        print(f"warning: {report['warning']}")
     print(f"written to {report['out']} (export.json has the details)")
 
 

@@ -149,6 +149,15 @@ def test_int8_export_measures_metric_size_and_latency(fixture, request, tmp_path
     assert (tmp_path / "int8" / "export.json").is_file()
 
 
+def test_int8_warns_when_quality_drops_beyond_the_guides_two_percent():
+    from tunesmith.export.quantize import _quality_warning
+
+    assert _quality_warning({"accuracy": 0.82}, {"accuracy": 0.812}) is None
+    assert "lowers accuracy by 3.0 points" in _quality_warning({"accuracy": 0.82}, {"accuracy": 0.79})
+    assert _quality_warning({"eval_loss": 1.26}, {"eval_loss": 1.29}) is None
+    assert "raises the eval loss by 45%" in _quality_warning({"eval_loss": 1.26}, {"eval_loss": 1.83})
+
+
 def test_int8_needs_the_runs_held_out_set(cls_run, tmp_path):
     import shutil
 

@@ -143,7 +143,22 @@ def export_int8(final_dir: Path, run_dir: Path | None, out: Path) -> dict:
         eval_examples=len(features), quantization={"chosen": chosen, "candidates": candidates}, metrics=scores, latency_ms_per_example=latency, size_mb=size,
         change=_change(scores["onnx_fp32"], scores["onnx_int8"]),
     )
+    warning = _quality_warning(scores["onnx_fp32"], scores["onnx_int8"])
+    if warning:
+        result["warning"] = warning
     return result
+
+
+def _quality_warning(fp32: dict, int8: dict) -> str | None:
+    """A sentence when INT8 costs more than the guides' "under 2%" (accuracy points, or 5% eval loss)."""
+    if "accuracy" in fp32 and fp32["accuracy"] - int8["accuracy"] > 0.02:
+        return (f"INT8 lowers accuracy by {100 * (fp32['accuracy'] - int8['accuracy']):.1f} points "
+                f"({fp32['accuracy']:.3f} -> {int8['accuracy']:.3f}); check it before shipping.")
+    if "accuracy" not in fp32 and int8["eval_loss"] > 1.05 * fp32["eval_loss"]:
+        return (f"INT8 raises the eval loss by {100 * (int8['eval_loss'] / fp32['eval_loss'] - 1):.0f}% "
+                f"({fp32['eval_loss']:.3f} -> {int8['eval_loss']:.3f}); dynamic INT8 suits encoders better than "
+                "generative models, check answers before shipping.")
+    return None
 
 
 def _size_mb(folder: Path, only: str | None = None) -> float:
