@@ -102,6 +102,11 @@ def _run(config: RecipeConfig, run_dir: Path, summary: dict, base_dir, show_prog
     data = prepare_data(config.data, config.task, config.seed, base_dir)
     summary["data"] = data.info
     log(f"data: {len(data.train)} train / {len(data.eval)} eval rows")
+    if data.rejects:
+        log(f"data: {len(data.rejects)} invalid rows left out ({config.data.on_error}): "
+            + ", ".join(f"{code} {n}" for code, n in data.info["validation"]["by_reason"].items()))
+        if config.data.on_error == "quarantine":
+            write_jsonl(run_dir / "rejects.jsonl", data.rejects)
 
     source = resolve_model_source(config.model.name)
     check_disk_space(run_dir, source, config.method.type, config.train)

@@ -94,3 +94,21 @@ def test_debug_shows_the_traceback(cls_recipe):
 
     with pytest.raises(ConfigError):
         main(["--debug", "train", str(cls_recipe), "--set", "train.bogus=1"])
+
+
+def test_quarantine_trains_on_the_valid_rows_and_writes_rejects(capsys, cls_recipe, tmp_path):
+    train = tmp_path / "train.jsonl"
+    lines = train.read_text().splitlines()
+    lines[4] = '{"text": "no label here"}'
+    lines[9] = "{broken json"
+    train.write_text("\n".join(lines) + "\n")
+    assert main(["train", str(cls_recipe), "--set", "train.epochs=1", "--set", "data.on_error=quarantine",
+                 "--set", "data.max_drop_fraction=0.05"]) == 0
+    run = tmp_path / "runs" / "tiny-cls"
+    rejects = [json.loads(line) for line in (run / "rejects.jsonl").read_text().splitlines()]
+    assert [(r["line"], r["codes"]) for r in rejects] == [(5, ["missing_field"]), (10, ["invalid_json"])]
+    summary = json.loads((run / "summary.json").read_text())
+    validation = summary["data"]["validation"]
+    assert validation["rows_read"] == 160 + 40 and validation["rejected"] == 2
+    assert summary["data"]["train_rows"] == 158
+    assert "2 invalid rows left out (quarantine)" in capsys.readouterr().out

@@ -77,6 +77,16 @@ class DataConfig(Section):
     system_prompt: str | None = Field(
         None, description="System message added to chats that have none (chat SFT)."
     )
+    on_error: Literal["raise", "drop", "quarantine"] = Field(
+        "raise",
+        description="Invalid rows: 'raise' stops with every bad row listed; 'drop' leaves them out (counted); "
+        "'quarantine' also writes them with their reasons to rejects.jsonl in the run directory.",
+    )
+    max_drop_fraction: float = Field(
+        0.02, ge=0, le=1,
+        description="With drop/quarantine: stop when more than this share of a source's rows is invalid "
+        "(a mostly broken file is a wrong file, not noise).",
+    )
 
     _normalise_train = field_validator("train", mode="before")(lambda cls, v: _as_sources(v))
     _normalise_eval = field_validator("eval", mode="before")(lambda cls, v: _as_sources(v))

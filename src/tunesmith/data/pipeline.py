@@ -19,13 +19,43 @@ class PreparedData:
     eval: list[dict]
     labels: list[str] | None  # classification only, in id order
     info: dict = field(default_factory=dict)  # counts for the summary/report
+    rejects: list[dict] = field(default_factory=list)  # invalid rows left out (drop/quarantine)
 
 
-def _read(sources, cfg, shape: str, base_dir: Path | None) -> list[list[dict]]:
-    return [
-        load_records(s.path, shape, base_dir=base_dir, text_field=cfg.text_field, label_field=cfg.label_field)
-        for s in sources
-    ]
+def _read(sources, cfg, shape: str, base_dir: Path | None, rejects: list[dict]) -> list[list[dict]]:
+    parts = []
+    for source in sources:
+        bad: list[dict] = []
+        rows = load_records(source.path, shape, base_dir=base_dir, text_field=cfg.text_field,
+                            label_field=cfg.label_field, on_error=cfg.on_error, rejects=bad)
+        if shape == "classification" and cfg.labels and cfg.on_error != "raise":
+            # With a given label set, a row with another label is an invalid row like any other.
+            rows = _reject_unknown_labels(rows, cfg.labels, bad)
+        _check_drop_fraction(source.path, len(rows), bad, cfg.max_drop_fraction)
+        rejects.extend(bad)
+        parts.append(rows)
+    return parts
+
+
+def _check_drop_fraction(source: str, valid: int, bad: list[dict], limit: float) -> None:
+    total = valid + len(bad)
+    if total and len(bad) / total > limit:
+        examples = "; ".join(f"{r['where']}: {r['reasons'][0]}" for r in bad[:3])
+        raise DataError(
+            f"{source}: {len(bad)} of {total} rows ({100 * len(bad) / total:.1f}%) are invalid, more than "
+            f"data.max_drop_fraction={limit} allows ({examples}).",
+            "Fix the file (data.on_error: raise lists every bad row), or raise data.max_drop_fraction.",
+        )
+
+
+def validation_info(rejects: list[dict], valid: int, policy: str) -> dict:
+    """Counts for the summary: rows read, kept, rejected, and rejects by reason."""
+    by_reason: dict[str, int] = {}
+    for reject in rejects:
+        for code in reject["codes"]:
+            by_reason[code] = by_reason.get(code, 0) + 1
+    return {"policy": policy, "rows_read": valid + len(rejects), "valid": valid, "rejected": len(rejects),
+            "by_reason": dict(sorted(by_reason.items(), key=lambda kv: -kv[1]))}
 
 
 def prepare_data(cfg, task: str, seed: int, base_dir: Path | None = None) -> PreparedData:
@@ -35,11 +65,15 @@ def prepare_data(cfg, task: str, seed: int, base_dir: Path | None = None) -> Pre
         DataError: unreadable sources, empty splits, or eval labels outside the label set.
     """
     shape = SHAPE_OF_TASK[task]
-    parts = _read(cfg.train, cfg, shape, base_dir)
+    rejects: list[dict] = []
+    parts = _read(cfg.train, cfg, shape, base_dir, rejects)
     info: dict = {"sources": {s.path: len(rows) for s, rows in zip(cfg.train, parts)}}
+    valid = sum(len(p) for p in parts)
     stratify = "label" if task == "classification" else None
     if cfg.eval:
-        evaluation = [row for rows in _read(cfg.eval, cfg, shape, base_dir) for row in rows]
+        eval_parts = _read(cfg.eval, cfg, shape, base_dir, rejects)
+        valid += sum(len(p) for p in eval_parts)
+        evaluation = [row for rows in eval_parts for row in rows]
     else:
         # Split each source before mixing: mixing repeats rows of small sources, and a
         # repeated row must never land on both sides of the split.
@@ -70,7 +104,24 @@ def prepare_data(cfg, task: str, seed: int, base_dir: Path | None = None) -> Pre
             for split, rows in (("train", train), ("eval", evaluation))
         }
     info.update(train_rows=len(train), eval_rows=len(evaluation))
-    return PreparedData(train=train, eval=evaluation, labels=labels, info=info)
+    if cfg.on_error != "raise":
+        info["validation"] = validation_info(rejects, valid, cfg.on_error)
+    return PreparedData(train=train, eval=evaluation, labels=labels, info=info, rejects=rejects)
+
+
+def _reject_unknown_labels(rows: list[dict], labels: list[str], rejects: list[dict]) -> list[dict]:
+    from tunesmith.data.files import reject_record
+
+    known, kept = set(labels), []
+    for i, row in enumerate(rows):
+        if row["label"] in known:
+            kept.append(row)
+            continue
+        source, _, line = row.get("_where", "").rpartition(" line ")
+        reason = f"field 'label' value {row['label']!r} is outside the label set {labels}"
+        rejects.append(reject_record(source, f"line {line}" if source else f"row {i + 1}", [reason],
+                                     {k: v for k, v in row.items() if not k.startswith("_")}))
+    return kept
 
 
 def _share(eval_size: float, rows: list, parts: list[list]) -> float:

@@ -17,7 +17,6 @@ than one row per run.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import importlib.util
 import io
@@ -29,18 +28,13 @@ import sys
 import tarfile
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterator, NamedTuple
+from typing import Any, Callable, NamedTuple
 
+from tunesmith.data.files import SUPPORTED_EXTENSIONS, load_file
 from tunesmith.errors import DataError
 from tunesmith.paths import cache_root
 
 SHAPES = ("classification", "chat")
-ROLES = ("system", "user", "assistant")
-SUPPORTED_EXTENSIONS = (".jsonl", ".json", ".csv", ".tsv")
-
-# Reporting every bad row of a 100k-row file would bury the message; ten examples
-# plus the total count is enough to see the pattern and fix it.
-MAX_REPORTED_ERRORS = 10
 
 
 class BuiltinDataset(NamedTuple):
@@ -327,7 +321,7 @@ def load_identity() -> list[dict]:
     "the Tunesmith team". Read from ``tunesmith/assets/identity.jsonl`` with the same
     validation as a user's chat file."""
     path = identity_path()
-    return _load_file(path, str(path), "chat", "text", "label")
+    return load_file(path, str(path), "chat")[0]
 
 
 BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
@@ -356,352 +350,6 @@ BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
 
 
 # --------------------------------------------------------------------------------------
-# Local files
-# --------------------------------------------------------------------------------------
-
-
-class _RowErrors:
-    """Collects per-row problems so one DataError can report them all."""
-
-    def __init__(self, display: str):
-        self.display = display
-        self.messages: list[str] = []
-        self.count = 0
-
-    def add(self, where: str, message: str) -> None:
-        self.count += 1
-        if len(self.messages) < MAX_REPORTED_ERRORS:
-            self.messages.append(f"{where}: {message}")
-
-    def raise_if_any(self) -> None:
-        if not self.count:
-            return
-        more = self.count - len(self.messages)
-        lines = [f"  {m}" for m in self.messages] + ([f"  ... and {more} more"] if more else [])
-        rows = "row" if self.count == 1 else "rows"
-        # One problem per line: easier to scan, and the CLI prints the fix below it.
-        raise DataError(
-            f"{self.display}: {self.count} invalid {rows}:\n" + "\n".join(lines),
-            "Fix or remove these rows and run again.",
-        )
-
-
-class _Row(NamedTuple):
-    where: str  # "line 3" / "index 2": what the user looks for in their editor
-    value: Any
-
-
-class _BadRow(NamedTuple):
-    """A row that could not even be parsed; carries the reason to report."""
-
-    reason: str
-
-
-def _read_text(path: Path, display: str) -> str:
-    try:
-        # utf-8-sig: files saved by Excel/Notepad often start with a BOM, which would
-        # otherwise end up glued to the first column name.
-        return path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DataError(
-            f"{display} is not UTF-8 text (byte {exc.start}: {exc.reason}).",
-            "Re-save the file with UTF-8 encoding.",
-        ) from exc
-    except OSError as exc:
-        raise DataError(f"{display} cannot be read ({exc.strerror or exc}).") from exc
-
-
-def _iter_jsonl(text: str) -> Iterator[_Row]:
-    for lineno, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue  # blank lines (often a trailing one) are not rows
-        try:
-            yield _Row(f"line {lineno}", json.loads(line))
-        except json.JSONDecodeError as exc:
-            # Kept as a row so it is reported in line order with the other problems.
-            yield _Row(f"line {lineno}", _BadRow(f"not valid JSON ({exc.msg} at column {exc.colno})"))
-
-
-def _iter_json(text: str, display: str) -> Iterator[_Row]:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DataError(
-            f"{display} is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}).",
-            "Fix the JSON, or store one object per line in a .jsonl file.",
-        ) from exc
-    if not isinstance(data, list):
-        raise DataError(
-            f"{display} must hold a JSON list of row objects, but its top level is a "
-            f"{type(data).__name__}.",
-            "Wrap the rows in [...], or store one object per line in a .jsonl file.",
-        )
-    for i, item in enumerate(data):
-        yield _Row(f"index {i}", item)
-
-
-def _iter_csv(text: str, delimiter: str, display: str) -> tuple[list[str], list[_Row]]:
-    # StringIO(newline="") splits only on \n/\r, as the csv module expects; str.splitlines
-    # would also split on U+2028 and friends inside a cell.
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-    rows: list[_Row] = []
-    try:
-        header = next(reader, None)
-        if header is None:
-            return [], []
-        header = [h.strip() for h in header]
-        start = reader.line_num + 1
-        for values in reader:
-            # Report the physical line where the row starts (header is line 1), so a
-            # quoted multi-line cell does not shift the numbers.
-            where = f"line {start}"
-            start = reader.line_num + 1
-            if not any(v.strip() for v in values):
-                continue
-            if len(values) > len(header):
-                rows.append(_Row(where, _BadRow(
-                    f"has {len(values)} cells but the header has {len(header)} columns "
-                    "(unquoted delimiter in a value?)")))
-                continue
-            rows.append(_Row(where, dict(zip(header, values))))
-    except csv.Error as exc:
-        raise DataError(
-            f"{display}: cannot parse line {reader.line_num} ({exc}).",
-            "Check the quoting around that line (a cell with the delimiter or a newline "
-            "must be wrapped in double quotes).",
-        ) from exc
-    return header, rows
-
-
-def _type_name(value: Any) -> str:
-    return "null" if value is None else type(value).__name__
-
-
-def _field_list(names) -> str:
-    names = list(names)
-    return ", ".join(repr(n) for n in names) if names else "(none)"
-
-
-def _looks_like(rows: list[_Row]) -> str | None:
-    """Which shape the rows seem to be, to explain a shape mismatch in one sentence."""
-    dicts = [r.value for r in rows if isinstance(r.value, dict)]
-    if dicts and all("messages" in d or ("instruction" in d and "output" in d) for d in dicts):
-        return "chat"
-    return None
-
-
-def _check_columns(rows: list[_Row], header: list[str] | None, shape: str, display: str,
-                   text_field: str, label_field: str) -> None:
-    """When a field is missing from *every* row, say so once (with the columns that do
-    exist) instead of repeating it for each row."""
-    if shape != "classification":
-        dicts = [r.value for r in rows if isinstance(r.value, dict)]
-        if dicts and all("text" in d and "label" in d and "messages" not in d
-                         and "instruction" not in d for d in dicts):
-            raise DataError(
-                f"{display} looks like classification data (text/label rows), but a chat "
-                "dataset was asked for.",
-                "Use it with the classification task, or give chat rows with a 'messages' "
-                "list (or alpaca 'instruction'/'output' fields).",
-            )
-        return
-    if header is not None:
-        available = header
-        present = set(header)
-    else:
-        dicts = [r.value for r in rows if isinstance(r.value, dict)]
-        if not dicts:
-            return
-        available = list(dict.fromkeys(k for d in dicts[:50] for k in d))
-        present = set().union(*(d.keys() for d in dicts))
-    kind = "column" if header is not None else "field"
-    if _looks_like(rows) == "chat" and text_field not in present:
-        raise DataError(
-            f"{display} looks like chat data (messages/instruction rows), but a "
-            "classification dataset was asked for.",
-            f"Use it with the chat task, or give rows with {text_field!r} and {label_field!r} fields.",
-        )
-    for name, option in ((text_field, "text_field"), (label_field, "label_field")):
-        if name not in present:
-            raise DataError(
-                f"{display}: no row has the {kind} {name!r}; the {kind}s are: "
-                f"{_field_list(available)}.",
-                f"Set {option} to the {kind} that holds the "
-                f"{'text' if option == 'text_field' else 'labels'}, or rename it to {name!r}.",
-            )
-
-
-def _normalise_label(value: Any) -> str | None:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))  # 1.0 from a pandas export means class "1"
-    if isinstance(value, str):
-        return value.strip()
-    return None
-
-
-def _classification_record(row: _Row, errors: _RowErrors, text_field: str,
-                           label_field: str) -> dict | None:
-    obj = row.value
-    if not isinstance(obj, dict):
-        errors.add(row.where, f"expected an object with {text_field!r} and {label_field!r}, "
-                              f"got {_type_name(obj)}")
-        return None
-    ok = True
-    text = obj.get(text_field)
-    if text_field not in obj:
-        errors.add(row.where, f"field {text_field!r} is missing"); ok = False
-    elif not isinstance(text, str):
-        errors.add(row.where, f"field {text_field!r} must be a string, got {_type_name(text)}"); ok = False
-    elif not text.strip():
-        errors.add(row.where, f"field {text_field!r} is empty"); ok = False
-    label = None
-    if label_field not in obj:
-        errors.add(row.where, f"field {label_field!r} is missing"); ok = False
-    else:
-        label = _normalise_label(obj[label_field])
-        if label is None:
-            errors.add(row.where, f"field {label_field!r} must be a string or integer, "
-                                  f"got {_type_name(obj[label_field])}"); ok = False
-        elif not label:
-            errors.add(row.where, f"field {label_field!r} is empty"); ok = False
-    return {"text": text.strip(), "label": label} if ok else None
-
-
-def _optional_str(obj: dict, key: str, row: _Row, errors: _RowErrors) -> tuple[str, bool]:
-    value = obj.get(key)
-    if value is None:
-        return "", True
-    if not isinstance(value, str):
-        errors.add(row.where, f"field {key!r} must be a string, got {_type_name(value)}")
-        return "", False
-    return value.strip(), True
-
-
-def _chat_record(row: _Row, errors: _RowErrors, from_csv: bool) -> dict | None:
-    obj = row.value
-    if not isinstance(obj, dict):
-        errors.add(row.where, f"expected an object with 'messages' (or alpaca 'instruction'/"
-                              f"'output'), got {_type_name(obj)}")
-        return None
-    if "messages" in obj:
-        messages = obj["messages"]
-        if from_csv and isinstance(messages, str):
-            # A CSV cell can only hold text, so accept the messages list as JSON there.
-            try:
-                messages = json.loads(messages)
-            except json.JSONDecodeError as exc:
-                errors.add(row.where, f"field 'messages' is not a valid JSON list ({exc.msg})")
-                return None
-        return _validate_messages(messages, row, errors)
-    if "instruction" in obj or "output" in obj:
-        return _alpaca_record(obj, row, errors)
-    errors.add(row.where, "field 'messages' is missing (and no alpaca 'instruction'/'output' "
-                          f"either); fields are: {_field_list(obj)}")
-    return None
-
-
-def _validate_messages(messages: Any, row: _Row, errors: _RowErrors) -> dict | None:
-    if not isinstance(messages, list):
-        errors.add(row.where, f"field 'messages' must be a list, got {_type_name(messages)}")
-        return None
-    if not messages:
-        errors.add(row.where, "field 'messages' is empty")
-        return None
-    ok = True
-    out = []
-    for i, msg in enumerate(messages):
-        field = f"messages[{i}]"
-        if not isinstance(msg, dict):
-            errors.add(row.where, f"field {field!r} must be an object with 'role' and 'content', "
-                                  f"got {_type_name(msg)}"); ok = False
-            continue
-        role, content = msg.get("role"), msg.get("content")
-        if "role" not in msg:
-            errors.add(row.where, f"field '{field}.role' is missing"); ok = False
-        elif role not in ROLES:
-            errors.add(row.where, f"field '{field}.role' has unknown role {role!r} "
-                                  f"(allowed: {', '.join(ROLES)})"); ok = False
-        if "content" not in msg:
-            errors.add(row.where, f"field '{field}.content' is missing"); ok = False
-        elif not isinstance(content, str):
-            errors.add(row.where, f"field '{field}.content' must be a string, "
-                                  f"got {_type_name(content)}"); ok = False
-        elif not content.strip():
-            errors.add(row.where, f"field '{field}.content' is empty"); ok = False
-        if ok:
-            out.append({"role": role, "content": content})
-    if ok and not any(m["role"] == "assistant" for m in out):
-        # Chat training learns from assistant turns only; without one the row teaches nothing.
-        errors.add(row.where, "field 'messages' has no assistant turn")
-        ok = False
-    return {"messages": out} if ok else None
-
-
-def _alpaca_record(obj: dict, row: _Row, errors: _RowErrors) -> dict | None:
-    ok = True
-    for key in ("instruction", "output"):
-        value = obj.get(key)
-        if key not in obj:
-            errors.add(row.where, f"field {key!r} is missing"); ok = False
-        elif not isinstance(value, str):
-            errors.add(row.where, f"field {key!r} must be a string, got {_type_name(value)}"); ok = False
-        elif not value.strip():
-            errors.add(row.where, f"field {key!r} is empty"); ok = False
-    extra, ok_input = _optional_str(obj, "input", row, errors)
-    system, ok_system = _optional_str(obj, "system", row, errors)
-    if not (ok and ok_input and ok_system):
-        return None
-    user = obj["instruction"].strip() + (f"\n\n{extra}" if extra else "")
-    messages = [{"role": "system", "content": system}] if system else []
-    messages += [{"role": "user", "content": user},
-                 {"role": "assistant", "content": obj["output"].strip()}]
-    return {"messages": messages}
-
-
-def _load_file(path: Path, display: str, shape: str, text_field: str, label_field: str) -> list[dict]:
-    ext = path.suffix.lower()
-    if ext not in SUPPORTED_EXTENSIONS:
-        raise DataError(
-            f"{display}: unsupported file type {ext or '(no extension)'!r}.",
-            f"Use one of: {', '.join(SUPPORTED_EXTENSIONS)}.",
-        )
-    text = _read_text(path, display)
-    errors = _RowErrors(display)
-    header: list[str] | None = None
-    if ext == ".jsonl":
-        rows = list(_iter_jsonl(text))
-    elif ext == ".json":
-        rows = list(_iter_json(text, display))
-    else:
-        header, rows = _iter_csv(text, "," if ext == ".csv" else "\t", display)
-
-    if not rows:
-        raise DataError(f"{display} has no data rows.", "Add rows to the file, or point to another dataset.")
-
-    _check_columns(rows, header, shape, display, text_field, label_field)
-
-    records = []
-    for row in rows:
-        if isinstance(row.value, _BadRow):
-            errors.add(row.where, row.value.reason)
-            continue
-        if shape == "classification":
-            rec = _classification_record(row, errors, text_field, label_field)
-        else:
-            rec = _chat_record(row, errors, from_csv=header is not None)
-        if rec is not None:
-            # Provenance travels with the row so later checks (labels, length) can name it.
-            rec["_where"] = f"{display} {row.where}"
-            records.append(rec)
-    errors.raise_if_any()
-    return records
-
-
-# --------------------------------------------------------------------------------------
 # Entry point
 # --------------------------------------------------------------------------------------
 
@@ -710,8 +358,8 @@ def _builtin_list() -> str:
     return "; ".join(f"builtin:{name} ({b.shape}: {b.description})" for name, b in BUILTIN_DATASETS.items())
 
 
-def load_records(spec: str, shape: str, *, base_dir: Path | None = None,
-                 text_field: str = "text", label_field: str = "label") -> list[dict]:
+def load_records(spec: str, shape: str, *, base_dir: Path | None = None, text_field: str = "text",
+                 label_field: str = "label", on_error: str = "raise", rejects: list | None = None) -> list[dict]:
     """Load and validate the dataset named by ``spec`` as ``shape`` records.
 
     shape is "classification" or "chat". spec is "builtin:<name>" or a file path
@@ -719,9 +367,13 @@ def load_records(spec: str, shape: str, *, base_dir: Path | None = None,
     directory when base_dir is None). ``text_field``/``label_field`` name the columns
     of a local classification file; builtins are already in record form.
 
+    ``on_error`` is "raise" (any invalid row is an error), or "drop"/"quarantine": invalid
+    rows are left out and appended to ``rejects`` (one dict each: source, line, fields,
+    reasons, the raw row).
+
     Raises DataError for an unknown builtin, a missing or unsupported file, a dataset
-    of the other shape, an empty dataset, or rows that fail validation (up to
-    ``MAX_REPORTED_ERRORS`` of them listed with their line and field).
+    of the other shape, an empty dataset, or (with "raise") rows that fail validation
+    (up to ``MAX_REPORTED_ERRORS`` of them listed with their line and field).
     """
     if shape not in SHAPES:
         raise DataError(f"Unknown dataset shape {shape!r}.", f"Use one of: {', '.join(SHAPES)}.")
@@ -759,5 +411,8 @@ def load_records(spec: str, shape: str, *, base_dir: Path | None = None,
     if path.is_dir():
         raise DataError(f"Dataset path {spec!r} ({path.absolute()}) is a folder, not a file.",
                         f"Point to one {'/'.join(SUPPORTED_EXTENSIONS)} file.")
-    return _load_file(path, spec if spec == str(path) else f"{spec} ({path})", shape,
-                      text_field, label_field)
+    records, bad = load_file(path, spec if spec == str(path) else f"{spec} ({path})", shape,
+                             text_field, label_field, on_error)
+    if rejects is not None:
+        rejects.extend(bad)
+    return records
