@@ -52,6 +52,25 @@ def _as_sources(value):
     return [{"path": v} if isinstance(v, str) else v for v in value]
 
 
+class CleanConfig(Section):
+    nfkc: bool = Field(True, description="Unicode NFKC normalisation (full-width to ASCII, ligatures, ...).")
+    whitespace: bool = Field(True, description="Collapse runs of spaces, trim lines, at most one blank line.")
+    control_chars: bool = Field(True, description="Remove control and zero-width characters (tab/newline kept).")
+    html: bool = Field(False, description="Strip HTML tags, scripts and styles; unescape entities.")
+    fillers: bool = Field(False, description="Remove filler words: um, uh, erm, hmm; 嗯, 呃, 啊, 那个, 就是说.")
+    mask_pii: bool = Field(False, description="Replace e-mail addresses, phone numbers and Chinese ID-card numbers "
+                                              "with [EMAIL], [PHONE], [ID].")
+    min_chars: int | None = Field(None, ge=0, description="Drop rows with fewer characters after cleaning.")
+    max_chars: int | None = Field(None, ge=1, description="Drop rows with more characters after cleaning.")
+
+
+class DedupConfig(Section):
+    exact: bool = Field(True, description="Drop rows whose normalised text repeats an earlier row.")
+    near: bool = Field(False, description="Also drop near duplicates (MinHash LSH over character n-grams).")
+    threshold: float = Field(0.8, gt=0, lt=1, description="Estimated Jaccard similarity that counts as a near duplicate.")
+    ngram: int = Field(5, ge=1, le=20, description="Character n-gram size (works for text without spaces, e.g. Chinese).")
+
+
 class DataConfig(Section):
     train: list[SourceConfig] = Field(description="Training sources (one or more).")
     eval: list[SourceConfig] | None = Field(
@@ -82,6 +101,10 @@ class DataConfig(Section):
         description="Invalid rows: 'raise' stops with every bad row listed; 'drop' leaves them out (counted); "
         "'quarantine' also writes them with their reasons to rejects.jsonl in the run directory.",
     )
+    clean: CleanConfig | None = Field(None, description="Text cleaning steps (absent: the text is used as read).")
+    dedup: DedupConfig | None = Field(None, description="Duplicate removal over all training sources (absent: none).")
+    leakage: Literal["report", "remove"] = Field(
+        "report", description="Eval rows that also occur in train: report them, or remove them from eval.")
     max_drop_fraction: float = Field(
         0.02, ge=0, le=1,
         description="With drop/quarantine: stop when more than this share of a source's rows is invalid "

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tunesmith.data.clean import clean_rows
+from tunesmith.data.dedup import deduplicate, leakage
 from tunesmith.data.mix import mix_sources
 from tunesmith.data.sources import load_records
 from tunesmith.data.split import subsample, train_eval_split
@@ -48,6 +50,17 @@ def _check_drop_fraction(source: str, valid: int, bad: list[dict], limit: float)
         )
 
 
+def _deduplicate_parts(parts: list[list[dict]], cfg) -> tuple[list[list[dict]], dict]:
+    """Deduplicate across all sources at once (a row repeated in two sources is a duplicate
+    too), then hand each source its surviving rows."""
+    tagged = [dict(row, _part=k) for k, rows in enumerate(parts) for row in rows]
+    kept, report = deduplicate(tagged, cfg, show_progress=len(tagged) > 50_000)
+    out: list[list[dict]] = [[] for _ in parts]
+    for row in kept:
+        out[row.pop("_part")].append(row)
+    return out, report
+
+
 def validation_info(rejects: list[dict], valid: int, policy: str) -> dict:
     """Counts for the summary: rows read, kept, rejected, and rejects by reason."""
     by_reason: dict[str, int] = {}
@@ -69,6 +82,12 @@ def prepare_data(cfg, task: str, seed: int, base_dir: Path | None = None) -> Pre
     parts = _read(cfg.train, cfg, shape, base_dir, rejects)
     info: dict = {"sources": {s.path: len(rows) for s, rows in zip(cfg.train, parts)}}
     valid = sum(len(p) for p in parts)
+    if cfg.clean:
+        cleaned = [clean_rows(rows, cfg.clean) for rows in parts]
+        parts = [rows for rows, _ in cleaned]
+        info["clean"] = {s.path: report for s, (_, report) in zip(cfg.train, cleaned)}
+    if cfg.dedup:
+        parts, info["dedup"] = _deduplicate_parts(parts, cfg.dedup)
     stratify = "label" if task == "classification" else None
     if cfg.eval:
         eval_parts = _read(cfg.eval, cfg, shape, base_dir, rejects)
@@ -81,6 +100,15 @@ def prepare_data(cfg, task: str, seed: int, base_dir: Path | None = None) -> Pre
                                    stratify_field=stratify) for rows in parts]
         parts = [train for train, _ in splits]
         evaluation = [row for _, rows in splits for row in rows]
+    if cfg.clean and cfg.eval:
+        evaluation, info["clean_eval"] = clean_rows(evaluation, cfg.clean)
+    near = bool(cfg.dedup and cfg.dedup.near)
+    leaked, info["leakage"] = leakage([r for rows in parts for r in rows], evaluation, near,
+                                      cfg.dedup.threshold if near else 0.8, cfg.dedup.ngram if near else 5)
+    if cfg.leakage == "remove" and leaked:
+        drop = set(leaked)
+        evaluation = [r for i, r in enumerate(evaluation) if i not in drop]
+        info["leakage"]["removed"] = len(drop)
     if cfg.mix_total:
         train, counts = mix_sources(parts, [s.weight for s in cfg.train], cfg.mix_total, seed)
         info["mix"] = {s.path: n for s, n in zip(cfg.train, counts)}

@@ -1,0 +1,82 @@
+"""Text cleaning steps, each switchable: Unicode NFKC, whitespace, control characters,
+HTML, filler words (English and Chinese), masking of e-mails / phone numbers / ID-card
+numbers, and a length filter. Applied to classification texts and to every chat turn.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import unicodedata
+
+# Control characters except tab/newline (kept: they carry structure in chats and code).
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u2028\u2029\ufeff]")
+_TAG = re.compile(r"<\s*/?\s*[A-Za-z][A-Za-z0-9-]*(\s[^<>]*)?/?\s*>")
+_SCRIPT = re.compile(r"<(script|style)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
+_SPACES = re.compile(r"[ \t\u3000]+")
+_BLANK_LINES = re.compile(r"\n{3,}")
+_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+# Chinese resident ID (18 characters, last may be X) before phones, so its digits are not a phone.
+_CN_ID = re.compile(r"(?<!\d)[1-9]\d{5}(?:19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\d{3}[\dXx](?![\dA-Za-z])")
+_PHONE = re.compile(r"(?<![\w+])(?:\+?\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?)?\d{3,4}[ .-]?\d{3,4}[ .-]?\d{0,4}(?![\w])")
+_EN_FILLERS = re.compile(r"\b(?:um+|uh+|erm+|hmm+|uh-huh)\b[,.]?\s*", re.IGNORECASE)
+# Chinese fillers as separate tokens (followed by punctuation or standing alone), so
+# "啊" inside a word is kept; "那个" only when it opens a clause.
+_ZH_FILLERS = re.compile(r"(?:(?<=^)|(?<=[，。！？、,.!?\s]))(?:嗯+|呃+|啊+|那个|就是说)[，、,]?\s*")
+
+
+def clean_text(text: str, cfg) -> str:
+    """``text`` after the steps ``cfg`` (a CleanConfig) switches on, in a fixed order."""
+    if cfg.nfkc:
+        text = unicodedata.normalize("NFKC", text)
+    if cfg.control_chars:
+        text = _CONTROL.sub("", text)
+    if cfg.html:
+        text = _TAG.sub(" ", _SCRIPT.sub(" ", text))
+        text = html.unescape(text)
+    if cfg.fillers:
+        text = _ZH_FILLERS.sub("", _EN_FILLERS.sub("", text))
+    if cfg.mask_pii:
+        text = _EMAIL.sub("[EMAIL]", text)
+        text = _CN_ID.sub("[ID]", text)
+        text = _PHONE.sub(lambda m: "[PHONE]" if sum(c.isdigit() for c in m.group()) >= 7 else m.group(), text)
+    if cfg.whitespace:
+        text = "\n".join(_SPACES.sub(" ", line).strip() for line in text.replace("\r\n", "\n").split("\n"))
+        text = _BLANK_LINES.sub("\n\n", text).strip()
+    return text
+
+
+def row_text(row: dict) -> str:
+    """All the text of a record (classification text, or every turn of a chat)."""
+    if "messages" in row:
+        return "\n".join(m["content"] for m in row["messages"])
+    return row["text"]
+
+
+def clean_rows(rows: list[dict], cfg) -> tuple[list[dict], dict]:
+    """Clean every row; drop rows outside the length limits or emptied by cleaning.
+
+    Returns ``(kept rows, report)``: rows changed, and rows dropped with the reason.
+    """
+    kept, changed = [], 0
+    dropped = {"too_short": 0, "too_long": 0, "empty_after_cleaning": 0}
+    for row in rows:
+        new = dict(row)
+        if "messages" in row:
+            new["messages"] = [dict(m, content=clean_text(m["content"], cfg)) for m in row["messages"]]
+            empty = any(not m["content"] for m in new["messages"])
+        else:
+            new["text"] = clean_text(row["text"], cfg)
+            empty = not new["text"]
+        changed += row_text(new) != row_text(row)
+        length = len(row_text(new))
+        if empty:
+            dropped["empty_after_cleaning"] += 1
+        elif cfg.min_chars is not None and length < cfg.min_chars:
+            dropped["too_short"] += 1
+        elif cfg.max_chars is not None and length > cfg.max_chars:
+            dropped["too_long"] += 1
+        else:
+            kept.append(new)
+    return kept, {"rows_in": len(rows), "changed": changed, "dropped": {k: v for k, v in dropped.items() if v},
+                  "rows_out": len(kept)}

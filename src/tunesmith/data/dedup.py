@@ -1,0 +1,101 @@
+"""Exact and near-duplicate removal, and the train/eval leakage check.
+
+Exact duplicates share a normalised text (NFKC, case-folded, whitespace collapsed).
+Near duplicates are found with MinHash LSH (``datasketch``) over character n-grams, so
+the same check works for Chinese, which has no spaces between words. The first
+occurrence is kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+
+from tunesmith.data.clean import row_text
+
+_SPACE = re.compile(r"\s+")
+NUM_PERM = 64
+
+
+def normalised(text: str) -> str:
+    return _SPACE.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
+
+
+def row_key(row: dict) -> str:
+    """Exact-duplicate key: the normalised text (and, for chats, each turn's role)."""
+    if "messages" in row:
+        text = "\x1e".join(f"{m['role']}\x1f{normalised(m['content'])}" for m in row["messages"])
+    else:
+        text = normalised(row["text"])
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
+
+
+def minhash(text: str, ngram: int):
+    from datasketch import MinHash
+
+    text = normalised(text)
+    grams = {text[i : i + ngram] for i in range(max(1, len(text) - ngram + 1))}
+    m = MinHash(num_perm=NUM_PERM)
+    m.update_batch([g.encode("utf-8") for g in grams])
+    return m
+
+
+def _example(row: dict, limit: int = 120) -> str:
+    text = row_text(row).replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def deduplicate(rows: list[dict], cfg, show_progress: bool = False) -> tuple[list[dict], dict]:
+    """Drop exact (and with ``cfg.near``, near) duplicates; returns ``(kept, report)``."""
+    from tqdm import tqdm
+
+    kept, seen, examples = [], {}, []
+    exact = near = 0
+    lsh = None
+    if cfg.near:
+        from datasketch import MinHashLSH
+
+        lsh = MinHashLSH(threshold=cfg.threshold, num_perm=NUM_PERM)
+    for i, row in enumerate(tqdm(rows, desc="dedup", unit="row", disable=not show_progress, mininterval=1)):
+        key = row_key(row)
+        if cfg.exact and key in seen:
+            exact += 1
+            if len(examples) < 5:
+                examples.append({"kind": "exact", "kept": _example(kept[seen[key]]), "dropped": _example(row)})
+            continue
+        if lsh is not None:
+            signature = minhash(row_text(row), cfg.ngram)
+            match = lsh.query(signature)
+            if match:
+                near += 1
+                if len(examples) < 10:
+                    examples.append({"kind": "near", "kept": _example(kept[int(match[0])]), "dropped": _example(row)})
+                continue
+            lsh.insert(str(len(kept)), signature)
+        seen.setdefault(key, len(kept))
+        kept.append(row)
+    return kept, {"rows_in": len(rows), "exact_duplicates": exact, "near_duplicates": near,
+                  "rows_out": len(kept), "examples": examples}
+
+
+def leakage(train: list[dict], evaluation: list[dict], near: bool, threshold: float, ngram: int) -> tuple[list[int], dict]:
+    """Eval rows that also occur in train (exactly, or nearly with ``near``).
+
+    Returns ``(indices of leaked eval rows, report)``.
+    """
+    train_keys = {row_key(r) for r in train}
+    leaked = {i for i, r in enumerate(evaluation) if row_key(r) in train_keys}
+    exact = len(leaked)
+    if near and evaluation:
+        from datasketch import MinHashLSH
+
+        lsh = MinHashLSH(threshold=threshold, num_perm=NUM_PERM)
+        for j, row in enumerate(train):
+            lsh.insert(str(j), minhash(row_text(row), ngram))
+        for i, row in enumerate(evaluation):
+            if i not in leaked and lsh.query(minhash(row_text(row), ngram)):
+                leaked.add(i)
+    indices = sorted(leaked)
+    return indices, {"eval_rows": len(evaluation), "exact": exact, "near": len(indices) - exact,
+                     "examples": [_example(evaluation[i]) for i in indices[:5]]}
