@@ -75,6 +75,22 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--to", required=True, choices=["merged", "onnx", "int8"], help="what to export")
     export.add_argument("--out", help="output folder (default: <run>/export-<to>)")
     export.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors")
+    data = sub.add_parser("data", help="inspect or prepare data without training",
+                          epilog=DATA_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    inspect = data_sub.add_parser("inspect", help="report rows, rejects by reason, duplicates, leakage, labels, lengths",
+                                  epilog=DATA_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    inspect.add_argument("target", help="a recipe (.yaml) or a data file (.jsonl/.json/.csv/.tsv)")
+    inspect.add_argument("--shape", choices=["classification", "chat"], help="shape of a data file (default: guessed)")
+    prepare = data_sub.add_parser("prepare", help="run a recipe's data stage and write the prepared splits",
+                                  epilog=DATA_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    prepare.add_argument("target", help="a recipe (.yaml)")
+    for p in (inspect, prepare):
+        p.add_argument("--out", help="output folder (default: runs/data-<name>)")
+        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a recipe value (repeatable)")
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors")
+
     serve = sub.add_parser(
         "serve", help="OpenAI-compatible server: one base model in memory, many adapters picked per request",
         epilog=SERVE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -95,6 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-body-kb", type=int, default=1024, help="largest request body accepted")
     serve.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors")
     return parser
+
+
+DATA_EXAMPLES = """examples:
+  tunesmith data inspect configs/demo.yaml                  # what the recipe's data stage sees
+  tunesmith data inspect my_chats.jsonl                     # one file: rejects by line, duplicates, lengths
+  tunesmith data prepare configs/sft-identity-lora.yaml --out prepared/
+writes data_report.json and lengths.png (prepare also train.jsonl, eval.jsonl, rejects.jsonl)
+"""
 
 
 SERVE_EXAMPLES = """examples:
@@ -149,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
             _train(Path(args.recipe), args, overwrite=args.overwrite)
         elif args.command == "compare":
             _compare(Path(args.recipe), args)
+        elif args.command == "data":
+            _data(args)
         elif args.command == "serve":
             _serve(args)
         elif args.command == "export":
@@ -206,6 +232,32 @@ def _compare(recipe: Path, args) -> None:
     compare(recipe, config, variants, out, overrides, keep_lr=args.keep_lr,
             show_progress=not args.no_progress and not os.environ.get("TUNESMITH_NO_PROGRESS"))
     print(f"\n{(out / 'compare.md').read_text(encoding='utf-8')}\nwritten to {out}")
+
+
+def _data(args) -> None:
+    from tunesmith.data import inspect as data_inspect
+
+    target = Path(args.target)
+    is_recipe = target.suffix.lower() in {".yaml", ".yml"}
+    if is_recipe:
+        from tunesmith.config.load import load_recipe
+
+        config = load_recipe(target, args.overrides)
+        out = Path(args.out) if args.out else Path(config.output_dir) / f"data-{config.name}"
+        if args.data_command == "prepare":
+            report = data_inspect.prepare_to_folder(config, target.resolve().parent, out)
+            print(f"train {report['train_rows']} / eval {report['eval_rows']} rows written to {out}")
+            return
+        report, _ = data_inspect.inspect_recipe(config, target.resolve().parent)
+    else:
+        if args.data_command == "prepare":
+            raise TunesmithError(f"'data prepare' takes a recipe, not {target}.",
+                                 "Use 'tunesmith data inspect FILE' for a single file.")
+        out = Path(args.out) if args.out else Path("runs") / f"data-{target.stem}"
+        report = data_inspect.inspect_file(str(target), args.shape)
+    data_inspect.write_report(report, out)
+    print(data_inspect.format_report(report))
+    print(f"written to {out}/data_report.json and lengths.png")
 
 
 def _serve(args) -> None:
