@@ -119,11 +119,22 @@ def _run(config: RecipeConfig, run_dir: Path, summary: dict, base_dir, show_prog
         quantization=four_bit_config(**quantization) if quantization else None,
     )
     if config.task == "classification":
-        objective = ClassificationObjective(tokenizer, data.labels, config.data.max_length)
+        objective = ClassificationObjective(tokenizer, data.labels, config.data.max_length, config.data.on_overlength)
     else:
-        objective = CausalLMObjective(tokenizer, config.data.max_length, config.data.system_prompt)
+        objective = CausalLMObjective(tokenizer, config.data.max_length, config.data.system_prompt,
+                                      config.data.on_overlength)
     prep_start = time.perf_counter()
-    train_features, eval_features = objective.encode(data.train), objective.encode(data.eval)
+    train_features = objective.encode(data.train)
+    summary["data"]["overlength_train"] = objective.overlength_report
+    # Eval rows are truncated rather than dropped: predictions.jsonl pairs them with eval_set.jsonl.
+    if objective.overlength == "drop":
+        objective.overlength = "truncate"
+    eval_features = objective.encode(data.eval)
+    summary["data"]["overlength_eval"] = objective.overlength_report
+    for split in ("train", "eval"):
+        report = summary["data"][f"overlength_{split}"]
+        if report["rows"]:
+            log(f"data: {report['rows']} {split} rows longer than {report['max_length']} tokens ({report['policy']})")
     summary["data"]["tokenize_s"] = round(time.perf_counter() - prep_start, 3)
 
     accelerator = Accelerator(cpu=not torch.cuda.is_available())

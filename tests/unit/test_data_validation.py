@@ -126,3 +126,39 @@ def test_csv_rows_with_extra_cells_and_bad_files_name_the_line(tmp_path):
     broken.write_bytes(b"text,label\nok,positive\ncaf\xe9,negative\n")
     with pytest.raises(DataError, match="line 3"):
         load_records(str(broken), "classification", on_error="drop")
+
+
+@pytest.mark.parametrize("task", ["classification", "causal_lm"])
+def test_overlength_rows_are_truncated_dropped_or_named(task, tiny_bert_dir, tiny_llama_dir):
+    from tunesmith.models.load import load_tokenizer
+    from tunesmith.objectives.causal_lm import CausalLMObjective
+    from tunesmith.objectives.classification import ClassificationObjective
+
+    long_text = " ".join(["word"] * 60)
+    if task == "classification":
+        tokenizer = load_tokenizer(str(tiny_bert_dir))
+        rows = [{"text": "short one", "label": "a", "_where": "f.jsonl line 1"},
+                {"text": long_text, "label": "b", "_where": "f.jsonl line 2"}]
+
+        def make(policy):
+            return ClassificationObjective(tokenizer, ["a", "b"], 16, policy)
+    else:
+        tokenizer = load_tokenizer(str(tiny_llama_dir))
+        rows = [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}],
+                 "_where": "f.jsonl line 1"},
+                {"messages": [{"role": "user", "content": "tell me"}, {"role": "assistant", "content": long_text}],
+                 "_where": "f.jsonl line 2"}]
+
+        def make(policy):
+            return CausalLMObjective(tokenizer, 16, None, policy)
+
+    truncate = make("truncate")
+    features = truncate.encode(rows)
+    assert len(features) == 2 and len(features[1]["input_ids"]) == 16
+    assert truncate.overlength_report["rows"] == 1 and truncate.overlength_report["examples"] == ["f.jsonl line 2"]
+    if task == "classification":  # truncation keeps the closing [SEP]
+        assert features[1]["input_ids"][-1] == tokenizer.sep_token_id
+    drop = make("drop")
+    assert [len(f["input_ids"]) for f in drop.encode(rows)] == [len(features[0]["input_ids"])]
+    with pytest.raises(DataError, match="1 rows are longer than data.max_length=16 tokens \\(f.jsonl line 2\\)"):
+        make("raise").encode(rows)

@@ -101,6 +101,9 @@ class DataConfig(Section):
         description="Invalid rows: 'raise' stops with every bad row listed; 'drop' leaves them out (counted); "
         "'quarantine' also writes them with their reasons to rejects.jsonl in the run directory.",
     )
+    on_overlength: Literal["truncate", "drop", "raise"] = Field(
+        "truncate", description="Rows longer than max_length tokens: truncate (on the right), drop, or stop with "
+        "the rows named. Counted in the summary either way.")
     clean: CleanConfig | None = Field(None, description="Text cleaning steps (absent: the text is used as read).")
     dedup: DedupConfig | None = Field(None, description="Duplicate removal over all training sources (absent: none).")
     leakage: Literal["report", "remove"] = Field(

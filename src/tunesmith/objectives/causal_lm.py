@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from tunesmith.data.template import IGNORE_INDEX, render_prompt, tokenize_chat, with_system_prompt
 from tunesmith.eval.metrics import perplexity
+from tunesmith.objectives.classification import handle_overlength
 
 
 class CausalLMObjective:
@@ -14,16 +15,25 @@ class CausalLMObjective:
 
     task = "causal_lm"
 
-    def __init__(self, tokenizer, max_length: int, system_prompt: str | None = None):
+    def __init__(self, tokenizer, max_length: int, system_prompt: str | None = None, overlength: str = "truncate"):
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.system_prompt = system_prompt
+        self.overlength = overlength
+        self.overlength_report: dict = {}
 
     def encode(self, records: list[dict]) -> list[dict]:
-        """Render each chat with the tokenizer's template; drop chats whose answers were truncated away."""
+        """Render each chat with the tokenizer's template; drop chats whose answers were truncated away.
+
+        Chats longer than ``max_length`` tokens are truncated (on the right), dropped or an
+        error, as ``overlength`` says; ``overlength_report`` counts them.
+        """
+        full = [tokenize_chat(self.tokenizer, with_system_prompt(r["messages"], self.system_prompt), self.max_length + 1)
+                for r in records]
+        over = [i for i, f in enumerate(full) if len(f["input_ids"]) > self.max_length]
         features = []
-        for r in records:
-            feature = tokenize_chat(self.tokenizer, with_system_prompt(r["messages"], self.system_prompt), self.max_length)
+        for i in handle_overlength(records, over, self.overlength, self.max_length, self):
+            feature = {k: v[: self.max_length] for k, v in full[i].items()}
             if any(label != IGNORE_INDEX for label in feature["labels"]):
                 features.append(feature)
         return features

@@ -5,7 +5,26 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from tunesmith.errors import DataError
 from tunesmith.eval.metrics import classification_metrics
+
+
+def handle_overlength(records: list[dict], over: list[int], policy: str, max_length: int, objective) -> list[int]:
+    """Apply the over-length policy; returns the indices of the rows to keep.
+
+    Raises:
+        DataError: ``policy == "raise"`` and some rows are longer than ``max_length`` tokens.
+    """
+    where = [records[i].get("_where", f"row {i + 1}") for i in over]
+    objective.overlength_report = {"policy": policy, "rows": len(over), "max_length": max_length,
+                                   "examples": where[:5]}
+    if over and policy == "raise":
+        raise DataError(
+            f"{len(over)} rows are longer than data.max_length={max_length} tokens ({'; '.join(where[:5])}).",
+            "Raise data.max_length, or set data.on_overlength to truncate or drop.",
+        )
+    dropped = set(over) if policy == "drop" else set()
+    return [i for i in range(len(records)) if i not in dropped]
 
 
 class ClassificationObjective:
@@ -13,21 +32,31 @@ class ClassificationObjective:
 
     task = "classification"
 
-    def __init__(self, tokenizer, labels: list[str], max_length: int):
+    def __init__(self, tokenizer, labels: list[str], max_length: int, overlength: str = "truncate"):
         self.tokenizer = tokenizer
         self.labels = labels
         self.label2id = {label: i for i, label in enumerate(labels)}
         self.max_length = max_length
+        self.overlength = overlength
+        self.overlength_report: dict = {}
 
     def encode(self, records: list[dict]) -> list[dict]:
-        """Tokenize all records in one batched call (fast tokenizers parallelise it)."""
-        enc = self.tokenizer(
-            [r["text"] for r in records], truncation=True, max_length=self.max_length
-        )
-        return [
-            {"input_ids": ids, "label": self.label2id[r["label"]]}
-            for ids, r in zip(enc["input_ids"], records)
-        ]
+        """Tokenize all records in one batched call (fast tokenizers parallelise it).
+
+        Rows longer than ``max_length`` tokens are truncated, dropped or an error, as
+        ``overlength`` says; ``overlength_report`` counts them.
+        """
+        texts = [r["text"] for r in records]
+        # One token of headroom tells which rows are too long without a second full pass.
+        enc = self.tokenizer(texts, truncation=True, max_length=self.max_length + 1)
+        ids = list(enc["input_ids"])
+        over = [i for i, row in enumerate(ids) if len(row) > self.max_length]
+        keep = handle_overlength(records, over, self.overlength, self.max_length, self)
+        if over and self.overlength == "truncate":
+            redo = self.tokenizer([texts[i] for i in over], truncation=True, max_length=self.max_length)["input_ids"]
+            for i, row in zip(over, redo):
+                ids[i] = row
+        return [{"input_ids": ids[i], "label": self.label2id[records[i]["label"]]} for i in keep]
 
     def collate(self, features: list[dict]) -> dict[str, torch.Tensor]:
         """Pad to the longest example of the batch (not to max_length: most sentences are short)."""
