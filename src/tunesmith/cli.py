@@ -246,7 +246,8 @@ def _data(args) -> None:
         out = Path(args.out) if args.out else Path(config.output_dir) / f"data-{config.name}"
         if args.data_command == "prepare":
             report = data_inspect.prepare_to_folder(config, target.resolve().parent, out)
-            print(f"train {report['train_rows']} / eval {report['eval_rows']} rows written to {out}")
+            print(f"train {report['train_rows']} / eval {report['eval_rows']} / test {report['test_rows']} rows "
+                  f"written to {out}")
             return
         report, _ = data_inspect.inspect_recipe(config, target.resolve().parent)
     else:

@@ -202,6 +202,8 @@ def _run(config: RecipeConfig, run_dir: Path, summary: dict, base_dir, show_prog
         probes=_merge_probes(config.eval.probes, probes_before, probes_after),
     )
     write_jsonl(run_dir / "eval_set.jsonl", data.eval)  # what exports re-measure on, and reviewers read
+    if data.test:
+        write_jsonl(run_dir / "test_set.jsonl", data.test)  # never trained or selected on
     if "_probs" in after:
         write_predictions(run_dir / "predictions.jsonl", data.eval, data.labels, after["_probs"])
     (run_dir / "probes.json").write_text(json.dumps(summary["probes"], indent=2, ensure_ascii=False), encoding="utf-8")

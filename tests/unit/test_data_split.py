@@ -110,3 +110,57 @@ def test_subsample():
     assert [order[t] for t in _texts(part)] == sorted(order[t] for t in _texts(part))
     with pytest.raises(DataError):
         subsample(recs, 0, 0)
+
+
+def test_time_split_trains_on_the_past_and_evaluates_on_the_future():
+    from tunesmith.data.split import split_records
+
+    stamps = ["2024-03-01", "2023-01-05T10:00:00Z", 1_700_000_000, "2024-01-01", "2022-12-31", "2024-06-30",
+              "2023-07-01", "2023-11-11", "2024-05-05", "2023-02-02"]
+    rows = [{"text": f"r{i}", "label": "a", "ts": ts} for i, ts in enumerate(stamps)]
+    train, evaluation, test = split_records(rows, method="time", eval_size=0.2, test_size=0.2, seed=1, time_field="ts")
+    assert [r["text"] for r in test] == ["r8", "r5"]  # the two newest
+    assert [r["text"] for r in evaluation] == ["r3", "r0"]
+    assert len(train) == 6 and "r4" in [r["text"] for r in train]  # the oldest trains
+
+
+def test_time_split_names_a_row_with_a_bad_timestamp():
+    from tunesmith.data.split import time_split
+
+    rows = [{"text": "a", "ts": "2024-01-01"}, {"text": "b", "ts": "last tuesday", "_where": "f.csv line 3"}]
+    with pytest.raises(DataError, match="f.csv line 3: field 'ts' value 'last tuesday' is not a time"):
+        time_split(rows, "ts", 0.5)
+
+
+def test_group_split_never_puts_a_group_on_both_sides():
+    from tunesmith.data.split import split_records
+
+    rows = [{"text": f"{user}-{k}", "label": "a", "user": user} for user in "abcdefghij" for k in range(5 + "abcdefghij".index(user) % 3)]
+    for seed in range(5):
+        train, evaluation, test = split_records(rows, method="group", eval_size=0.2, test_size=0.1, seed=seed,
+                                                group_field="user")
+        sides = [{r["user"] for r in part} for part in (train, evaluation, test)]
+        assert not (sides[0] & sides[1]) and not (sides[0] & sides[2]) and not (sides[1] & sides[2])
+        assert len(train) + len(evaluation) + len(test) == len(rows)
+        assert evaluation and test and len(evaluation) >= 0.2 * len(rows)
+
+
+def test_pipeline_group_split_with_a_test_set(tmp_path):
+    import json
+
+    from tunesmith.config.schema import DataConfig
+    from tunesmith.data.pipeline import prepare_data
+
+    rows = [{"text": f"message {i} from {u}", "label": "pos" if i % 2 else "neg", "user": u}
+            for u in ("ann", "bob", "cy", "dee", "eve", "fay", "gus", "hal") for i in range(6)]
+    rows.append({"text": "no user here", "label": "pos"})
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = DataConfig(train=["d.jsonl"], split_by="group", group_field="user", eval_size=0.25, test_size=0.125,
+                     on_error="drop", max_drop_fraction=0.05)
+    data = prepare_data(cfg, "classification", seed=3, base_dir=tmp_path)
+    users = [{r["user"] for r in part} for part in (data.train, data.eval, data.test)]
+    assert users[0].isdisjoint(users[1]) and users[0].isdisjoint(users[2]) and users[1].isdisjoint(users[2])
+    assert data.info["split"] == {"method": "group", "train": 30, "eval": 12, "test": 6}
+    assert data.rejects[0]["line"] == 49 and data.rejects[0]["fields"] == ["user"]
+    with pytest.raises(ValueError, match="needs data.group_field"):
+        DataConfig(train=["d.jsonl"], split_by="group")

@@ -79,6 +79,15 @@ class DataConfig(Section):
     eval_size: float = Field(
         0.1, gt=0, description="Held-out share (< 1) or row count (>= 1) when no eval source is given."
     )
+    test_size: float = Field(
+        0, ge=0, description="Test share (< 1) or row count (>= 1) split off like eval, kept out of training "
+        "and evaluation (written to test_set.jsonl). Only when eval is split off the training data.")
+    split_by: Literal["auto", "random", "stratified", "time", "group"] = Field(
+        "auto", description="How eval (and test) rows are split off: auto = stratified by label for "
+        "classification, random for chat; time = oldest rows train, newest eval/test (needs time_field); "
+        "group = a group never crosses splits (needs group_field).")
+    time_field: str | None = Field(None, description="Column with a timestamp (ISO 8601 or Unix) for split_by: time.")
+    group_field: str | None = Field(None, description="Column with a group id (user, document) for split_by: group.")
     max_train_samples: int | None = Field(None, ge=1, description="Seeded subsample of the training rows.")
     max_eval_samples: int | None = Field(None, ge=1, description="Seeded subsample of the eval rows.")
     mix_total: int | None = Field(
@@ -126,6 +135,13 @@ class DataConfig(Section):
             raise ValueError("data.train sources have weights but data.mix_total is not set")
         if self.labels is not None and len(set(self.labels)) != len(self.labels):
             raise ValueError("data.labels has duplicates")
+        if self.split_by == "time" and not self.time_field:
+            raise ValueError("data.split_by: time needs data.time_field (the column holding the timestamp)")
+        if self.split_by == "group" and not self.group_field:
+            raise ValueError("data.split_by: group needs data.group_field (the column holding the group id)")
+        if self.test_size and self.eval:
+            raise ValueError("data.test_size splits test rows off with eval; with data.eval given, give the test "
+                             "set as a separate file instead")
         return self
 
 

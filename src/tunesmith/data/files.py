@@ -412,8 +412,20 @@ def _alpaca_history(history: Any, row: _Row, errors: _RowErrors) -> tuple[list[t
     return [(q.strip(), a.strip()) for q, a in pairs], True
 
 
+def _keep_fields(rec: dict, row: _Row, names: tuple[str, ...], errors: _RowErrors) -> None:
+    """Carry extra columns (a timestamp or group id for splitting) into the record."""
+    for name in names:
+        value = row.value.get(name)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            errors.add(row.where, f"field {name!r} is missing" if name not in row.value else f"field {name!r} is empty")
+        elif not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            errors.add(row.where, f"field {name!r} must be a string or number, got {_type_name(value)}")
+        else:
+            rec[name] = value
+
+
 def load_file(path: Path, display: str, shape: str, text_field: str = "text", label_field: str = "label",
-              on_error: str = "raise") -> tuple[list[dict], list[dict]]:
+              on_error: str = "raise", keep_fields: tuple[str, ...] = ()) -> tuple[list[dict], list[dict]]:
     """Read and validate one local file: returns ``(records, rejects)``.
 
     Raises:
@@ -452,6 +464,8 @@ def load_file(path: Path, display: str, shape: str, text_field: str = "text", la
             rec = _classification_record(row, errors, text_field, label_field)
         else:
             rec = _chat_record(row, errors, from_csv=header is not None)
+        if rec is not None and keep_fields:
+            _keep_fields(rec, row, keep_fields, errors)
         if not errors.close_row(row) and rec is not None:
             # Provenance travels with the row so later checks (labels, length) can name it.
             rec["_where"] = f"{display} {row.where}"

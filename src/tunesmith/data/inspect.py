@@ -172,6 +172,8 @@ def prepare_to_folder(config, base_dir: Path | None, out_dir: Path) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     write_jsonl(out_dir / "train.jsonl", data.train)
     write_jsonl(out_dir / "eval.jsonl", data.eval)
+    if data.test:
+        write_jsonl(out_dir / "test.jsonl", data.test)
     if data.rejects:
         write_jsonl(out_dir / "rejects.jsonl", data.rejects)
     report = {"task": config.task, **data.info,

@@ -9,7 +9,7 @@ from tunesmith.data.clean import clean_rows
 from tunesmith.data.dedup import deduplicate, leakage
 from tunesmith.data.mix import mix_sources
 from tunesmith.data.sources import load_records
-from tunesmith.data.split import subsample, train_eval_split
+from tunesmith.data.split import split_records, subsample
 from tunesmith.errors import DataError
 
 SHAPE_OF_TASK = {"classification": "classification", "causal_lm": "chat"}
@@ -22,14 +22,17 @@ class PreparedData:
     labels: list[str] | None  # classification only, in id order
     info: dict = field(default_factory=dict)  # counts for the summary/report
     rejects: list[dict] = field(default_factory=list)  # invalid rows left out (drop/quarantine)
+    test: list[dict] = field(default_factory=list)  # held out from training and evaluation (data.test_size)
 
 
 def _read(sources, cfg, shape: str, base_dir: Path | None, rejects: list[dict]) -> list[list[dict]]:
     parts = []
     for source in sources:
         bad: list[dict] = []
+        keep = tuple(f for f in (cfg.time_field if cfg.split_by == "time" else None,
+                                 cfg.group_field if cfg.split_by == "group" else None) if f)
         rows = load_records(source.path, shape, base_dir=base_dir, text_field=cfg.text_field,
-                            label_field=cfg.label_field, on_error=cfg.on_error, rejects=bad)
+                            label_field=cfg.label_field, on_error=cfg.on_error, rejects=bad, keep_fields=keep)
         if shape == "classification" and cfg.labels and cfg.on_error != "raise":
             # With a given label set, a row with another label is an invalid row like any other.
             rows = _reject_unknown_labels(rows, cfg.labels, bad)
@@ -88,7 +91,8 @@ def prepare_data(cfg, task: str, seed: int, base_dir: Path | None = None) -> Pre
         info["clean"] = {s.path: report for s, (_, report) in zip(cfg.train, cleaned)}
     if cfg.dedup:
         parts, info["dedup"] = _deduplicate_parts(parts, cfg.dedup)
-    stratify = "label" if task == "classification" else None
+    method = cfg.split_by if cfg.split_by != "auto" else ("stratified" if task == "classification" else "random")
+    test: list[dict] = []
     if cfg.eval:
         eval_parts = _read(cfg.eval, cfg, shape, base_dir, rejects)
         valid += sum(len(p) for p in eval_parts)
@@ -96,10 +100,15 @@ def prepare_data(cfg, task: str, seed: int, base_dir: Path | None = None) -> Pre
     else:
         # Split each source before mixing: mixing repeats rows of small sources, and a
         # repeated row must never land on both sides of the split.
-        splits = [train_eval_split(rows, eval_size=_share(cfg.eval_size, rows, parts), seed=seed,
-                                   stratify_field=stratify) for rows in parts]
-        parts = [train for train, _ in splits]
-        evaluation = [row for _, rows in splits for row in rows]
+        splits = [split_records(rows, method=method, eval_size=_share(cfg.eval_size, rows, parts),
+                                test_size=_share(cfg.test_size, rows, parts) if cfg.test_size else 0, seed=seed,
+                                stratify_field="label", time_field=cfg.time_field, group_field=cfg.group_field)
+                  for rows in parts]
+        parts = [train for train, _, _ in splits]
+        evaluation = [row for _, rows, _ in splits for row in rows]
+        test = [row for _, _, rows in splits for row in rows]
+        info["split"] = {"method": method, "train": sum(len(p) for p in parts), "eval": len(evaluation),
+                         "test": len(test)}
     if cfg.clean and cfg.eval:
         evaluation, info["clean_eval"] = clean_rows(evaluation, cfg.clean)
     near = bool(cfg.dedup and cfg.dedup.near)
@@ -131,10 +140,10 @@ def prepare_data(cfg, task: str, seed: int, base_dir: Path | None = None) -> Pre
             split: {label: sum(r["label"] == label for r in rows) for label in labels}
             for split, rows in (("train", train), ("eval", evaluation))
         }
-    info.update(train_rows=len(train), eval_rows=len(evaluation))
+    info.update(train_rows=len(train), eval_rows=len(evaluation), test_rows=len(test))
     if cfg.on_error != "raise":
         info["validation"] = validation_info(rejects, valid, cfg.on_error)
-    return PreparedData(train=train, eval=evaluation, labels=labels, info=info, rejects=rejects)
+    return PreparedData(train=train, eval=evaluation, labels=labels, info=info, rejects=rejects, test=test)
 
 
 def _reject_unknown_labels(rows: list[dict], labels: list[str], rejects: list[dict]) -> list[dict]:

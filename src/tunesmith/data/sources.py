@@ -359,7 +359,8 @@ def _builtin_list() -> str:
 
 
 def load_records(spec: str, shape: str, *, base_dir: Path | None = None, text_field: str = "text",
-                 label_field: str = "label", on_error: str = "raise", rejects: list | None = None) -> list[dict]:
+                 label_field: str = "label", on_error: str = "raise", rejects: list | None = None,
+                 keep_fields: tuple[str, ...] = ()) -> list[dict]:
     """Load and validate the dataset named by ``spec`` as ``shape`` records.
 
     shape is "classification" or "chat". spec is "builtin:<name>" or a file path
@@ -367,7 +368,8 @@ def load_records(spec: str, shape: str, *, base_dir: Path | None = None, text_fi
     directory when base_dir is None). ``text_field``/``label_field`` name the columns
     of a local classification file; builtins are already in record form.
 
-    ``on_error`` is "raise" (any invalid row is an error), or "drop"/"quarantine": invalid
+    ``keep_fields`` are extra columns every row must have and the records keep (e.g. a
+    timestamp or group id to split by). ``on_error`` is "raise" (any invalid row is an error), or "drop"/"quarantine": invalid
     rows are left out and appended to ``rejects`` (one dict each: source, line, fields,
     reasons, the raw row).
 
@@ -393,6 +395,10 @@ def load_records(spec: str, shape: str, *, base_dir: Path | None = None, text_fi
         records = builtin.loader()
         if not records:
             raise DataError(f"{spec} loaded 0 rows.", "Reinstall the package that provides it.")
+        missing = [f for f in keep_fields if f not in records[0]]
+        if missing:
+            raise DataError(f"{spec} has no field {missing[0]!r} to split by.",
+                            "Split builtin datasets randomly (data.split_by: random or stratified).")
         return records
 
     path = Path(spec).expanduser()
@@ -412,7 +418,7 @@ def load_records(spec: str, shape: str, *, base_dir: Path | None = None, text_fi
         raise DataError(f"Dataset path {spec!r} ({path.absolute()}) is a folder, not a file.",
                         f"Point to one {'/'.join(SUPPORTED_EXTENSIONS)} file.")
     records, bad = load_file(path, spec if spec == str(path) else f"{spec} ({path})", shape,
-                             text_field, label_field, on_error)
+                             text_field, label_field, on_error, tuple(keep_fields))
     if rejects is not None:
         rejects.extend(bad)
     return records

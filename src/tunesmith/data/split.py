@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
+from datetime import datetime
 
 from tunesmith.errors import DataError
 
@@ -131,3 +132,77 @@ def subsample(records: list[dict], n: int | None, seed: int) -> list[dict]:
                         "Use e.g. 1000, or leave it unset to use every row.")
     picked = sorted(random.Random(seed).sample(range(len(records)), n))
     return [records[i] for i in picked]
+
+
+def _time_value(record: dict, field: str, index: int) -> float:
+    value = record[field]
+    if isinstance(value, (int, float)):
+        return float(value)
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(value.strip().replace("Z", "+00:00")).timestamp()
+    except ValueError as exc:
+        where = record.get("_where", f"row {index + 1}")
+        raise DataError(f"{where}: field {field!r} value {value!r} is not a time.",
+                        "Use ISO 8601 (2024-05-01 or 2024-05-01T12:00:00Z) or a Unix timestamp.") from exc
+
+
+def time_split(records: list[dict], field: str, eval_size: float | int,
+               test_size: float | int = 0) -> tuple[list[dict], list[dict], list[dict]]:
+    """Oldest rows train, the next ones eval, the newest test: the model is judged on the
+    future it will meet, never on rows from after its training data."""
+    n = len(records)
+    n_test = _eval_count(n, test_size) if test_size else 0
+    n_eval = _eval_count(n - n_test, eval_size)
+    order = sorted(range(n), key=lambda i: (_time_value(records[i], field, i), i))
+    train_end, eval_end = n - n_eval - n_test, n - n_test
+    pick = lambda idx: [records[i] for i in idx]  # noqa: E731
+    return pick(order[:train_end]), pick(order[train_end:eval_end]), pick(order[eval_end:])
+
+
+def group_split(records: list[dict], field: str, eval_size: float | int, seed: int,
+                test_size: float | int = 0) -> tuple[list[dict], list[dict], list[dict]]:
+    """Whole groups (a user, a document) go to one side, so no group is seen in training
+    and then scored in eval. Groups are shuffled with ``seed`` and dealt to test, then
+    eval, until each reaches its share of rows."""
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, rec in enumerate(records):
+        groups[str(rec[field])].append(i)
+    if len(groups) < 2 + bool(test_size):
+        raise DataError(f"Splitting by {field!r} needs at least {2 + bool(test_size)} groups; the data has {len(groups)}.",
+                        "Split by another field, or randomly.")
+    names = sorted(groups)
+    random.Random(seed).shuffle(names)
+    n = len(records)
+    targets = [(_eval_count(n, test_size) if test_size else 0), _eval_count(n, eval_size)]
+    parts: list[list[int]] = [[], [], []]  # test, eval, train
+    slot = 0
+    for name in names:
+        while slot < 2 and len(parts[slot]) >= targets[slot]:
+            slot += 1
+        # Never deal the last group away from train.
+        parts[slot if name != names[-1] or slot == 2 else 2].extend(groups[name])
+    test, evaluation, train = ([records[i] for i in sorted(p)] for p in parts)
+    if not evaluation or not train:
+        raise DataError(f"Splitting by {field!r} left an empty part (the largest group holds most rows).",
+                        "Use a smaller eval_size, or split by another field.")
+    return train, evaluation, test
+
+
+def split_records(records: list[dict], *, method: str, eval_size: float | int, test_size: float | int, seed: int,
+                  stratify_field: str | None = None, time_field: str | None = None,
+                  group_field: str | None = None) -> tuple[list[dict], list[dict], list[dict]]:
+    """(train, eval, test) by ``method``: random, stratified (by ``stratify_field``), time or group."""
+    if method == "time":
+        return time_split(records, time_field, eval_size, test_size)
+    if method == "group":
+        return group_split(records, group_field, eval_size, seed, test_size)
+    field = stratify_field if method == "stratified" else None
+    test: list[dict] = []
+    if test_size:
+        records, test = train_eval_split(records, eval_size=test_size, seed=seed + 7, stratify_field=field)
+    train, evaluation = train_eval_split(records, eval_size=eval_size, seed=seed, stratify_field=field)
+    return train, evaluation, test
