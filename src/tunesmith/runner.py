@@ -14,6 +14,7 @@ from transformers import set_seed
 
 from tunesmith.config.load import dump_recipe
 from tunesmith.config.schema import RecipeConfig
+from tunesmith.data.packing import pack_features, packing_efficiency
 from tunesmith.data.pipeline import prepare_data
 from tunesmith.eval.report import write_report
 from tunesmith.methods import apply_method, count_parameters, training_hooks
@@ -131,6 +132,12 @@ def _run(config: RecipeConfig, run_dir: Path, summary: dict, base_dir, show_prog
         objective.overlength = "truncate"
     eval_features = objective.encode(data.eval)
     summary["data"]["overlength_eval"] = objective.overlength_report
+    if config.data.packing:  # training rows only: evaluation stays one chat per row
+        packed = pack_features(train_features, config.data.max_length)
+        summary["data"]["packing"] = packing_efficiency(train_features, packed, config.data.max_length)
+        log(f"data: packed {len(train_features)} chats into {len(packed)} rows "
+            f"({100 * summary['data']['packing']['fill']:.0f}% of token slots used)")
+        train_features = packed
     for split in ("train", "eval"):
         report = summary["data"][f"overlength_{split}"]
         if report["rows"]:

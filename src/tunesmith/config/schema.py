@@ -110,6 +110,9 @@ class DataConfig(Section):
         description="Invalid rows: 'raise' stops with every bad row listed; 'drop' leaves them out (counted); "
         "'quarantine' also writes them with their reasons to rejects.jsonl in the run directory.",
     )
+    packing: bool = Field(
+        False, description="Chat SFT: pack short chats into rows of max_length tokens (position ids restart per "
+        "chat, attention stays within each chat); fewer padding tokens, same loss.")
     on_overlength: Literal["truncate", "drop", "raise"] = Field(
         "truncate", description="Rows longer than max_length tokens: truncate (on the right), drop, or stop with "
         "the rows named. Counted in the summary either way.")
@@ -400,6 +403,11 @@ class RecipeConfig(Section):
             raise ValueError("data.labels only applies to task: classification")
         if self.task == "classification" and self.data.system_prompt is not None:
             raise ValueError("data.system_prompt only applies to task: causal_lm")
+        if self.data.packing and self.task != "causal_lm":
+            raise ValueError("data.packing only applies to task: causal_lm")
+        if self.data.packing and self.method.type in {"prefix", "prompt", "ptuning"}:
+            raise ValueError(f"data.packing cannot be combined with method {self.method.type}: its virtual tokens "
+                             "would be shared by every chat packed into a row")
         if self.train.eval_every and self.train.max_steps and self.train.eval_every > self.train.max_steps:
             raise ValueError("train.eval_every is larger than train.max_steps, so it would never run")
         return self

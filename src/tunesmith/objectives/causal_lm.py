@@ -39,17 +39,29 @@ class CausalLMObjective:
         return features
 
     def collate(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        """Pad to the longest row. Packed rows (from ``pack_features``) also carry
+        ``position_ids``; their padding gets positions of its own segment, which no real
+        token can attend to (it comes last, and attention is causal)."""
         width = max(len(f["input_ids"]) for f in features)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         ids = torch.full((len(features), width), pad, dtype=torch.long)
         labels = torch.full((len(features), width), IGNORE_INDEX, dtype=torch.long)
         mask = torch.zeros((len(features), width), dtype=torch.long)
+        packed = "position_ids" in features[0]
+        positions = torch.arange(width).repeat(len(features), 1) if packed else None
         for i, f in enumerate(features):
             n = len(f["input_ids"])
             ids[i, :n] = torch.tensor(f["input_ids"])
             labels[i, :n] = torch.tensor(f["labels"])
             mask[i, :n] = 1
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+            if packed:
+                positions[i, :n] = torch.tensor(f["position_ids"])
+                positions[i, n:] = torch.arange(width - n)
+        batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        if packed:
+            batch["position_ids"] = positions
+            batch["num_examples"] = torch.tensor(sum(f["num_examples"] for f in features))
+        return batch
 
     def count_targets(self, batch) -> int:
         """Answer tokens that are predicted (labels shifted by one): the unit the loss is averaged over."""
@@ -61,7 +73,12 @@ class CausalLMObjective:
         The loop divides by the token count of the whole accumulation window, so every
         answer token weighs the same however the examples are split into micro-batches.
         """
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        if "position_ids" in batch:
+            # Packed rows: no attention mask, so transformers derives the per-example
+            # block-diagonal mask from the restarting position ids (needs no cache).
+            logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
+        else:
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         # Prompt tuning and P-tuning prepend virtual tokens: their logits predict nothing.
         logits = logits[:, -batch["input_ids"].shape[1] :]
         return F.cross_entropy(

@@ -288,7 +288,8 @@ def train(
                 accelerator.backward(scaler.scale(loss) if scaler else loss)
                 step_loss += loss.detach()
                 step_tokens += int(batch["attention_mask"].sum())
-                step_samples += batch["input_ids"].shape[0]
+                # A packed row holds several examples; samples/s counts examples.
+                step_samples += int(batch["num_examples"]) if "num_examples" in batch else batch["input_ids"].shape[0]
             if extra_loss:
                 with autocast(device, cfg.precision):
                     penalty = extra_loss(unwrapped)
