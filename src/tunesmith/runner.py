@@ -23,6 +23,7 @@ from tunesmith.models.load import load_model, resolve_model_source
 from tunesmith.models.quantize import four_bit_config, quantization_settings
 from tunesmith.objectives.causal_lm import CausalLMObjective
 from tunesmith.objectives.classification import ClassificationObjective
+from tunesmith.objectives.pretrain import PretrainObjective
 from tunesmith.train.checkpoint import remove_stale_temp_dirs
 from tunesmith.train.loop import TrainingInterrupted, planned_steps, train
 from tunesmith.train.preflight import check_disk_space, config_hash, find_resume_checkpoint, prepare_run_dir
@@ -115,12 +116,14 @@ def _run(config: RecipeConfig, run_dir: Path, summary: dict, base_dir, show_prog
     id2label = dict(enumerate(data.labels)) if data.labels else None
     quantization = quantization_settings(config.method)
     model, tokenizer = load_model(
-        config.model.name, config.task, num_labels=len(data.labels) if data.labels else None,
+        config.model.name, config.model_task, num_labels=len(data.labels) if data.labels else None,
         id2label=id2label, dtype=dtype, trust_remote_code=config.model.trust_remote_code,
         quantization=four_bit_config(**quantization) if quantization else None,
     )
     if config.task == "classification":
         objective = ClassificationObjective(tokenizer, data.labels, config.data.max_length, config.data.on_overlength)
+    elif config.task == "pretrain":
+        objective = PretrainObjective(tokenizer, config.data.max_length)
     else:
         objective = CausalLMObjective(tokenizer, config.data.max_length, config.data.system_prompt,
                                       config.data.on_overlength)
@@ -171,7 +174,7 @@ def _run(config: RecipeConfig, run_dir: Path, summary: dict, base_dir, show_prog
                                encoding="utf-8")
 
     total_steps = planned_steps(len(train_features), config.train)
-    model = apply_method(model, config.method, config.task, total_steps=total_steps)
+    model = apply_method(model, config.method, config.model_task, total_steps=total_steps)
     trainable, total = count_parameters(model)
     log(f"method {config.method.type}: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.2f}%)")
     summary.update(trainable_params=trainable, total_params=total)
@@ -240,7 +243,7 @@ def _scalars(metrics: dict) -> dict:
 def _answer_probes(objective, model, config: RecipeConfig, device) -> list:
     if not config.eval.probes:
         return []
-    if config.task == "causal_lm":
+    if config.model_task == "causal_lm":
         return objective.answer(model, config.eval.probes, config.eval.max_new_tokens, device)
     features = objective.encode([{"text": p, "label": objective.labels[0]} for p in config.eval.probes])
     probs = objective.predict(model, features, config.train.eval_batch_size, device)
@@ -259,7 +262,8 @@ def save_final(model, tokenizer, final_dir: Path, config: RecipeConfig, source: 
     save_trained(model, final_dir)
     tokenizer.save_pretrained(final_dir)
     meta = {
-        "task": config.task,
+        "task": config.model_task,
+        "stage": config.task,
         "method": config.method.type,
         "method_config": config.method.model_dump(),
         "quantization": quantization_settings(config.method),

@@ -319,7 +319,7 @@ def test_missing_file_suggests_builtin(tmp_path):
 
 
 def test_unknown_extension(tmp_path):
-    msg = _error(_write(tmp_path / "d.parquet", "x"), "classification")
+    msg = _error(_write(tmp_path / "d.xlsx", "x"), "classification")
     assert ".jsonl" in msg and ".csv" in msg and ".tsv" in msg and ".json" in msg
 
 

@@ -11,7 +11,8 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-Task = Literal["classification", "causal_lm"]
+# classification: a label per text; causal_lm: chat SFT (loss on answers); pretrain: raw text (loss on all tokens)
+Task = Literal["classification", "causal_lm", "pretrain"]
 
 
 class Section(BaseModel):
@@ -97,7 +98,10 @@ class DataConfig(Section):
         "sampled (with replacement if it is too small) to its share.",
     )
     max_length: int = Field(256, ge=8, description="Tokens per example; longer examples are truncated.")
-    text_field: str = Field("text", description="Column holding the text (classification files).")
+    text_field: str = Field("text", description="Column holding the text (classification and raw-text files).")
+    text_delimiter: str | None = Field(
+        None, description="Raw .txt files: the string between documents (e.g. '\\n\\n', or '\\n%\\n' for fortune "
+        "files); absent: one document per line.")
     label_field: str = Field("label", description="Column holding the label (classification files).")
     labels: list[str] | None = Field(
         None, description="The label set, in id order. Inferred (sorted) from the training data when absent."
@@ -399,18 +403,23 @@ class RecipeConfig(Section):
 
     @model_validator(mode="after")
     def _cross_field_rules(self):
-        if self.task == "causal_lm" and self.data.labels is not None:
+        if self.task != "classification" and self.data.labels is not None:
             raise ValueError("data.labels only applies to task: classification")
-        if self.task == "classification" and self.data.system_prompt is not None:
+        if self.task != "causal_lm" and self.data.system_prompt is not None:
             raise ValueError("data.system_prompt only applies to task: causal_lm")
-        if self.data.packing and self.task != "causal_lm":
-            raise ValueError("data.packing only applies to task: causal_lm")
+        if self.data.packing and self.task == "classification":
+            raise ValueError("data.packing only applies to task: causal_lm or pretrain")
         if self.data.packing and self.method.type in {"prefix", "prompt", "ptuning"}:
             raise ValueError(f"data.packing cannot be combined with method {self.method.type}: its virtual tokens "
                              "would be shared by every chat packed into a row")
         if self.train.eval_every and self.train.max_steps and self.train.eval_every > self.train.max_steps:
             raise ValueError("train.eval_every is larger than train.max_steps, so it would never run")
         return self
+
+    @property
+    def model_task(self) -> str:
+        """The model head the task needs: continued pretraining trains a causal LM too."""
+        return "causal_lm" if self.task == "pretrain" else self.task
 
     @property
     def learning_rate(self) -> float:

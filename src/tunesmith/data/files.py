@@ -1,12 +1,17 @@
-"""Local dataset files (.jsonl, .json, .csv, .tsv) read into validated records.
+"""Local dataset files (.jsonl, .json, .csv, .tsv, .parquet, .txt, a saved ``datasets``
+folder) read into validated records.
 
 Every row is checked; a bad row becomes a *reject* that names the file, the line, the
 field and the reason. With ``on_error="raise"`` (the default) one DataError lists them
 all, so a file is fixed in one pass; with ``"drop"``/``"quarantine"`` the valid rows go
 on and the rejects are handed back to be counted (and written to ``rejects.jsonl``).
 
-Chat rows may be OpenAI ``messages``, sharegpt ``conversations`` (``from``/``value``)
-or alpaca (``instruction``, ``input``, ``output``, optional ``system`` and ``history``).
+Shapes: ``classification`` (text, optional text_pair, label), ``chat`` (OpenAI
+``messages``, sharegpt ``conversations`` with ``from``/``value``, or alpaca
+``instruction``/``input``/``output`` with optional ``system`` and ``history``), ``text``
+(raw documents for continued pretraining: a ``text`` column, or a .txt file with one
+document per line or per delimiter) and ``preference`` (``prompt``/``chosen``/``rejected``,
+each a string or a message list).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from typing import Any, Iterator, NamedTuple
 from tunesmith.errors import DataError
 
 ROLES = ("system", "user", "assistant")
-SUPPORTED_EXTENSIONS = (".jsonl", ".json", ".csv", ".tsv")
+SUPPORTED_EXTENSIONS = (".jsonl", ".json", ".csv", ".tsv", ".parquet", ".txt")
 MAX_REPORTED_ERRORS = 10
 # sharegpt speakers -> chat roles (unknown speakers are reported as unknown roles)
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
@@ -182,6 +187,45 @@ def _iter_csv(text: str, delimiter: str, display: str) -> tuple[list[str], list[
     return header, rows
 
 
+def _iter_parquet(path: Path, display: str) -> list[_Row]:
+    try:
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad file
+        raise DataError(f"{display} is not a readable Parquet file ({exc}).") from exc
+    return [_Row(f"row {i + 1}", row) for i, row in enumerate(table.to_pylist())]
+
+
+def _iter_dataset_folder(path: Path, display: str, split: str | None) -> list[_Row]:
+    """A folder written by ``datasets``' ``save_to_disk`` (a Dataset, or a DatasetDict's split)."""
+    from datasets import DatasetDict, load_from_disk
+
+    try:
+        data = load_from_disk(str(path))
+    except Exception as exc:  # noqa: BLE001
+        raise DataError(f"{display} is not a readable datasets folder ({exc}).") from exc
+    if isinstance(data, DatasetDict):
+        name = split or ("train" if "train" in data else None)
+        if name not in data:
+            raise DataError(f"{display} holds the splits {sorted(data)}; which one?",
+                            f"Write the path as {path}:{sorted(data)[0]}.")
+        data = data[name]
+    return [_Row(f"row {i + 1}", row) for i, row in enumerate(data)]
+
+
+def _iter_txt(text: str, delimiter: str | None) -> list[_Row]:
+    """One document per line, or per ``delimiter`` (e.g. a blank line, or "%" for fortune files)."""
+    if delimiter is None:
+        return [_Row(f"line {n}", {"text": line}) for n, line in enumerate(text.split("\n"), start=1) if line.strip()]
+    rows, line = [], 1
+    for chunk in text.split(delimiter):
+        if chunk.strip():
+            rows.append(_Row(f"line {line + len(chunk) - len(chunk.lstrip(chr(10)))}", {"text": chunk.strip()}))
+        line += chunk.count("\n") + delimiter.count("\n")
+    return rows
+
+
 def _type_name(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
@@ -203,6 +247,8 @@ def _check_columns(rows: list[_Row], header: list[str] | None, shape: str, displ
                    text_field: str, label_field: str) -> None:
     """When a field is missing from *every* row, say so once (with the columns that do
     exist) instead of repeating it for each row."""
+    if shape in ("text", "preference"):
+        return
     if shape != "classification":
         dicts = [r.value for r in rows if isinstance(r.value, dict)]
         if dicts and all("text" in d and "label" in d and "messages" not in d
@@ -253,7 +299,7 @@ def _normalise_label(value: Any) -> str | None:
 
 
 def _classification_record(row: _Row, errors: _RowErrors, text_field: str,
-                           label_field: str) -> dict | None:
+                           label_field: str, pair_field: str | None = "text_pair") -> dict | None:
     obj = row.value
     if not isinstance(obj, dict):
         errors.add(row.where, f"expected an object with {text_field!r} and {label_field!r}, "
@@ -277,7 +323,62 @@ def _classification_record(row: _Row, errors: _RowErrors, text_field: str,
                                   f"got {_type_name(obj[label_field])}"); ok = False
         elif not label:
             errors.add(row.where, f"field {label_field!r} is empty"); ok = False
-    return {"text": text.strip(), "label": label} if ok else None
+    if not ok:
+        return None
+    record = {"text": text.strip(), "label": label}
+    pair = obj.get(pair_field) if pair_field else None
+    if pair is not None and pair != "":
+        if not isinstance(pair, str):
+            errors.add(row.where, f"field {pair_field!r} must be a string, got {_type_name(pair)}")
+            return None
+        record["text_pair"] = pair.strip()
+    return record
+
+
+def _text_record(row: _Row, errors: _RowErrors, text_field: str) -> dict | None:
+    obj = row.value
+    if not isinstance(obj, dict):
+        errors.add(row.where, f"expected an object with {text_field!r}, got {_type_name(obj)}")
+        return None
+    text = obj.get(text_field)
+    if text_field not in obj:
+        errors.add(row.where, f"field {text_field!r} is missing")
+    elif not isinstance(text, str):
+        errors.add(row.where, f"field {text_field!r} must be a string, got {_type_name(text)}")
+    elif not text.strip():
+        errors.add(row.where, f"field {text_field!r} is empty")
+    else:
+        return {"text": text.strip()}
+    return None
+
+
+def _preference_record(row: _Row, errors: _RowErrors) -> dict | None:
+    """``prompt``/``chosen``/``rejected``: strings, or message lists (chosen/rejected end with
+    the assistant answers being compared)."""
+    obj = row.value
+    if not isinstance(obj, dict):
+        errors.add(row.where, f"expected an object with 'prompt', 'chosen' and 'rejected', got {_type_name(obj)}")
+        return None
+    out = {}
+    for key in ("prompt", "chosen", "rejected"):
+        value = obj.get(key)
+        if key not in obj:
+            errors.add(row.where, f"field {key!r} is missing")
+        elif isinstance(value, str):
+            if value.strip():
+                out[key] = value.strip()
+            else:
+                errors.add(row.where, f"field {key!r} is empty")
+        elif isinstance(value, list):
+            checked = _validate_messages(value, row, errors, name=key, require_assistant=key != "prompt")
+            if checked is not None:
+                out[key] = checked["messages"]
+        else:
+            errors.add(row.where, f"field {key!r} must be a string or a message list, got {_type_name(value)}")
+    if len(out) == 3 and out["chosen"] == out["rejected"]:
+        errors.add(row.where, "field 'rejected' is the same as 'chosen', so the pair teaches nothing")
+        return None
+    return out if len(out) == 3 else None
 
 
 def _optional_str(obj: dict, key: str, row: _Row, errors: _RowErrors) -> tuple[str, bool]:
@@ -333,7 +434,8 @@ def _sharegpt_record(turns: Any, row: _Row, errors: _RowErrors) -> dict | None:
 
 
 def _validate_messages(messages: Any, row: _Row, errors: _RowErrors, name: str = "messages",
-                       role_key: str = "role", content_key: str = "content") -> dict | None:
+                       role_key: str = "role", content_key: str = "content",
+                       require_assistant: bool = True) -> dict | None:
     if not isinstance(messages, list):
         errors.add(row.where, f"field {name!r} must be a list, got {_type_name(messages)}")
         return None
@@ -368,7 +470,7 @@ def _validate_messages(messages: Any, row: _Row, errors: _RowErrors, name: str =
             # Two user (or assistant) turns in a row: usually a lost turn, and templates reject it.
             errors.add(row.where, f"field '{name}[{i}].{role_key}' is a second {out[i]['role']!r} turn in a row")
             ok = False
-    if ok and not any(m["role"] == "assistant" for m in out):
+    if ok and require_assistant and not any(m["role"] == "assistant" for m in out):
         # Chat training learns from assistant turns only; without one the row teaches nothing.
         errors.add(row.where, f"field {name!r} has no assistant turn")
         ok = False
@@ -425,15 +527,19 @@ def _keep_fields(rec: dict, row: _Row, names: tuple[str, ...], errors: _RowError
 
 
 def load_file(path: Path, display: str, shape: str, text_field: str = "text", label_field: str = "label",
-              on_error: str = "raise", keep_fields: tuple[str, ...] = ()) -> tuple[list[dict], list[dict]]:
+              on_error: str = "raise", keep_fields: tuple[str, ...] = (), text_delimiter: str | None = None,
+              split: str | None = None) -> tuple[list[dict], list[dict]]:
     """Read and validate one local file: returns ``(records, rejects)``.
 
     Raises:
         DataError: an unreadable or empty file, columns missing from every row, or (with
             ``on_error="raise"``) any invalid row, listed with line, field and reason.
     """
-    ext = path.suffix.lower()
-    if ext not in SUPPORTED_EXTENSIONS:
+    ext = "(datasets folder)" if path.is_dir() else path.suffix.lower()
+    if ext == ".txt" and shape != "text":
+        raise DataError(f"{display}: a .txt file holds raw text, but a {shape} dataset was asked for.",
+                        "Use .txt files for continued pretraining (task: pretrain), or give .jsonl/.csv rows.")
+    if ext not in SUPPORTED_EXTENSIONS + ("(datasets folder)",):
         raise DataError(
             f"{display}: unsupported file type {ext or '(no extension)'!r}.",
             f"Use one of: {', '.join(SUPPORTED_EXTENSIONS)}.",
@@ -447,6 +553,12 @@ def load_file(path: Path, display: str, shape: str, text_field: str = "text", la
             raise DataError(f"{display} cannot be read ({exc.strerror or exc}).") from exc
     elif ext == ".json":
         rows = list(_iter_json(_read_text(path, display), display))
+    elif ext == ".parquet":
+        rows = _iter_parquet(path, display)
+    elif ext == ".txt":
+        rows = _iter_txt(_read_text(path, display), text_delimiter)
+    elif ext == "(datasets folder)":
+        rows = _iter_dataset_folder(path, display, split)
     else:
         header, rows = _iter_csv(_read_text(path, display), "," if ext == ".csv" else "\t", display)
 
@@ -462,6 +574,10 @@ def load_file(path: Path, display: str, shape: str, text_field: str = "text", la
             rec = None
         elif shape == "classification":
             rec = _classification_record(row, errors, text_field, label_field)
+        elif shape == "text":
+            rec = _text_record(row, errors, text_field)
+        elif shape == "preference":
+            rec = _preference_record(row, errors)
         else:
             rec = _chat_record(row, errors, from_csv=header is not None)
         if rec is not None and keep_fields:

@@ -12,7 +12,7 @@ from tunesmith.data.sources import load_records
 from tunesmith.data.split import split_records, subsample
 from tunesmith.errors import DataError
 
-SHAPE_OF_TASK = {"classification": "classification", "causal_lm": "chat"}
+SHAPE_OF_TASK = {"classification": "classification", "causal_lm": "chat", "pretrain": "text"}
 
 
 @dataclass
@@ -32,7 +32,8 @@ def _read(sources, cfg, shape: str, base_dir: Path | None, rejects: list[dict]) 
         keep = tuple(f for f in (cfg.time_field if cfg.split_by == "time" else None,
                                  cfg.group_field if cfg.split_by == "group" else None) if f)
         rows = load_records(source.path, shape, base_dir=base_dir, text_field=cfg.text_field,
-                            label_field=cfg.label_field, on_error=cfg.on_error, rejects=bad, keep_fields=keep)
+                            label_field=cfg.label_field, on_error=cfg.on_error, rejects=bad, keep_fields=keep,
+                            text_delimiter=cfg.text_delimiter)
         if shape == "classification" and cfg.labels and cfg.on_error != "raise":
             # With a given label set, a row with another label is an invalid row like any other.
             rows = _reject_unknown_labels(rows, cfg.labels, bad)

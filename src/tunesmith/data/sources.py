@@ -34,7 +34,7 @@ from tunesmith.data.files import SUPPORTED_EXTENSIONS, load_file
 from tunesmith.errors import DataError
 from tunesmith.paths import cache_root
 
-SHAPES = ("classification", "chat")
+SHAPES = ("classification", "chat", "text", "preference")
 
 
 class BuiltinDataset(NamedTuple):
@@ -360,7 +360,7 @@ def _builtin_list() -> str:
 
 def load_records(spec: str, shape: str, *, base_dir: Path | None = None, text_field: str = "text",
                  label_field: str = "label", on_error: str = "raise", rejects: list | None = None,
-                 keep_fields: tuple[str, ...] = ()) -> list[dict]:
+                 keep_fields: tuple[str, ...] = (), text_delimiter: str | None = None) -> list[dict]:
     """Load and validate the dataset named by ``spec`` as ``shape`` records.
 
     shape is "classification" or "chat". spec is "builtin:<name>" or a file path
@@ -401,7 +401,12 @@ def load_records(spec: str, shape: str, *, base_dir: Path | None = None, text_fi
                             "Split builtin datasets randomly (data.split_by: random or stratified).")
         return records
 
-    path = Path(spec).expanduser()
+    path, split = Path(spec).expanduser(), None
+    if not path.exists() and ":" in spec and not spec.startswith(("/", "./")) or (":" in path.name):
+        # "folder:split" picks a split of a saved DatasetDict
+        head, _, tail = spec.rpartition(":")
+        if head and "/" not in tail:
+            path, split = Path(head).expanduser(), tail
     if not path.is_absolute() and base_dir is not None:
         path = Path(base_dir) / path
     if not path.exists():
@@ -414,11 +419,11 @@ def load_records(spec: str, shape: str, *, base_dir: Path | None = None, text_fi
             + ("the recipe's folder." if base_dir is not None else "the current folder.")
             + hint,
         )
-    if path.is_dir():
-        raise DataError(f"Dataset path {spec!r} ({path.absolute()}) is a folder, not a file.",
-                        f"Point to one {'/'.join(SUPPORTED_EXTENSIONS)} file.")
+    if path.is_dir() and not any((path / name).is_file() for name in ("dataset_info.json", "dataset_dict.json")):
+        raise DataError(f"Dataset path {spec!r} ({path.absolute()}) is a folder, but not one written by "
+                        "datasets' save_to_disk.", f"Point to one {'/'.join(SUPPORTED_EXTENSIONS)} file, or such a folder.")
     records, bad = load_file(path, spec if spec == str(path) else f"{spec} ({path})", shape,
-                             text_field, label_field, on_error, tuple(keep_fields))
+                             text_field, label_field, on_error, tuple(keep_fields), text_delimiter, split)
     if rejects is not None:
         rejects.extend(bad)
     return records

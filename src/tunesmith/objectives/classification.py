@@ -46,17 +46,31 @@ class ClassificationObjective:
         Rows longer than ``max_length`` tokens are truncated, dropped or an error, as
         ``overlength`` says; ``overlength_report`` counts them.
         """
-        texts = [r["text"] for r in records]
-        # One token of headroom tells which rows are too long without a second full pass.
-        enc = self.tokenizer(texts, truncation=True, max_length=self.max_length + 1)
-        ids = list(enc["input_ids"])
-        over = [i for i, row in enumerate(ids) if len(row) > self.max_length]
+        encoded = self._tokenize(records, self.max_length + 1)  # one token of headroom marks the too-long rows
+        over = [i for i, row in enumerate(encoded) if len(row["input_ids"]) > self.max_length]
         keep = handle_overlength(records, over, self.overlength, self.max_length, self)
         if over and self.overlength == "truncate":
-            redo = self.tokenizer([texts[i] for i in over], truncation=True, max_length=self.max_length)["input_ids"]
-            for i, row in zip(over, redo):
-                ids[i] = row
-        return [{"input_ids": ids[i], "label": self.label2id[records[i]["label"]]} for i in keep]
+            for i, row in zip(over, self._tokenize([records[i] for i in over], self.max_length)):
+                encoded[i] = row
+        return [dict(encoded[i], label=self.label2id[records[i]["label"]]) for i in keep]
+
+    def _tokenize(self, records: list[dict], max_length: int) -> list[dict]:
+        """``{"input_ids"}`` per record; rows with a ``text_pair`` are encoded as sentence
+        pairs ([CLS] a [SEP] b [SEP], longer side truncated first) with their segment ids."""
+        out: list[dict] = [{} for _ in records]
+        for has_pair in (False, True):
+            idx = [i for i, r in enumerate(records) if ("text_pair" in r) == has_pair]
+            if not idx:
+                continue
+            texts = [records[i]["text"] for i in idx]
+            pairs = [records[i]["text_pair"] for i in idx] if has_pair else None
+            enc = self.tokenizer(texts, pairs, truncation="longest_first" if has_pair else True, max_length=max_length)
+            segments = enc.get("token_type_ids") if has_pair else None
+            for k, i in enumerate(idx):
+                out[i] = {"input_ids": list(enc["input_ids"][k])}
+                if segments is not None:
+                    out[i]["token_type_ids"] = list(segments[k])
+        return out
 
     def collate(self, features: list[dict]) -> dict[str, torch.Tensor]:
         """Pad to the longest example of the batch (not to max_length: most sentences are short)."""
@@ -64,11 +78,21 @@ class ClassificationObjective:
         pad = self.tokenizer.pad_token_id or 0
         ids = torch.full((len(features), width), pad, dtype=torch.long)
         mask = torch.zeros((len(features), width), dtype=torch.long)
+        segments = torch.zeros((len(features), width), dtype=torch.long)
         for i, f in enumerate(features):
             ids[i, : len(f["input_ids"])] = torch.tensor(f["input_ids"])
             mask[i, : len(f["input_ids"])] = 1
+            if "token_type_ids" in f:
+                segments[i, : len(f["input_ids"])] = torch.tensor(f["token_type_ids"])
         labels = torch.tensor([f["label"] for f in features], dtype=torch.long)
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        if any("token_type_ids" in f for f in features):  # sentence pairs: which side each token is on
+            batch["token_type_ids"] = segments
+        return batch
+
+    @staticmethod
+    def model_inputs(batch: dict) -> dict:
+        return {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
 
     def count_targets(self, batch) -> int:
         """Examples in the batch: the unit the loss is averaged over."""
@@ -80,7 +104,7 @@ class ClassificationObjective:
         A sum (not a mean) lets the loop divide by the example count of the whole
         accumulation window, so batch 8 x accum 1 and batch 2 x accum 4 match exactly.
         """
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logits = model(**self.model_inputs(batch)).logits
         return F.cross_entropy(logits.float(), batch["labels"], reduction="sum")
 
     @torch.inference_mode()
@@ -93,9 +117,7 @@ class ClassificationObjective:
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             batch = self.collate([features[i] for i in idx])
-            logits = model(
-                input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
-            ).logits
+            logits = model(**{k: v.to(device) for k, v in self.model_inputs(batch).items()}).logits
             probs.append(torch.softmax(logits.float(), -1).cpu())
         out = torch.cat(probs)
         restored = torch.empty_like(out)
