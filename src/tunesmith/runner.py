@@ -16,6 +16,7 @@ from tunesmith.config.load import dump_recipe
 from tunesmith.config.schema import RecipeConfig
 from tunesmith.data.packing import pack_features, packing_efficiency
 from tunesmith.data.pipeline import prepare_data
+from tunesmith.data.template import resolve_template
 from tunesmith.eval.report import write_report
 from tunesmith.methods import apply_method, count_parameters, training_hooks
 from tunesmith.methods.saved import save_trained
@@ -120,13 +121,16 @@ def _run(config: RecipeConfig, run_dir: Path, summary: dict, base_dir, show_prog
         id2label=id2label, dtype=dtype, trust_remote_code=config.model.trust_remote_code,
         quantization=four_bit_config(**quantization) if quantization else None,
     )
+    if config.data.chat_template:
+        # Set on the tokenizer, so final/ saves it and serving renders chats the same way.
+        tokenizer.chat_template = resolve_template(config.data.chat_template, base_dir)
     if config.task == "classification":
         objective = ClassificationObjective(tokenizer, data.labels, config.data.max_length, config.data.on_overlength)
     elif config.task == "pretrain":
         objective = PretrainObjective(tokenizer, config.data.max_length)
     else:
         objective = CausalLMObjective(tokenizer, config.data.max_length, config.data.system_prompt,
-                                      config.data.on_overlength)
+                                      config.data.on_overlength, config.data.loss_on == "last_answer")
     prep_start = time.perf_counter()
     train_features = objective.encode(data.train)
     summary["data"]["overlength_train"] = objective.overlength_report

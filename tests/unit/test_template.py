@@ -135,3 +135,48 @@ def test_mask_with_real_smollm2_tokenizer():
     assert out["labels"][last_answer_end] == im_end
     assert all(label == IGNORE_INDEX for label in out["labels"][last_answer_end + 1 :])
     assert len(out["input_ids"]) > last_answer_end + 1  # there is such a newline to check
+
+
+@pytest.mark.parametrize("name", ["chatml", "zephyr", "llama3", "alpaca"])
+def test_named_templates_mask_exactly_the_answers(name, tiny_llama_dir):
+    from tunesmith.data.template import NAMED_TEMPLATES, resolve_template
+    from tunesmith.models.load import load_tokenizer
+
+    tok = load_tokenizer(str(tiny_llama_dir))
+    tok.chat_template = resolve_template(name)
+    assert tok.chat_template == NAMED_TEMPLATES[name]
+    chat = [{"role": "system", "content": "be brief."}, {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "hello there"}, {"role": "user", "content": "bye"},
+            {"role": "assistant", "content": "see you"}]
+    out = tokenize_chat(tok, chat, max_length=512)
+    trained = tok.decode([t for t, label in zip(out["input_ids"], out["labels"]) if label != -100])
+    assert "hello there" in trained and "see you" in trained
+    assert "hi" not in trained.replace("hello there", "") and "be brief" not in trained
+    last = tokenize_chat(tok, chat, max_length=512, last_turn_only=True)
+    only_last = tok.decode([t for t, label in zip(last["input_ids"], last["labels"]) if label != -100])
+    assert "see you" in only_last and "hello there" not in only_last
+
+
+def test_templates_from_files_text_or_unknown_names(tmp_path):
+    from tunesmith.data.template import resolve_template
+    from tunesmith.errors import ConfigError
+
+    (tmp_path / "mine.jinja").write_text("{% for m in messages %}{{ m['content'] }}{% endfor %}")
+    assert resolve_template("mine.jinja", tmp_path).startswith("{% for m")
+    assert resolve_template("{{ messages[0]['content'] }}") == "{{ messages[0]['content'] }}"
+    with pytest.raises(ConfigError, match="Unknown chat template 'vicuna'"):
+        resolve_template("vicuna")
+    with pytest.raises(ConfigError, match="not found"):
+        resolve_template("missing.jinja", tmp_path)
+
+
+def test_the_recipe_template_is_saved_with_the_run(chat_recipe, tmp_path):
+    from transformers import AutoTokenizer
+
+    from tunesmith.cli import main
+    from tunesmith.data.template import NAMED_TEMPLATES
+
+    assert main(["train", str(chat_recipe), "--set", "data.chat_template=zephyr", "--set", "data.loss_on=last_answer",
+                 "--set", "train.epochs=1"]) == 0
+    saved = AutoTokenizer.from_pretrained(tmp_path / "runs" / "tiny-chat" / "final")
+    assert saved.chat_template == NAMED_TEMPLATES["zephyr"]

@@ -114,6 +114,12 @@ class DataConfig(Section):
         description="Invalid rows: 'raise' stops with every bad row listed; 'drop' leaves them out (counted); "
         "'quarantine' also writes them with their reasons to rejects.jsonl in the run directory.",
     )
+    chat_template: str | None = Field(
+        None, description="Chat SFT: the template to render chats with, replacing the tokenizer's: a name "
+        "(chatml, zephyr, llama3, alpaca), a .jinja file, or Jinja text. Saved with the run, so serving uses it.")
+    loss_on: Literal["all_answers", "last_answer"] = Field(
+        "all_answers", description="Chat SFT: train on every assistant answer, or only on the last one "
+        "(earlier turns are then context).")
     packing: bool = Field(
         False, description="Chat SFT: pack short chats into rows of max_length tokens (position ids restart per "
         "chat, attention stays within each chat); fewer padding tokens, same loss.")
@@ -407,6 +413,8 @@ class RecipeConfig(Section):
             raise ValueError("data.labels only applies to task: classification")
         if self.task != "causal_lm" and self.data.system_prompt is not None:
             raise ValueError("data.system_prompt only applies to task: causal_lm")
+        if self.task != "causal_lm" and (self.data.chat_template or self.data.loss_on != "all_answers"):
+            raise ValueError("data.chat_template and data.loss_on only apply to task: causal_lm")
         if self.data.packing and self.task == "classification":
             raise ValueError("data.packing only applies to task: causal_lm or pretrain")
         if self.data.packing and self.method.type in {"prefix", "prompt", "ptuning"}:

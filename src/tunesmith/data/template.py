@@ -8,9 +8,55 @@ to stop).
 
 from __future__ import annotations
 
-from tunesmith.errors import DataError
+from pathlib import Path
+
+from tunesmith.errors import ConfigError, DataError
 
 IGNORE_INDEX = -100
+
+# Named templates for models whose tokenizer has none (or to train a new format). Each
+# renders a conversation's prefix as a prefix of its text, which the loss mask relies on.
+NAMED_TEMPLATES = {
+    "chatml": (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    ),
+    "zephyr": (
+        "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}{{ eos_token }}\n{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+    ),
+    "llama3": (
+        "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
+        "{{ m['content'] | trim }}<|eot_id|>{% endfor %}"
+        "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
+    ),
+    "alpaca": (
+        "{% for m in messages %}{% if m['role'] == 'system' %}{{ m['content'] }}\n\n"
+        "{% elif m['role'] == 'user' %}### Instruction:\n{{ m['content'] }}\n\n"
+        "{% else %}### Response:\n{{ m['content'] }}{{ eos_token }}\n\n{% endif %}{% endfor %}"
+        "{% if add_generation_prompt %}### Response:\n{% endif %}"
+    ),
+}
+
+
+def resolve_template(value: str, base_dir: Path | None = None) -> str:
+    """A chat template from a name (``chatml``, ``zephyr``, ``llama3``, ``alpaca``), a
+    ``.jinja`` file (relative to the recipe), or Jinja text itself.
+
+    Raises:
+        ConfigError: a name that is neither known nor a file nor Jinja.
+    """
+    if value in NAMED_TEMPLATES:
+        return NAMED_TEMPLATES[value]
+    if value.endswith((".jinja", ".j2", ".txt")):
+        path = Path(value) if Path(value).is_absolute() or base_dir is None else Path(base_dir) / value
+        if not path.is_file():
+            raise ConfigError(f"Chat template file {value!r} not found (looked at {path}).")
+        return path.read_text(encoding="utf-8")
+    if "{%" in value or "{{" in value:
+        return value
+    raise ConfigError(f"Unknown chat template {value!r}.",
+                      f"Use one of {', '.join(NAMED_TEMPLATES)}, a .jinja file, or the Jinja text itself.")
 
 
 def with_system_prompt(messages: list[dict], system_prompt: str | None) -> list[dict]:
@@ -52,13 +98,16 @@ def assistant_spans(tokenizer, messages: list[dict]) -> tuple[str, list[tuple[in
     return text, spans
 
 
-def tokenize_chat(tokenizer, messages: list[dict], max_length: int) -> dict[str, list[int]]:
-    """Token ids and labels for one chat; labels are -100 outside assistant answers.
+def tokenize_chat(tokenizer, messages: list[dict], max_length: int, last_turn_only: bool = False) -> dict[str, list[int]]:
+    """Token ids and labels for one chat; labels are -100 outside assistant answers
+    (outside the last answer with ``last_turn_only``: earlier answers are then context).
 
     Tokens whose characters start inside an assistant span are trained on; templates
     that put a newline after the end-of-turn marker leave that newline masked.
     """
     text, spans = assistant_spans(tokenizer, messages)
+    if last_turn_only:
+        spans = spans[-1:]
     enc = tokenizer(
         text,
         add_special_tokens=False,  # the template already wrote BOS/EOS where the model expects them

@@ -15,10 +15,12 @@ class CausalLMObjective:
 
     task = "causal_lm"
 
-    def __init__(self, tokenizer, max_length: int, system_prompt: str | None = None, overlength: str = "truncate"):
+    def __init__(self, tokenizer, max_length: int, system_prompt: str | None = None, overlength: str = "truncate",
+                 last_turn_only: bool = False):
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.system_prompt = system_prompt
+        self.last_turn_only = last_turn_only
         self.overlength = overlength
         self.overlength_report: dict = {}
 
@@ -28,8 +30,8 @@ class CausalLMObjective:
         Chats longer than ``max_length`` tokens are truncated (on the right), dropped or an
         error, as ``overlength`` says; ``overlength_report`` counts them.
         """
-        full = [tokenize_chat(self.tokenizer, with_system_prompt(r["messages"], self.system_prompt), self.max_length + 1)
-                for r in records]
+        full = [tokenize_chat(self.tokenizer, with_system_prompt(r["messages"], self.system_prompt), self.max_length + 1,
+                              self.last_turn_only) for r in records]
         over = [i for i, f in enumerate(full) if len(f["input_ids"]) > self.max_length]
         features = []
         for i in handle_overlength(records, over, self.overlength, self.max_length, self):
