@@ -64,3 +64,25 @@ def test_counts_never_negative_and_within_one_of_exact_share():
     for c, w in zip(counts, weights):
         assert abs(c - 7 * w / sum(weights)) < 1
     assert Counter(r["src"] for r in rows) == {str(k): c for k, c in enumerate(counts) if c}
+
+
+def test_mixing_with_replacement_draws_independently_and_reports_unique_rows(tmp_path):
+    import json
+
+    from tunesmith.config.schema import DataConfig
+    from tunesmith.data.pipeline import prepare_data
+
+    (tmp_path / "domain.jsonl").write_text("".join(
+        json.dumps({"messages": [{"role": "user", "content": f"d{i}"}, {"role": "assistant", "content": "x"}]}) + "\n"
+        for i in range(10)))
+    (tmp_path / "general.jsonl").write_text("".join(
+        json.dumps({"messages": [{"role": "user", "content": f"g{i}"}, {"role": "assistant", "content": "y"}]}) + "\n"
+        for i in range(100)))
+    base = {"train": [{"path": "domain.jsonl", "weight": 1}, {"path": "general.jsonl", "weight": 5}],
+            "eval_size": 0.1, "mix_total": 60}
+    repeat = prepare_data(DataConfig(**base), "causal_lm", seed=4, base_dir=tmp_path)
+    assert repeat.info["mix"] == {"domain.jsonl": 10, "general.jsonl": 50}
+    assert repeat.info["mix_unique_rows"] == {"domain.jsonl": 9, "general.jsonl": 50}  # 9 train rows, repeated
+    drawn = prepare_data(DataConfig(**base, mix_with_replacement=True), "causal_lm", seed=4, base_dir=tmp_path)
+    assert drawn.info["mix"] == repeat.info["mix"]
+    assert drawn.info["mix_unique_rows"]["general.jsonl"] < 50  # duplicates among 50 draws from 90

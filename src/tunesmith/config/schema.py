@@ -97,6 +97,9 @@ class DataConfig(Section):
         description="Size of the mixed training set when sources carry weights; each source is "
         "sampled (with replacement if it is too small) to its share.",
     )
+    mix_with_replacement: bool = Field(
+        False, description="Mixing: draw rows independently with replacement, instead of repeating a small "
+        "source whole and sampling the rest without replacement.")
     max_length: int = Field(256, ge=8, description="Tokens per example; longer examples are truncated.")
     text_field: str = Field("text", description="Column holding the text (classification and raw-text files).")
     text_delimiter: str | None = Field(

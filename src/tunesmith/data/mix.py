@@ -5,12 +5,15 @@ from __future__ import annotations
 import random
 
 
-def mix_sources(sources: list[list[dict]], weights: list[float], total: int, seed: int) -> tuple[list[dict], list[int]]:
+def mix_sources(sources: list[list[dict]], weights: list[float], total: int, seed: int,
+                with_replacement: bool = False) -> tuple[list[dict], list[int]]:
     """Sample ``total`` rows so that source i contributes ``total * w_i / sum(w)`` of them.
 
-    A source larger than its share is sampled without replacement; a smaller one is
-    repeated whole as often as fits and topped up with a sample (so a small identity set
-    can be upweighted against a large general set). Returns (rows, realised counts).
+    Without replacement (default), a source larger than its share is sampled without
+    replacement; a smaller one is repeated whole as often as fits and topped up with a
+    sample (so a small identity set can be upweighted against a large general set, and
+    no row is seen twice more often than another). With replacement, each row is drawn
+    independently. Returns (rows, realised counts).
     """
     rng = random.Random(seed)
     exact = [total * w / sum(weights) for w in weights]
@@ -22,6 +25,9 @@ def mix_sources(sources: list[list[dict]], weights: list[float], total: int, see
         counts[i] += 1
     mixed: list[dict] = []
     for rows, n in zip(sources, counts):
+        if with_replacement:
+            mixed.extend(rng.choices(rows, k=n))
+            continue
         repeats, rest = divmod(n, len(rows))
         mixed.extend(rows * repeats)
         mixed.extend(rng.sample(rows, rest))

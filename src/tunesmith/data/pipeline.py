@@ -120,8 +120,11 @@ def prepare_data(cfg, task: str, seed: int, base_dir: Path | None = None) -> Pre
         evaluation = [r for i, r in enumerate(evaluation) if i not in drop]
         info["leakage"]["removed"] = len(drop)
     if cfg.mix_total:
-        train, counts = mix_sources(parts, [s.weight for s in cfg.train], cfg.mix_total, seed)
+        train, counts = mix_sources(parts, [s.weight for s in cfg.train], cfg.mix_total, seed, cfg.mix_with_replacement)
         info["mix"] = {s.path: n for s, n in zip(cfg.train, counts)}
+        # Rows are shared objects, so object identity counts the distinct source rows used.
+        drawn = {id(row) for row in train}
+        info["mix_unique_rows"] = {s.path: len({id(r) for r in rows} & drawn) for s, rows in zip(cfg.train, parts)}
     else:
         train = [row for rows in parts for row in rows]
     train = subsample(train, cfg.max_train_samples, seed)
