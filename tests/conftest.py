@@ -18,6 +18,13 @@ from tunesmith.synthetic import chat_rows, make_lora_run, sentiment_rows, write_
 os.environ.setdefault("TUNESMITH_NO_PROGRESS", "1")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_data_cache(tmp_path_factory):
+    """Tokenized-data caches of one test session stay in it: a cache hit left by an earlier
+    session would skip the code a test means to exercise."""
+    os.environ["TUNESMITH_DATA_CACHE"] = str(tmp_path_factory.mktemp("data-cache"))
+
+
 def copy_as_crashed_after(reference: Path, run: Path, step: int) -> Path:
     """Copy a finished run directory as if the run had died right after checkpoint ``step``:
     later checkpoints and final/ are gone, so ``--resume`` continues from ``step``."""

@@ -15,12 +15,13 @@ from transformers import set_seed
 from tunesmith.config.load import dump_recipe
 from tunesmith.config.schema import RecipeConfig
 from tunesmith.data.packing import pack_features, packing_efficiency
+from tunesmith.data import cache as data_cache
 from tunesmith.data.pipeline import prepare_data
 from tunesmith.data.template import resolve_template
 from tunesmith.eval.report import write_report
 from tunesmith.methods import apply_method, count_parameters, training_hooks
 from tunesmith.methods.saved import save_trained
-from tunesmith.models.load import load_model, resolve_model_source
+from tunesmith.models.load import load_model, load_tokenizer, resolve_model_source
 from tunesmith.models.quantize import four_bit_config, quantization_settings
 from tunesmith.objectives.causal_lm import CausalLMObjective
 from tunesmith.objectives.classification import ClassificationObjective
@@ -102,54 +103,24 @@ def _run(config: RecipeConfig, run_dir: Path, summary: dict, base_dir, show_prog
         torch.set_num_threads(config.train.num_threads)
     set_seed(config.seed)
 
-    data = prepare_data(config.data, config.task, config.seed, base_dir)
-    summary["data"] = data.info
-    log(f"data: {len(data.train)} train / {len(data.eval)} eval rows")
-    if data.rejects:
-        log(f"data: {len(data.rejects)} invalid rows left out ({config.data.on_error}): "
-            + ", ".join(f"{code} {n}" for code, n in data.info["validation"]["by_reason"].items()))
-        if config.data.on_error == "quarantine":
-            write_jsonl(run_dir / "rejects.jsonl", data.rejects)
+    tokenizer = load_tokenizer(config.model.name)
+    if config.data.chat_template:
+        # Set on the tokenizer, so final/ saves it and serving renders chats the same way.
+        tokenizer.chat_template = resolve_template(config.data.chat_template, base_dir)
+    data, objective, train_features, eval_features = prepare_features(config, base_dir, tokenizer, summary, log)
+    if data.rejects and config.data.on_error == "quarantine":
+        write_jsonl(run_dir / "rejects.jsonl", data.rejects)
 
     source = resolve_model_source(config.model.name)
     check_disk_space(run_dir, source, config.method.type, config.train)
     dtype = torch.bfloat16 if config.model.dtype == "bfloat16" else torch.float32
     id2label = dict(enumerate(data.labels)) if data.labels else None
     quantization = quantization_settings(config.method)
-    model, tokenizer = load_model(
+    model, _ = load_model(
         config.model.name, config.model_task, num_labels=len(data.labels) if data.labels else None,
         id2label=id2label, dtype=dtype, trust_remote_code=config.model.trust_remote_code,
         quantization=four_bit_config(**quantization) if quantization else None,
     )
-    if config.data.chat_template:
-        # Set on the tokenizer, so final/ saves it and serving renders chats the same way.
-        tokenizer.chat_template = resolve_template(config.data.chat_template, base_dir)
-    if config.task == "classification":
-        objective = ClassificationObjective(tokenizer, data.labels, config.data.max_length, config.data.on_overlength)
-    elif config.task == "pretrain":
-        objective = PretrainObjective(tokenizer, config.data.max_length)
-    else:
-        objective = CausalLMObjective(tokenizer, config.data.max_length, config.data.system_prompt,
-                                      config.data.on_overlength, config.data.loss_on == "last_answer")
-    prep_start = time.perf_counter()
-    train_features = objective.encode(data.train)
-    summary["data"]["overlength_train"] = objective.overlength_report
-    # Eval rows are truncated rather than dropped: predictions.jsonl pairs them with eval_set.jsonl.
-    if objective.overlength == "drop":
-        objective.overlength = "truncate"
-    eval_features = objective.encode(data.eval)
-    summary["data"]["overlength_eval"] = objective.overlength_report
-    if config.data.packing:  # training rows only: evaluation stays one chat per row
-        packed = pack_features(train_features, config.data.max_length)
-        summary["data"]["packing"] = packing_efficiency(train_features, packed, config.data.max_length)
-        log(f"data: packed {len(train_features)} chats into {len(packed)} rows "
-            f"({100 * summary['data']['packing']['fill']:.0f}% of token slots used)")
-        train_features = packed
-    for split in ("train", "eval"):
-        report = summary["data"][f"overlength_{split}"]
-        if report["rows"]:
-            log(f"data: {report['rows']} {split} rows longer than {report['max_length']} tokens ({report['policy']})")
-    summary["data"]["tokenize_s"] = round(time.perf_counter() - prep_start, 3)
 
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     device = accelerator.device
@@ -222,6 +193,61 @@ def _run(config: RecipeConfig, run_dir: Path, summary: dict, base_dir, show_prog
         write_predictions(run_dir / "predictions.jsonl", data.eval, data.labels, after["_probs"])
     (run_dir / "probes.json").write_text(json.dumps(summary["probes"], indent=2, ensure_ascii=False), encoding="utf-8")
     return summary
+
+
+def make_objective(config: RecipeConfig, tokenizer, labels):
+    """The task's objective: how records become batches, losses and metrics."""
+    if config.task == "classification":
+        return ClassificationObjective(tokenizer, labels, config.data.max_length, config.data.on_overlength)
+    if config.task == "pretrain":
+        return PretrainObjective(tokenizer, config.data.max_length)
+    return CausalLMObjective(tokenizer, config.data.max_length, config.data.system_prompt,
+                             config.data.on_overlength, config.data.loss_on == "last_answer")
+
+
+def prepare_features(config: RecipeConfig, base_dir, tokenizer, summary: dict, log):
+    """The data stage and tokenization, from the cache when the same inputs were prepared
+    before: returns ``(data, objective, train_features, eval_features)``."""
+    started = time.perf_counter()
+    key = data_cache.fingerprint(config, base_dir, tokenizer) if config.data.cache else None
+    cached = data_cache.load(key) if key else None
+    if cached is not None:
+        data, train_features, eval_features, extra = cached
+        objective = make_objective(config, tokenizer, data.labels)
+        summary["data"] = dict(data.info, **extra, cache={"key": key, "hit": True})
+        log(f"data: {len(data.train)} train / {len(data.eval)} eval rows (tokenized data from the cache)")
+    else:
+        data = prepare_data(config.data, config.task, config.seed, base_dir)
+        log(f"data: {len(data.train)} train / {len(data.eval)} eval rows")
+        objective = make_objective(config, tokenizer, data.labels)
+        extra = {}
+        train_features = objective.encode(data.train)
+        extra["overlength_train"] = objective.overlength_report
+        # Eval rows are truncated rather than dropped: predictions.jsonl pairs them with eval_set.jsonl.
+        if objective.overlength == "drop":
+            objective.overlength = "truncate"
+        eval_features = objective.encode(data.eval)
+        extra["overlength_eval"] = objective.overlength_report
+        if config.data.packing:  # training rows only: evaluation stays one example per row
+            packed = pack_features(train_features, config.data.max_length)
+            extra["packing"] = packing_efficiency(train_features, packed, config.data.max_length)
+            train_features = packed
+        if key:
+            data_cache.save(key, data, train_features, eval_features, extra)
+        summary["data"] = dict(data.info, **extra, cache={"key": key, "hit": False} if key else None)
+    if data.rejects:
+        log(f"data: {len(data.rejects)} invalid rows left out ({config.data.on_error}): "
+            + ", ".join(f"{code} {n}" for code, n in data.info["validation"]["by_reason"].items()))
+    if "packing" in summary["data"]:
+        packing = summary["data"]["packing"]
+        log(f"data: packed {packing['examples']} examples into {packing['rows']} rows "
+            f"({100 * packing['fill']:.0f}% of token slots used)")
+    for split in ("train", "eval"):
+        report = summary["data"][f"overlength_{split}"]
+        if report["rows"]:
+            log(f"data: {report['rows']} {split} rows longer than {report['max_length']} tokens ({report['policy']})")
+    summary["data"]["prepare_s"] = round(time.perf_counter() - started, 3)
+    return data, objective, train_features, eval_features
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:

@@ -97,6 +97,9 @@ class DataConfig(Section):
         description="Size of the mixed training set when sources carry weights; each source is "
         "sampled (with replacement if it is too small) to its share.",
     )
+    cache: bool = Field(
+        True, description="Keep the prepared, tokenized data on disk (keyed by the sources' content, this data "
+        "section, the tokenizer and template) and reuse it when a later run has the same inputs.")
     mix_with_replacement: bool = Field(
         False, description="Mixing: draw rows independently with replacement, instead of repeating a small "
         "source whole and sampling the rest without replacement.")
