@@ -72,6 +72,16 @@ class DedupConfig(Section):
     ngram: int = Field(5, ge=1, le=20, description="Character n-gram size (works for text without spaces, e.g. Chinese).")
 
 
+class AugmentConfig(Section):
+    copies: int = Field(1, ge=1, le=16, description="Augmented copies of each training row.")
+    synonym_rate: float = Field(0.1, ge=0, le=1, description="EDA: share of words with synonyms to replace.")
+    swap_rate: float = Field(0.0, ge=0, le=1, description="EDA: random swaps, as a share of the words.")
+    delete_rate: float = Field(0.0, ge=0, le=1, description="EDA: chance to delete each word.")
+    back_translation: str | None = Field(
+        None, description="'package.module:function' taking a list of texts and returning paraphrases "
+        "(e.g. through a translation model); applied before the EDA steps.")
+
+
 class DataConfig(Section):
     train: list[SourceConfig] = Field(description="Training sources (one or more).")
     eval: list[SourceConfig] | None = Field(
@@ -133,6 +143,9 @@ class DataConfig(Section):
         "truncate", description="Rows longer than max_length tokens: truncate (on the right), drop, or stop with "
         "the rows named. Counted in the summary either way.")
     clean: CleanConfig | None = Field(None, description="Text cleaning steps (absent: the text is used as read).")
+    augment: AugmentConfig | None = Field(
+        None, description="Augment the training rows (after the split; eval never is). Each new row is marked "
+        "with 'augmented' and 'augmented_from'.")
     dedup: DedupConfig | None = Field(None, description="Duplicate removal over all training sources (absent: none).")
     leakage: Literal["report", "remove"] = Field(
         "report", description="Eval rows that also occur in train: report them, or remove them from eval.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tunesmith.data.augment import augment_rows
 from tunesmith.data.clean import clean_rows
 from tunesmith.data.dedup import deduplicate, leakage
 from tunesmith.data.mix import mix_sources
@@ -119,6 +120,10 @@ def prepare_data(cfg, task: str, seed: int, base_dir: Path | None = None) -> Pre
         drop = set(leaked)
         evaluation = [r for i, r in enumerate(evaluation) if i not in drop]
         info["leakage"]["removed"] = len(drop)
+    if cfg.augment:
+        augmented = [augment_rows(rows, cfg.augment, seed + k) for k, rows in enumerate(parts)]
+        parts = [rows for rows, _ in augmented]
+        info["augment"] = {s.path: report for s, (_, report) in zip(cfg.train, augmented)}
     if cfg.mix_total:
         train, counts = mix_sources(parts, [s.weight for s in cfg.train], cfg.mix_total, seed, cfg.mix_with_replacement)
         info["mix"] = {s.path: n for s, n in zip(cfg.train, counts)}

@@ -1,0 +1,162 @@
+"""Data augmentation, opt-in and marked: every generated row carries ``augmented`` (which
+operations made it) and ``augmented_from`` (the index of its original training row).
+
+- EDA (Wei & Zou, 2019): synonym replacement, random swap, random deletion. Words are
+  split on spaces; Chinese text, which has none, is handled character by character.
+- Synonyms come from WordNet when Debian's ``wordnet`` data is installed
+  (``/usr/share/wordnet``), else from a bundled English list.
+- Back-translation: a pluggable hook, ``"package.module:function"`` taking a list of
+  texts and returning their paraphrases (e.g. through any translation model you point to).
+
+Only training rows are augmented (after the split, so no augmented copy of an eval row
+leaks into training); for chats only user turns change, the answers stay as they are.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import random
+import re
+from functools import lru_cache
+from pathlib import Path
+
+from tunesmith.errors import ConfigError
+
+WORDNET_DIRS = (Path("/usr/share/wordnet"), Path("/usr/share/wordnet/dict"))
+_CJK = re.compile(r"[\u3400-\u9fff]")
+_WORD = re.compile(r"^([^\w]*)(\w[\w'-]*)([^\w]*)$")
+
+
+@lru_cache(maxsize=1)
+def synonym_table() -> dict[str, list[str]]:
+    """word -> synonyms: WordNet's synsets when installed, else the bundled list."""
+    for folder in WORDNET_DIRS:
+        files = [folder / f"data.{pos}" for pos in ("noun", "verb", "adj", "adv")]
+        if all(f.is_file() for f in files):
+            return _read_wordnet(files)
+    bundled = Path(__file__).resolve().parent.parent / "assets" / "synonyms_en.json"
+    return json.loads(bundled.read_text(encoding="utf-8"))
+
+
+def _read_wordnet(files: list[Path]) -> dict[str, list[str]]:
+    table: dict[str, set[str]] = {}
+    for file in files:
+        with file.open(encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("  "):  # licence header
+                    continue
+                parts = line.split()
+                count = int(parts[3], 16)
+                words = [parts[4 + 2 * i].replace("_", " ").lower() for i in range(count)]
+                words = [w for w in words if " " not in w]
+                for w in words:
+                    table.setdefault(w, set()).update(x for x in words if x != w)
+    return {w: sorted(s) for w, s in table.items() if s}
+
+
+def _tokens(text: str) -> tuple[list[str], str]:
+    if _CJK.search(text) and " " not in text.strip():
+        return list(text), ""
+    return text.split(), " "
+
+
+def synonym_replace(text: str, rate: float, rng: random.Random) -> str:
+    """Replace about ``rate`` of the words that have synonyms (at least one)."""
+    words, sep = _tokens(text)
+    table = synonym_table()
+    candidates = []
+    for i, word in enumerate(words):
+        match = _WORD.match(word)
+        if match and match.group(2).lower() in table:
+            candidates.append(i)
+    if not candidates:
+        return text
+    for i in rng.sample(candidates, max(1, round(rate * len(candidates)))):
+        pre, core, post = _WORD.match(words[i]).groups()
+        choice = rng.choice(table[core.lower()])
+        words[i] = pre + (choice.capitalize() if core[0].isupper() else choice) + post
+    return sep.join(words)
+
+
+def random_swap(text: str, rate: float, rng: random.Random) -> str:
+    words, sep = _tokens(text)
+    if len(words) < 2:
+        return text
+    for _ in range(max(1, round(rate * len(words)))):
+        i, j = rng.sample(range(len(words)), 2)
+        words[i], words[j] = words[j], words[i]
+    return sep.join(words)
+
+
+def random_delete(text: str, rate: float, rng: random.Random) -> str:
+    words, sep = _tokens(text)
+    if len(words) < 2:
+        return text
+    kept = [w for w in words if rng.random() >= rate]
+    return sep.join(kept or [rng.choice(words)])
+
+
+def load_hook(spec: str):
+    """Import ``"package.module:function"``.
+
+    Raises:
+        ConfigError: not importable, or not callable.
+    """
+    module_name, _, attr = spec.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(f"data.augment.back_translation {spec!r} cannot be imported ({exc}).",
+                          "Give 'package.module:function', a function taking a list of texts and returning "
+                          "their paraphrases.") from exc
+    if not callable(fn):
+        raise ConfigError(f"data.augment.back_translation {spec!r} is not a function.")
+    return fn
+
+
+def _texts_of(row: dict) -> list[str]:
+    if "messages" in row:
+        return [m["content"] for m in row["messages"] if m["role"] == "user"]
+    return [row["text"]]
+
+
+def _with_texts(row: dict, texts: list[str]) -> dict:
+    if "messages" not in row:
+        return dict(row, text=texts[0])
+    it = iter(texts)
+    return dict(row, messages=[dict(m, content=next(it)) if m["role"] == "user" else m for m in row["messages"]])
+
+
+def augment_rows(rows: list[dict], cfg, seed: int) -> tuple[list[dict], dict]:
+    """The original rows plus ``cfg.copies`` augmented copies of each; returns ``(rows, report)``."""
+    rng = random.Random(seed)
+    ops = [(name, fn, rate) for name, fn, rate in (("synonym", synonym_replace, cfg.synonym_rate),
+                                                     ("swap", random_swap, cfg.swap_rate),
+                                                     ("delete", random_delete, cfg.delete_rate)) if rate]
+    hook = load_hook(cfg.back_translation) if cfg.back_translation else None
+    out = list(rows)
+    counts: dict[str, int] = {}
+    for copy in range(cfg.copies):
+        texts = [_texts_of(r) for r in rows]
+        if hook is not None:
+            flat = [t for ts in texts for t in ts]
+            translated = list(hook(flat))
+            if len(translated) != len(flat) or not all(isinstance(t, str) for t in translated):
+                raise ConfigError("The back-translation hook must return one string per input text.")
+            it = iter(translated)
+            texts = [[next(it) for _ in ts] for ts in texts]
+        for i, (row, row_texts) in enumerate(zip(rows, texts)):
+            applied = ["back_translation"] if hook is not None else []
+            new = []
+            for text in row_texts:
+                for name, fn, rate in ops:
+                    text = fn(text, rate, rng)
+                new.append(text)
+            applied += [name for name, _, _ in ops]
+            if new == _texts_of(row):
+                continue  # nothing changed (no synonyms, one-word text): not a new example
+            label = "+".join(applied)
+            counts[label] = counts.get(label, 0) + 1
+            out.append(dict(_with_texts(row, new), augmented=label, augmented_from=i))
+    return out, {"original_rows": len(rows), "augmented_rows": len(out) - len(rows), "by_operation": counts}
