@@ -9,6 +9,8 @@ import html
 import re
 import unicodedata
 
+from tunesmith.data.progress import progress
+
 # Control characters except tab/newline (kept: they carry structure in chats and code).
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u2028\u2029\ufeff]")
 _TAG = re.compile(r"<\s*/?\s*[A-Za-z][A-Za-z0-9-]*(\s[^<>]*)?/?\s*>")
@@ -60,7 +62,7 @@ def clean_rows(rows: list[dict], cfg) -> tuple[list[dict], dict]:
     """
     kept, changed = [], 0
     dropped = {"too_short": 0, "too_long": 0, "empty_after_cleaning": 0}
-    for row in rows:
+    for row in progress(rows, "clean"):
         new = dict(row)
         if "messages" in row:
             new["messages"] = [dict(m, content=clean_text(m["content"], cfg)) for m in row["messages"]]

@@ -13,6 +13,7 @@ import re
 import unicodedata
 
 from tunesmith.data.clean import row_text
+from tunesmith.data.progress import progress
 
 _SPACE = re.compile(r"\s+")
 NUM_PERM = 64
@@ -46,10 +47,8 @@ def _example(row: dict, limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def deduplicate(rows: list[dict], cfg, show_progress: bool = False) -> tuple[list[dict], dict]:
+def deduplicate(rows: list[dict], cfg) -> tuple[list[dict], dict]:
     """Drop exact (and with ``cfg.near``, near) duplicates; returns ``(kept, report)``."""
-    from tqdm import tqdm
-
     kept, seen, examples = [], {}, []
     exact = near = 0
     lsh = None
@@ -57,7 +56,7 @@ def deduplicate(rows: list[dict], cfg, show_progress: bool = False) -> tuple[lis
         from datasketch import MinHashLSH
 
         lsh = MinHashLSH(threshold=cfg.threshold, num_perm=NUM_PERM)
-    for i, row in enumerate(tqdm(rows, desc="dedup", unit="row", disable=not show_progress, mininterval=1)):
+    for i, row in enumerate(progress(rows, "dedup")):
         key = row_key(row)
         if cfg.exact and key in seen:
             exact += 1

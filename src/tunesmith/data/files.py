@@ -23,6 +23,7 @@ import re
 from pathlib import Path
 from typing import Any, Iterator, NamedTuple
 
+from tunesmith.data.progress import progress
 from tunesmith.errors import DataError
 
 ROLES = ("system", "user", "assistant")
@@ -568,7 +569,7 @@ def load_file(path: Path, display: str, shape: str, text_field: str = "text", la
     _check_columns(rows, header, shape, display, text_field, label_field)
 
     records = []
-    for row in rows:
+    for row in progress(rows, f"validate {path.name}"):
         if isinstance(row.value, _BadRow):
             errors.add(row.where, row.value.reason)
             rec = None

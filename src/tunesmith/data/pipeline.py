@@ -59,7 +59,7 @@ def _deduplicate_parts(parts: list[list[dict]], cfg) -> tuple[list[list[dict]], 
     """Deduplicate across all sources at once (a row repeated in two sources is a duplicate
     too), then hand each source its surviving rows."""
     tagged = [dict(row, _part=k) for k, rows in enumerate(parts) for row in rows]
-    kept, report = deduplicate(tagged, cfg, show_progress=len(tagged) > 50_000)
+    kept, report = deduplicate(tagged, cfg)
     out: list[list[dict]] = [[] for _ in parts]
     for row in kept:
         out[row.pop("_part")].append(row)
