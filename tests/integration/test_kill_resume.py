@@ -96,9 +96,28 @@ def _finish(proc: subprocess.Popen) -> int:
         proc.log.close()
 
 
+class ExitCode(int):
+    """An exit code that shows the command's stderr when an assertion on it fails."""
+
+    def __new__(cls, code: int, stderr: str):
+        obj = super().__new__(cls, code)
+        obj.stderr = stderr
+        return obj
+
+    def __repr__(self) -> str:
+        return f"{int(self)} (stderr: {self.stderr[-2000:]!r})"
+
+
 def _resume(recipe: Path, run_dir: Path, *extra: str) -> int:
     """``tunesmith train RECIPE --output-dir RUN --resume auto`` in this process; the exit code."""
-    return main(["train", str(recipe), "--output-dir", str(run_dir), *ARGS, "--resume", "auto", *extra])
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main(["train", str(recipe), "--output-dir", str(run_dir), *ARGS, "--resume", "auto", *extra])
+    sys.stderr.write(err.getvalue())  # still visible to capsys and in the test log
+    return ExitCode(code, err.getvalue())
 
 
 def _log(run_dir: Path) -> str:

@@ -105,3 +105,11 @@ def test_continued_pretraining_on_raw_text(tmp_path, tiny_llama_dir):
     meta = json.loads((tmp_path / "runs" / "cpt" / "final" / "tunesmith.json").read_text())
     assert meta["task"] == "causal_lm" and meta["stage"] == "pretrain"
     assert summary["probes"][0]["after"] != summary["probes"][0]["before"]
+
+
+def test_chat_column_name_is_configurable(tmp_path):
+    rows = [{"dialog": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]},
+            {"dialog": [{"from": "human", "value": "yo"}, {"from": "gpt", "value": "hey"}]}]
+    (tmp_path / "c.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    got = load_records(str(tmp_path / "c.jsonl"), "chat", messages_field="dialog")
+    assert [r["messages"][1]["content"] for r in got] == ["hello", "hey"]

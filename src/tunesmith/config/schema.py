@@ -115,6 +115,9 @@ class DataConfig(Section):
         "source whole and sampling the rest without replacement.")
     max_length: int = Field(256, ge=8, description="Tokens per example; longer examples are truncated.")
     text_field: str = Field("text", description="Column holding the text (classification and raw-text files).")
+    messages_field: str = Field(
+        "messages", description="Column holding a chat's turns (OpenAI messages or sharegpt from/value turns); "
+        "'conversations' and alpaca columns are recognised too.")
     text_delimiter: str | None = Field(
         None, description="Raw .txt files: the string between documents (e.g. '\\n\\n', or '\\n%\\n' for fortune "
         "files); absent: one document per line.")

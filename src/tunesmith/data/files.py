@@ -392,12 +392,18 @@ def _optional_str(obj: dict, key: str, row: _Row, errors: _RowErrors) -> tuple[s
     return value.strip(), True
 
 
-def _chat_record(row: _Row, errors: _RowErrors, from_csv: bool) -> dict | None:
+def _chat_record(row: _Row, errors: _RowErrors, from_csv: bool, messages_field: str = "messages") -> dict | None:
     obj = row.value
     if not isinstance(obj, dict):
         errors.add(row.where, f"expected an object with 'messages' (or alpaca 'instruction'/"
                               f"'output'), got {_type_name(obj)}")
         return None
+    if messages_field != "messages" and messages_field in obj:
+        turns = obj[messages_field]
+        # A renamed column holds either OpenAI messages or sharegpt turns; the keys tell which.
+        if isinstance(turns, list) and turns and isinstance(turns[0], dict) and "from" in turns[0]:
+            return _sharegpt_record(turns, row, errors)
+        obj = {"messages": turns}
     if "messages" in obj:
         messages = obj["messages"]
         if from_csv and isinstance(messages, str):
@@ -529,7 +535,7 @@ def _keep_fields(rec: dict, row: _Row, names: tuple[str, ...], errors: _RowError
 
 def load_file(path: Path, display: str, shape: str, text_field: str = "text", label_field: str = "label",
               on_error: str = "raise", keep_fields: tuple[str, ...] = (), text_delimiter: str | None = None,
-              split: str | None = None) -> tuple[list[dict], list[dict]]:
+              split: str | None = None, messages_field: str = "messages") -> tuple[list[dict], list[dict]]:
     """Read and validate one local file: returns ``(records, rejects)``.
 
     Raises:
@@ -580,7 +586,7 @@ def load_file(path: Path, display: str, shape: str, text_field: str = "text", la
         elif shape == "preference":
             rec = _preference_record(row, errors)
         else:
-            rec = _chat_record(row, errors, from_csv=header is not None)
+            rec = _chat_record(row, errors, from_csv=header is not None, messages_field=messages_field)
         if rec is not None and keep_fields:
             _keep_fields(rec, row, keep_fields, errors)
         if not errors.close_row(row) and rec is not None:

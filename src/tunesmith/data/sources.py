@@ -360,7 +360,8 @@ def _builtin_list() -> str:
 
 def load_records(spec: str, shape: str, *, base_dir: Path | None = None, text_field: str = "text",
                  label_field: str = "label", on_error: str = "raise", rejects: list | None = None,
-                 keep_fields: tuple[str, ...] = (), text_delimiter: str | None = None) -> list[dict]:
+                 keep_fields: tuple[str, ...] = (), text_delimiter: str | None = None,
+                 messages_field: str = "messages") -> list[dict]:
     """Load and validate the dataset named by ``spec`` as ``shape`` records.
 
     shape is "classification" or "chat". spec is "builtin:<name>" or a file path
@@ -423,7 +424,8 @@ def load_records(spec: str, shape: str, *, base_dir: Path | None = None, text_fi
         raise DataError(f"Dataset path {spec!r} ({path.absolute()}) is a folder, but not one written by "
                         "datasets' save_to_disk.", f"Point to one {'/'.join(SUPPORTED_EXTENSIONS)} file, or such a folder.")
     records, bad = load_file(path, spec if spec == str(path) else f"{spec} ({path})", shape,
-                             text_field, label_field, on_error, tuple(keep_fields), text_delimiter, split)
+                             text_field, label_field, on_error, tuple(keep_fields), text_delimiter, split,
+                             messages_field)
     if rejects is not None:
         rejects.extend(bad)
     return records
