@@ -24,6 +24,12 @@ from tunesmith.data.template import render_prompt, with_system_prompt
 from tunesmith.objectives.causal_lm import greedy_without_cache, stop_token_ids, uses_deep_prompts
 
 
+# A fast tokenizer keeps its padding/truncation settings on the shared Rust object, and
+# every call rewrites them: a request handler counting prompt tokens while the worker pads
+# a batch would corrupt one of the two calls (seen as a 500 under 50 concurrent requests).
+TOKENIZER_LOCK = threading.Lock()
+
+
 class RequestError(Exception):
     """A request the model cannot serve as asked (a 400 for the client, not a server fault)."""
 
@@ -142,9 +148,10 @@ def classify_batch(jobs: list[Job]) -> list[list[dict]]:
     labels = entry.meta.get("labels") or []
     model, context = entry.activate()
     tokenizer = entry.tokenizer
-    tokenizer.padding_side = "right"
-    enc = tokenizer(texts, padding=True, truncation=True, max_length=entry.meta.get("max_length") or 512,
-                    return_tensors="pt")
+    with TOKENIZER_LOCK:
+        tokenizer.padding_side = "right"
+        enc = tokenizer(texts, padding=True, truncation=True, max_length=entry.meta.get("max_length") or 512,
+                        return_tensors="pt")
     with context:
         logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
     probs = torch.softmax(logits.float(), -1).tolist()
@@ -169,7 +176,8 @@ def chat_prompt(entry, messages: list[dict]) -> str:
 
 
 def prompt_token_count(entry, prompt: str) -> int:
-    return len(entry.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    with TOKENIZER_LOCK:
+        return len(entry.tokenizer(prompt, add_special_tokens=False)["input_ids"])
 
 
 class _StopWatcher:
@@ -225,8 +233,9 @@ def generate_batch(jobs: list[Job]) -> list[dict]:
     tokenizer = entry.tokenizer
     params = jobs[0].params
     prompts = [job.inputs[0] for job in jobs]
-    tokenizer.padding_side = "left"  # generation appends on the right, so padding goes left
-    enc = tokenizer(prompts, padding=True, add_special_tokens=False, return_tensors="pt")
+    with TOKENIZER_LOCK:
+        tokenizer.padding_side = "left"  # generation appends on the right, so padding goes left
+        enc = tokenizer(prompts, padding=True, add_special_tokens=False, return_tensors="pt")
     max_new = max(job.params.max_tokens for job in jobs)
     per_row = {}
     if len({id(job.entry) for job in jobs}) > 1:  # several adapters of one base (see Job.batch_key)
