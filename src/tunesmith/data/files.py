@@ -299,6 +299,20 @@ def _normalise_label(value: Any) -> str | None:
     return None
 
 
+def _required_text(obj: dict, key: str, row: _Row, errors: _RowErrors) -> str | None:
+    """``obj[key]`` stripped, or None with the problem reported (missing, not a string, empty)."""
+    value = obj.get(key)
+    if key not in obj:
+        errors.add(row.where, f"field {key!r} is missing")
+    elif not isinstance(value, str):
+        errors.add(row.where, f"field {key!r} must be a string, got {_type_name(value)}")
+    elif not value.strip():
+        errors.add(row.where, f"field {key!r} is empty")
+    else:
+        return value.strip()
+    return None
+
+
 def _classification_record(row: _Row, errors: _RowErrors, text_field: str,
                            label_field: str, pair_field: str | None = "text_pair") -> dict | None:
     obj = row.value
@@ -306,14 +320,8 @@ def _classification_record(row: _Row, errors: _RowErrors, text_field: str,
         errors.add(row.where, f"expected an object with {text_field!r} and {label_field!r}, "
                               f"got {_type_name(obj)}")
         return None
-    ok = True
-    text = obj.get(text_field)
-    if text_field not in obj:
-        errors.add(row.where, f"field {text_field!r} is missing"); ok = False
-    elif not isinstance(text, str):
-        errors.add(row.where, f"field {text_field!r} must be a string, got {_type_name(text)}"); ok = False
-    elif not text.strip():
-        errors.add(row.where, f"field {text_field!r} is empty"); ok = False
+    text = _required_text(obj, text_field, row, errors)
+    ok = text is not None
     label = None
     if label_field not in obj:
         errors.add(row.where, f"field {label_field!r} is missing"); ok = False
@@ -326,7 +334,7 @@ def _classification_record(row: _Row, errors: _RowErrors, text_field: str,
             errors.add(row.where, f"field {label_field!r} is empty"); ok = False
     if not ok:
         return None
-    record = {"text": text.strip(), "label": label}
+    record = {"text": text, "label": label}
     pair = obj.get(pair_field) if pair_field else None
     if pair is not None and pair != "":
         if not isinstance(pair, str):
@@ -341,16 +349,8 @@ def _text_record(row: _Row, errors: _RowErrors, text_field: str) -> dict | None:
     if not isinstance(obj, dict):
         errors.add(row.where, f"expected an object with {text_field!r}, got {_type_name(obj)}")
         return None
-    text = obj.get(text_field)
-    if text_field not in obj:
-        errors.add(row.where, f"field {text_field!r} is missing")
-    elif not isinstance(text, str):
-        errors.add(row.where, f"field {text_field!r} must be a string, got {_type_name(text)}")
-    elif not text.strip():
-        errors.add(row.where, f"field {text_field!r} is empty")
-    else:
-        return {"text": text.strip()}
-    return None
+    text = _required_text(obj, text_field, row, errors)
+    return {"text": text} if text is not None else None
 
 
 def _preference_record(row: _Row, errors: _RowErrors) -> dict | None:
@@ -485,26 +485,19 @@ def _validate_messages(messages: Any, row: _Row, errors: _RowErrors, name: str =
 
 
 def _alpaca_record(obj: dict, row: _Row, errors: _RowErrors) -> dict | None:
-    ok = True
-    for key in ("instruction", "output"):
-        value = obj.get(key)
-        if key not in obj:
-            errors.add(row.where, f"field {key!r} is missing"); ok = False
-        elif not isinstance(value, str):
-            errors.add(row.where, f"field {key!r} must be a string, got {_type_name(value)}"); ok = False
-        elif not value.strip():
-            errors.add(row.where, f"field {key!r} is empty"); ok = False
+    instruction, output = (_required_text(obj, key, row, errors) for key in ("instruction", "output"))
+    ok = instruction is not None and output is not None
     extra, ok_input = _optional_str(obj, "input", row, errors)
     system, ok_system = _optional_str(obj, "system", row, errors)
     history, ok_history = _alpaca_history(obj.get("history"), row, errors)
     if not (ok and ok_input and ok_system and ok_history):
         return None
-    user = obj["instruction"].strip() + (f"\n\n{extra}" if extra else "")
+    user = instruction + (f"\n\n{extra}" if extra else "")
     messages = [{"role": "system", "content": system}] if system else []
     for question, answer in history:
         messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
     messages += [{"role": "user", "content": user},
-                 {"role": "assistant", "content": obj["output"].strip()}]
+                 {"role": "assistant", "content": output}]
     return {"messages": messages}
 
 
