@@ -104,21 +104,25 @@ class CausalLMObjective:
         mean = total / max(count, 1)
         return {"eval_loss": mean, "perplexity": perplexity(mean)}
 
+    def prompt_ids(self, prompt: str) -> torch.Tensor:
+        """Token ids of a single-turn prompt, rendered with the training chat template."""
+        messages = with_system_prompt([{"role": "user", "content": prompt}], self.system_prompt)
+        return self.tokenizer(render_prompt(self.tokenizer, messages), add_special_tokens=False,
+                              return_tensors="pt")["input_ids"]
+
     @torch.inference_mode()
     def answer(self, model, prompts: list[str], max_new_tokens: int, device) -> list[str]:
-        """Greedy answers to single-turn prompts, rendered with the training chat template."""
+        """Greedy answers to single-turn prompts (see ``prompt_ids``)."""
         model.eval()
         answers = []
         for prompt in prompts:
-            messages = with_system_prompt([{"role": "user", "content": prompt}], self.system_prompt)
-            enc = self.tokenizer(render_prompt(self.tokenizer, messages), add_special_tokens=False, return_tensors="pt")
-            ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
+            ids = self.prompt_ids(prompt).to(device)
             if uses_deep_prompts(model):
                 out = greedy_without_cache(model, ids, max_new_tokens, stop_token_ids(model, self.tokenizer))
             else:
-                out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
                                      do_sample=False, pad_token_id=self.tokenizer.pad_token_id)
-            answers.append(self.tokenizer.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True).strip())
+            answers.append(self.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip())
         return answers
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from tunesmith.objectives.causal_lm import CausalLMObjective, greedy_without_cache, stop_token_ids, uses_deep_prompts
+from tunesmith.objectives.causal_lm import CausalLMObjective
 
 
 class PretrainObjective(CausalLMObjective):
@@ -36,18 +36,6 @@ class PretrainObjective(CausalLMObjective):
         self.overlength_report = {"policy": "chunk", "rows": split, "max_length": self.max_length, "examples": []}
         return features
 
-    @torch.inference_mode()
-    def answer(self, model, prompts: list[str], max_new_tokens: int, device) -> list[str]:
-        """Greedy continuations of raw text prompts (no chat template)."""
-        model.eval()
-        answers = []
-        for prompt in prompts:
-            enc = self.tokenizer(prompt, return_tensors="pt")
-            ids = enc["input_ids"].to(device)
-            if uses_deep_prompts(model):
-                out = greedy_without_cache(model, ids, max_new_tokens, stop_token_ids(model, self.tokenizer))
-            else:
-                out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                                     do_sample=False, pad_token_id=self.tokenizer.pad_token_id)
-            answers.append(self.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip())
-        return answers
+    def prompt_ids(self, prompt: str) -> torch.Tensor:
+        """Raw text prompts are continued as they are (no chat template)."""
+        return self.tokenizer(prompt, return_tensors="pt")["input_ids"]
