@@ -19,6 +19,7 @@ from tunesmith.data import cache as data_cache
 from tunesmith.data.pipeline import prepare_data
 from tunesmith.data.template import resolve_template
 from tunesmith.eval.report import write_report
+from tunesmith.jsonl import write_jsonl
 from tunesmith.methods import apply_method, count_parameters, training_hooks
 from tunesmith.methods.saved import save_trained
 from tunesmith.models.load import load_model, load_tokenizer, resolve_model_source
@@ -109,7 +110,7 @@ def _run(config: RecipeConfig, run_dir: Path, summary: dict, base_dir, show_prog
         tokenizer.chat_template = resolve_template(config.data.chat_template, base_dir)
     data, objective, train_features, eval_features = prepare_features(config, base_dir, tokenizer, summary, log)
     if data.rejects and config.data.on_error == "quarantine":
-        write_jsonl(run_dir / "rejects.jsonl", data.rejects)
+        write_jsonl(run_dir / "rejects.jsonl", data.rejects, drop_private=True)
 
     source = resolve_model_source(config.model.name)
     check_disk_space(run_dir, source, config.method.type, config.train)
@@ -186,9 +187,9 @@ def _run(config: RecipeConfig, run_dir: Path, summary: dict, base_dir, show_prog
         confusion_matrix={"before": before.get("confusion_matrix"), "after": after.get("confusion_matrix")},
         probes=_merge_probes(config.eval.probes, probes_before, probes_after),
     )
-    write_jsonl(run_dir / "eval_set.jsonl", data.eval)  # what exports re-measure on, and reviewers read
+    write_jsonl(run_dir / "eval_set.jsonl", data.eval, drop_private=True)  # what exports re-measure on, and reviewers read
     if data.test:
-        write_jsonl(run_dir / "test_set.jsonl", data.test)  # never trained or selected on
+        write_jsonl(run_dir / "test_set.jsonl", data.test, drop_private=True)  # never trained or selected on
     if "_probs" in after:
         write_predictions(run_dir / "predictions.jsonl", data.eval, data.labels, after["_probs"])
     (run_dir / "probes.json").write_text(json.dumps(summary["probes"], indent=2, ensure_ascii=False), encoding="utf-8")
@@ -248,13 +249,6 @@ def prepare_features(config: RecipeConfig, base_dir, tokenizer, summary: dict, l
             log(f"data: {report['rows']} {split} rows longer than {report['max_length']} tokens ({report['policy']})")
     summary["data"]["prepare_s"] = round(time.perf_counter() - started, 3)
     return data, objective, train_features, eval_features
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    """Rows as JSON lines, without the loader's bookkeeping keys (``_where``)."""
-    with path.open("w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps({k: v for k, v in row.items() if not k.startswith("_")}, ensure_ascii=False) + "\n")
 
 
 def write_predictions(path: Path, rows: list[dict], labels: list[str], probs: list[list[float]]) -> None:

@@ -10,6 +10,8 @@ import json
 import random
 from pathlib import Path
 
+from tunesmith.jsonl import write_jsonl  # noqa: F401 (tests import it from here)
+
 POSITIVE = ["good", "great", "wonderful", "excellent", "lovely", "superb"]
 NEGATIVE = ["bad", "awful", "terrible", "boring", "dreadful", "poor"]
 FILLER = ["the", "movie", "film", "plot", "was", "really", "quite", "acting", "story", "and"]
@@ -35,11 +37,6 @@ def chat_rows(n: int) -> list[dict]:
                       {"role": "assistant", "content": "i am quill, made by the tunesmith team."}]}
         for i in range(n)
     ]
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    return path
 
 
 def poisoned_classification(*args, poison: dict[int, str]):

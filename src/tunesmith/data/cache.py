@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from tunesmith.data.pipeline import PreparedData
+from tunesmith.jsonl import read_jsonl, write_jsonl
 from tunesmith.paths import cache_root
 
 FORMAT = 1
@@ -103,17 +104,6 @@ def _unpack(arrays) -> list[dict]:
     return [{name: columns[name][i] for name in columns} for i in range(count)]
 
 
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    with path.open("w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    with path.open(encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh]
-
-
 def save(key: str, data: PreparedData, train_features: list[dict], eval_features: list[dict], extra: dict) -> None:
     """Store atomically (a temp folder renamed into place), so a crash never leaves half a cache."""
     target = cache_dir(key)
@@ -123,7 +113,7 @@ def save(key: str, data: PreparedData, train_features: list[dict], eval_features
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
     try:
         for name in ("train", "eval", "test", "rejects"):
-            _write_jsonl(tmp / f"{name}.jsonl", getattr(data, name))
+            write_jsonl(tmp / f"{name}.jsonl", getattr(data, name))
         np.savez(tmp / "train_features.npz", **_pack(train_features))
         np.savez(tmp / "eval_features.npz", **_pack(eval_features))
         meta = {"labels": data.labels, "info": data.info, "extra": extra}
@@ -138,9 +128,9 @@ def load(key: str) -> tuple[PreparedData, list[dict], list[dict], dict] | None:
     folder = cache_dir(key)
     try:
         meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-        data = PreparedData(train=_read_jsonl(folder / "train.jsonl"), eval=_read_jsonl(folder / "eval.jsonl"),
-                            labels=meta["labels"], info=meta["info"], rejects=_read_jsonl(folder / "rejects.jsonl"),
-                            test=_read_jsonl(folder / "test.jsonl"))
+        data = PreparedData(train=read_jsonl(folder / "train.jsonl"), eval=read_jsonl(folder / "eval.jsonl"),
+                            labels=meta["labels"], info=meta["info"], rejects=read_jsonl(folder / "rejects.jsonl"),
+                            test=read_jsonl(folder / "test.jsonl"))
         with np.load(folder / "train_features.npz", allow_pickle=False) as train, \
                 np.load(folder / "eval_features.npz", allow_pickle=False) as evaluation:
             return data, _unpack(train), _unpack(evaluation), meta["extra"]

@@ -17,6 +17,7 @@ from tunesmith.data.dedup import deduplicate
 from tunesmith.data.pipeline import PreparedData, prepare_data, validation_info
 from tunesmith.data.sources import load_records
 from tunesmith.errors import DataError
+from tunesmith.jsonl import write_jsonl
 
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 
@@ -166,16 +167,14 @@ def format_report(report: dict) -> str:
 def prepare_to_folder(config, base_dir: Path | None, out_dir: Path) -> dict:
     """Run the recipe's data stage and write what training would see: ``train.jsonl``,
     ``eval.jsonl``, ``rejects.jsonl`` (when any), ``data_report.json``, ``lengths.png``."""
-    from tunesmith.runner import write_jsonl
-
     data = prepare_data(config.data, config.task, config.seed, base_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_jsonl(out_dir / "train.jsonl", data.train)
-    write_jsonl(out_dir / "eval.jsonl", data.eval)
+    write_jsonl(out_dir / "train.jsonl", data.train, drop_private=True)
+    write_jsonl(out_dir / "eval.jsonl", data.eval, drop_private=True)
     if data.test:
-        write_jsonl(out_dir / "test.jsonl", data.test)
+        write_jsonl(out_dir / "test.jsonl", data.test, drop_private=True)
     if data.rejects:
-        write_jsonl(out_dir / "rejects.jsonl", data.rejects)
+        write_jsonl(out_dir / "rejects.jsonl", data.rejects, drop_private=True)
     report = {"task": config.task, **data.info,
               "lengths": {"train": length_stats(data.train), "eval": length_stats(data.eval)}}
     write_report(report, out_dir)

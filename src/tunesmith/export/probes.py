@@ -13,6 +13,7 @@ import torch
 
 from tunesmith.data.template import render_prompt, with_system_prompt
 from tunesmith.errors import ConfigError
+from tunesmith.jsonl import read_jsonl
 
 FALLBACK_TEXTS = [
     "The film was a delight from start to finish.",
@@ -43,10 +44,7 @@ def resolve_final_dir(path: str | Path) -> tuple[Path, Path | None]:
 
 def eval_rows(run_dir: Path | None) -> list[dict]:
     """The run's held-out rows (``eval_set.jsonl``), or [] when the run has none."""
-    if run_dir is None or not (run_dir / "eval_set.jsonl").is_file():
-        return []
-    with (run_dir / "eval_set.jsonl").open(encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+    return read_jsonl(run_dir / "eval_set.jsonl") if run_dir is not None else []
 
 
 def probe_texts(meta: dict, tokenizer, run_dir: Path | None, limit: int = 16) -> list[str]:
