@@ -13,7 +13,7 @@ from accelerate import Accelerator
 from transformers import set_seed
 
 from tunesmith.config.load import dump_recipe
-from tunesmith.config.schema import RecipeConfig
+from tunesmith.config.schema import PROMPT_METHODS, RecipeConfig
 from tunesmith.data.packing import pack_features, packing_efficiency
 from tunesmith.data import cache as data_cache
 from tunesmith.data.pipeline import prepare_data
@@ -200,10 +200,14 @@ def make_objective(config: RecipeConfig, tokenizer, labels):
     """The task's objective: how records become batches, losses and metrics."""
     if config.task == "classification":
         return ClassificationObjective(tokenizer, labels, config.data.max_length, config.data.on_overlength)
+    # Virtual tokens (prompt methods) would be shared by every example of a concatenated row.
+    padding_free = config.train.padding_free and config.method.type not in PROMPT_METHODS
     if config.task == "pretrain":
-        return PretrainObjective(tokenizer, config.data.max_length)
+        return PretrainObjective(tokenizer, config.data.max_length, head_on_targets=config.train.lm_head_on_targets,
+                                 padding_free=padding_free)
     return CausalLMObjective(tokenizer, config.data.max_length, config.data.system_prompt,
-                             config.data.on_overlength, config.data.loss_on == "last_answer")
+                             config.data.on_overlength, config.data.loss_on == "last_answer",
+                             head_on_targets=config.train.lm_head_on_targets, padding_free=padding_free)
 
 
 def prepare_features(config: RecipeConfig, base_dir, tokenizer, summary: dict, log):

@@ -364,6 +364,10 @@ class GuardConfig(Section):
     )
 
 
+# Methods whose virtual tokens sit in front of every row: rows must hold one example each.
+PROMPT_METHODS = frozenset({"prefix", "prompt", "ptuning"})
+
+
 class TrainConfig(Section):
     epochs: float = Field(1, gt=0, description="Passes over the training data (ignored when max_steps is set).")
     max_steps: int | None = Field(None, ge=1, description="Optimizer steps; overrides epochs.")
@@ -400,6 +404,19 @@ class TrainConfig(Section):
         True, description="Batch examples of similar length together (less padding, same randomness per epoch)."
     )
     num_threads: int | None = Field(None, ge=1, description="torch CPU threads; default: all cores.")
+    mmap_threshold_kb: int | None = Field(
+        2048, ge=128, description="CPU (glibc): allocations of this size and more get their own mappings, "
+        "returned to the OS when freed; keeps peak RSS near live memory. null: malloc's default."
+    )
+    padding_free: bool = Field(
+        True, description="Causal LMs: each micro-batch is one row of its examples back to back (position ids "
+        "restart, attention stays within each example): no padding, the padded batch's loss, random batches. "
+        "Not with prompt methods (their virtual tokens would be shared)."
+    )
+    lm_head_on_targets: bool = Field(
+        True, description="Causal LMs: run the vocabulary projection only where the next token is trained "
+        "(answers), not over prompts and padding. Same loss, less compute and memory."
+    )
 
 
 class EvalConfig(Section):
@@ -439,7 +456,7 @@ class RecipeConfig(Section):
             raise ValueError("data.chat_template and data.loss_on only apply to task: causal_lm")
         if self.data.packing and self.task == "classification":
             raise ValueError("data.packing only applies to task: causal_lm or pretrain")
-        if self.data.packing and self.method.type in {"prefix", "prompt", "ptuning"}:
+        if self.data.packing and self.method.type in PROMPT_METHODS:
             raise ValueError(f"data.packing cannot be combined with method {self.method.type}: its virtual tokens "
                              "would be shared by every chat packed into a row")
         if self.train.eval_every and self.train.max_steps and self.train.eval_every > self.train.max_steps:

@@ -37,6 +37,22 @@ def pack_features(features: list[dict], max_length: int) -> list[dict]:
     return rows
 
 
+def concatenate(features: list[dict]) -> dict:
+    """One row holding ``features`` back to back, as ``pack_features`` builds them.
+
+    Used for padding-free batches: a micro-batch becomes a single row, so no slot is
+    padding. Features may be packed rows themselves (their position ids already restart).
+    """
+    row = {"input_ids": [], "labels": [], "position_ids": [], "num_examples": 0}
+    for feature in features:
+        n = len(feature["input_ids"])
+        row["input_ids"] += feature["input_ids"]
+        row["labels"] += [IGNORE_INDEX] + list(feature["labels"][1:])
+        row["position_ids"] += list(feature.get("position_ids", range(n)))
+        row["num_examples"] += feature.get("num_examples", 1)
+    return row
+
+
 def packing_efficiency(features: list[dict], rows: list[dict], max_length: int) -> dict:
     """How much padding packing saved: real tokens over padded slots, before and after."""
     tokens = sum(len(f["input_ids"]) for f in features)

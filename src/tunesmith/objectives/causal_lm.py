@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 import torch.nn.functional as F
 
+from tunesmith.data.packing import concatenate
 from tunesmith.data.template import IGNORE_INDEX, render_prompt, tokenize_chat, with_system_prompt
 from tunesmith.eval.metrics import perplexity
 from tunesmith.objectives.classification import handle_overlength
@@ -16,8 +19,11 @@ class CausalLMObjective:
     task = "causal_lm"
 
     def __init__(self, tokenizer, max_length: int, system_prompt: str | None = None, overlength: str = "truncate",
-                 last_turn_only: bool = False):
+                 last_turn_only: bool = False, head_on_targets: bool = True, padding_free: bool = False):
         self.tokenizer = tokenizer
+        self.head_on_targets = head_on_targets
+        # Each micro-batch as one row of its examples back to back (see ``collate``).
+        self.padding_free = padding_free
         self.max_length = max_length
         self.system_prompt = system_prompt
         self.last_turn_only = last_turn_only
@@ -40,10 +46,22 @@ class CausalLMObjective:
                 features.append(feature)
         return features
 
+    @property
+    def pads_batches(self) -> bool:
+        """Whether batches are padded (so grouping examples by length saves compute)."""
+        return not self.padding_free
+
     def collate(self, features: list[dict]) -> dict[str, torch.Tensor]:
         """Pad to the longest row. Packed rows (from ``pack_features``) also carry
         ``position_ids``; their padding gets positions of its own segment, which no real
-        token can attend to (it comes last, and attention is causal)."""
+        token can attend to (it comes last, and attention is causal).
+
+        ``padding_free``: the examples are concatenated into one row with restarting
+        position ids instead, so attention stays within each example (as for packed rows)
+        and no compute is spent on padding; the loss is the padded batch's loss.
+        """
+        if self.padding_free and len(features) > 1:
+            features = [concatenate(features)]
         width = max(len(f["input_ids"]) for f in features)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         ids = torch.full((len(features), width), pad, dtype=torch.long)
@@ -74,21 +92,33 @@ class CausalLMObjective:
 
         The loop divides by the token count of the whole accumulation window, so every
         answer token weighs the same however the examples are split into micro-batches.
+
+        With ``head_on_targets`` the LM head runs only at positions whose next token is
+        trained (``logits_to_keep``): prompts, system prompts and padding never reach the
+        vocabulary projection, which on a small model is a fifth of the forward pass and
+        most of its memory (batch x length x vocab floats, three times over with the
+        fp32 copy and the softmax).
         """
+        targets = batch["labels"][:, 1:]
+        extra = {}
+        keep = None
+        if self.head_on_targets and supports_logits_to_keep(model):
+            keep = (targets != IGNORE_INDEX).any(0).nonzero().squeeze(1)  # positions shared by the batch's rows
+            extra = {"logits_to_keep": keep, "use_cache": False}  # training builds no cache
         if "position_ids" in batch:
             # Packed rows: no attention mask, so transformers derives the per-example
             # block-diagonal mask from the restarting position ids (needs no cache).
-            logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
+            logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
+                           **{"use_cache": False, **extra}).logits
         else:
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        # Prompt tuning and P-tuning prepend virtual tokens: their logits predict nothing.
-        logits = logits[:, -batch["input_ids"].shape[1] :]
-        return F.cross_entropy(
-            logits[:, :-1].reshape(-1, logits.size(-1)).float(),
-            batch["labels"][:, 1:].reshape(-1),
-            ignore_index=IGNORE_INDEX,
-            reduction="sum",
-        )
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **extra).logits
+        if keep is not None:
+            targets = targets[:, keep]
+        else:
+            # Prompt tuning and P-tuning prepend virtual tokens: their logits predict nothing.
+            logits = logits[:, -batch["input_ids"].shape[1] :][:, :-1]
+        return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1),
+                               ignore_index=IGNORE_INDEX, reduction="sum")
 
     @torch.inference_mode()
     def evaluate(self, model, features: list[dict], batch_size: int, device) -> dict:
@@ -133,6 +163,19 @@ def stop_token_ids(model, tokenizer) -> set[int]:
     if tokenizer.eos_token_id is not None:
         ids.add(tokenizer.eos_token_id)
     return ids
+
+
+def supports_logits_to_keep(model) -> bool:
+    """Whether ``model``'s forward takes ``logits_to_keep`` positions of its own input.
+
+    PEFT prompt-learning models are excluded: prompt tuning shifts every position by its
+    virtual tokens, and prefix tuning takes a forward path of its own.
+    """
+    config = getattr(model, "peft_config", {}).get(getattr(model, "active_adapter", "default"))
+    if config is not None and getattr(config, "is_prompt_learning", False):
+        return False
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "logits_to_keep" in inspect.signature(base.forward).parameters
 
 
 def uses_deep_prompts(model) -> bool:

@@ -35,6 +35,7 @@ from tunesmith.train.checkpoint import (
     save_checkpoint,
 )
 from tunesmith.train.guards import GuardStop, HealthGuard
+from tunesmith.train.memory import fix_mmap_threshold
 from tunesmith.train.optim import build_optimizer, build_scheduler
 from tunesmith.train.precision import autocast
 
@@ -180,6 +181,8 @@ def train(
         GuardStop: the loss kept diverging after ``cfg.guard.max_rollbacks`` rollbacks.
     """
     total_steps = planned_steps(len(features), cfg)
+    if cfg.mmap_threshold_kb and accelerator.device.type == "cpu":
+        fix_mmap_threshold(cfg.mmap_threshold_kb * 1024)
     optimizer = build_optimizer(model, lr, cfg.weight_decay, cfg.adam_epsilon)
     scheduler = build_scheduler(optimizer, cfg.scheduler, round(cfg.warmup_ratio * total_steps), total_steps)
     base_lrs = list(scheduler.base_lrs)
@@ -189,7 +192,9 @@ def train(
     shallow = _shallow_params(accelerator.unwrap_model(model), cfg) if cfg.shallow_grad_scale < 1 else []
     # Dynamic loss scaling only for fp16: bf16 and fp32 have fp32's range and need none.
     scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
-    lengths = [len(f["input_ids"]) for f in features] if cfg.group_by_length else None
+    # Grouping by length only pays where batches are padded; otherwise keep batches fully random.
+    grouped = cfg.group_by_length and getattr(objective, "pads_batches", True)
+    lengths = [len(f["input_ids"]) for f in features] if grouped else None
     guard = HealthGuard(cfg.guard)
     best_name = cfg.best_metric
     extra_loss = hooks.extra_loss if hooks else None
@@ -282,14 +287,15 @@ def train(
             step_loss = torch.zeros((), device=device)
             step_tokens = step_samples = 0
             for batch in batches:
+                # Counted on the host before the copy: on a GPU, reading them back would be a sync.
+                step_tokens += int(batch["attention_mask"].sum())
+                # A packed row holds several examples; samples/s counts examples.
+                step_samples += int(batch["num_examples"]) if "num_examples" in batch else batch["input_ids"].shape[0]
                 batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
                 with autocast(device, cfg.precision):
                     loss = objective.loss_sum(model, batch) / targets
                 accelerator.backward(scaler.scale(loss) if scaler else loss)
                 step_loss += loss.detach()
-                step_tokens += int(batch["attention_mask"].sum())
-                # A packed row holds several examples; samples/s counts examples.
-                step_samples += int(batch["num_examples"]) if "num_examples" in batch else batch["input_ids"].shape[0]
             if extra_loss:
                 with autocast(device, cfg.precision):
                     penalty = extra_loss(unwrapped)
