@@ -111,3 +111,13 @@ def test_max_steps_overrides_epochs_and_lr_follows_the_schedule(tmp_path, tokeni
     assert lrs[-1] == pytest.approx(0.0)
     assert all(a >= b for a, b in zip(lrs[1:], lrs[2:]))
     assert log[-1]["epoch"] == pytest.approx(2.5)
+
+
+def test_compiled_training_takes_the_same_steps(tmp_path, tokenizer):
+    objective = ClassificationObjective(tokenizer, ["negative", "positive"], 32)
+    features = objective.encode(sentiment_rows(16, seed=0))
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "compiled").mkdir()
+    plain = _run(_bert(tokenizer), objective, features, tmp_path / "plain", batch_size=8)
+    compiled = _run(_bert(tokenizer), objective, features, tmp_path / "compiled", batch_size=8, compile=True)
+    assert [r["loss"] for r in compiled] == pytest.approx([r["loss"] for r in plain], rel=1e-4)

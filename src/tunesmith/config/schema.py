@@ -413,6 +413,10 @@ class TrainConfig(Section):
         "restart, attention stays within each example): no padding, the padded batch's loss, random batches. "
         "Not with prompt methods (their virtual tokens would be shared)."
     )
+    compile: bool = Field(
+        False, description="torch.compile the model for training (dynamic shapes). Off by default: on 2 CPU "
+        "cores compiling took longer than it saved on the demo (benchmarks/bench_classification.py)."
+    )
     lm_head_on_targets: bool = Field(
         True, description="Causal LMs: run the vocabulary projection only where the next token is trained "
         "(answers), not over prompts and padding. Same loss, less compute and memory."

@@ -187,6 +187,9 @@ def train(
     scheduler = build_scheduler(optimizer, cfg.scheduler, round(cfg.warmup_ratio * total_steps), total_steps)
     base_lrs = list(scheduler.base_lrs)
     model, optimizer = accelerator.prepare(model, optimizer)
+    # Only training's forward passes go through the compiled module; evaluation,
+    # checkpoints and method hooks keep using the plain one.
+    forward_model = torch.compile(model, dynamic=True) if cfg.compile else model
     device = accelerator.device
     params = [p for p in model.parameters() if p.requires_grad]
     shallow = _shallow_params(accelerator.unwrap_model(model), cfg) if cfg.shallow_grad_scale < 1 else []
@@ -293,7 +296,7 @@ def train(
                 step_samples += int(batch["num_examples"]) if "num_examples" in batch else batch["input_ids"].shape[0]
                 batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
                 with autocast(device, cfg.precision):
-                    loss = objective.loss_sum(model, batch) / targets
+                    loss = objective.loss_sum(forward_model, batch) / targets
                 accelerator.backward(scaler.scale(loss) if scaler else loss)
                 step_loss += loss.detach()
             if extra_loss:
