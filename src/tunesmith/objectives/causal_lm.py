@@ -77,7 +77,10 @@ class CausalLMObjective:
             if packed:
                 positions[i, :n] = torch.tensor(f["position_ids"])
                 positions[i, n:] = torch.arange(width - n)
-        batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        batch = {"input_ids": ids, "attention_mask": mask, "labels": labels,
+                 # Positions whose next token is trained, shared by the batch's rows; found here on
+                 # the host, because nonzero() on a GPU would wait for the device.
+                 "target_positions": (labels[:, 1:] != IGNORE_INDEX).any(0).nonzero().squeeze(1)}
         if packed:
             batch["position_ids"] = positions
             batch["num_examples"] = torch.tensor(sum(f["num_examples"] for f in features))
@@ -103,7 +106,9 @@ class CausalLMObjective:
         extra = {}
         keep = None
         if self.head_on_targets and supports_logits_to_keep(model):
-            keep = (targets != IGNORE_INDEX).any(0).nonzero().squeeze(1)  # positions shared by the batch's rows
+            keep = batch.get("target_positions")
+            if keep is None:
+                keep = (targets != IGNORE_INDEX).any(0).nonzero().squeeze(1)
             extra = {"logits_to_keep": keep, "use_cache": False}  # training builds no cache
         if "position_ids" in batch:
             # Packed rows: no attention mask, so transformers derives the per-example
