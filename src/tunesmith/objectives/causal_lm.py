@@ -180,7 +180,8 @@ def supports_logits_to_keep(model) -> bool:
     if config is not None and getattr(config, "is_prompt_learning", False):
         return False
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "logits_to_keep" in inspect.signature(base.forward).parameters
+    forward = getattr(base, "forward", None)  # e.g. an onnxruntime session wrapper has none
+    return forward is not None and "logits_to_keep" in inspect.signature(forward).parameters
 
 
 def uses_deep_prompts(model) -> bool:
