@@ -19,10 +19,7 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -134,42 +131,8 @@ def worker_tunesmith(data_dir: Path, out_dir: Path, overrides: list[str]) -> dic
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--train", type=int, default=2000)
-    ap.add_argument("--eval", type=int, default=500)
-    ap.add_argument("--lever", action="append", default=[],
-                    help="NAME:key=value[,key=value]: a Tunesmith variant with recipe overrides")
-    ap.add_argument("--anchor-set", action="append", default=[], help="TrainingArguments override for the anchor")
-    ap.add_argument("--only-levers", action="store_true", help="skip the default Tunesmith system")
-    ap.add_argument("--skip-anchor", action="store_true", help="lever studies: Tunesmith variants only")
-    ap.add_argument("--worker", help=argparse.SUPPRESS)
-    ap.add_argument("--rep", type=int, default=0, help=argparse.SUPPRESS)
-    ap.add_argument("--data", help=argparse.SUPPRESS)
-    ap.add_argument("--set", action="append", default=[], help=argparse.SUPPRESS)
-    args = ap.parse_args()
-
-    if args.worker:
-        with tempfile.TemporaryDirectory() as out:
-            work = worker_hf if args.worker == "hf" else worker_tunesmith
-            HYPER["seed"] += args.rep  # the split was made with the base seed; training varies per round
-            harness.emit(work(Path(args.data), Path(out), args.set))
-        return
-
-    with tempfile.TemporaryDirectory() as data_dir:
-        prepare(Path(data_dir), args.train, args.eval)
-        common = ["--data", data_dir]
-        systems = {"hf": ["--worker", "hf", *common, *(f"--set={s}" for s in args.anchor_set)]}
-        if not args.only_levers:
-            systems["tunesmith"] = ["--worker", "tunesmith", *common]
-        systems.update(harness.lever_systems(args.lever, ["--worker", "tunesmith", *common]))
-        if args.skip_anchor:
-            systems.pop("hf")
-        results = harness.alternate(Path(__file__), systems, args.reps)
-    summary = harness.summarize(results, next(iter(results)), KEYS)
-    summary["job"] = {"benchmark": "classification", **HYPER, "train_rows": args.train, "eval_rows": args.eval}
-    print(json.dumps(summary))
-    harness.print_table(summary, KEYS)
+    harness.side_by_side(__file__, __doc__, "hf", {"hf": worker_hf, "tunesmith": worker_tunesmith}, prepare,
+                         KEYS, HYPER, train_rows=2000, eval_rows=500)
 
 
 if __name__ == "__main__":

@@ -19,11 +19,8 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
-import json
 import random
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -50,8 +47,8 @@ def prepare(data_dir: Path, n_train: int, n_eval: int) -> None:
     rng.shuffle(general)
     n_id_eval = max(1, round(n_eval * 0.1))
     ev = identity[:n_id_eval] + general[: n_eval - n_id_eval]
-    train = identity[n_id_eval:]
-    train += general[n_eval - n_id_eval :][: n_train - len(train)]
+    train = identity[n_id_eval:][:n_train]
+    train += general[n_eval - n_id_eval :][: max(0, n_train - len(train))]
     rng.shuffle(train)
     write_jsonl(data_dir / "train.jsonl", train)
     write_jsonl(data_dir / "eval.jsonl", ev)
@@ -147,42 +144,8 @@ def worker_tunesmith(data_dir: Path, out_dir: Path, overrides: list[str]) -> dic
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--train", type=int, default=320)
-    ap.add_argument("--eval", type=int, default=40)
-    ap.add_argument("--lever", action="append", default=[],
-                    help="NAME:key=value[,key=value]: a Tunesmith variant with recipe overrides")
-    ap.add_argument("--anchor-set", action="append", default=[], help="SFTConfig override for the anchor")
-    ap.add_argument("--only-levers", action="store_true", help="skip the default Tunesmith system")
-    ap.add_argument("--skip-anchor", action="store_true", help="lever studies: Tunesmith variants only")
-    ap.add_argument("--worker", help=argparse.SUPPRESS)
-    ap.add_argument("--rep", type=int, default=0, help=argparse.SUPPRESS)
-    ap.add_argument("--data", help=argparse.SUPPRESS)
-    ap.add_argument("--set", action="append", default=[], help=argparse.SUPPRESS)
-    args = ap.parse_args()
-
-    if args.worker:
-        with tempfile.TemporaryDirectory() as out:
-            work = worker_trl if args.worker == "trl" else worker_tunesmith
-            HYPER["seed"] += args.rep  # the split was made with the base seed; training varies per round
-            harness.emit(work(Path(args.data), Path(out), args.set))
-        return
-
-    with tempfile.TemporaryDirectory() as data_dir:
-        prepare(Path(data_dir), args.train, args.eval)
-        common = ["--data", data_dir]
-        systems = {"trl": ["--worker", "trl", *common, *(f"--set={s}" for s in args.anchor_set)]}
-        if not args.only_levers:
-            systems["tunesmith"] = ["--worker", "tunesmith", *common]
-        systems.update(harness.lever_systems(args.lever, ["--worker", "tunesmith", *common]))
-        if args.skip_anchor:
-            systems.pop("trl")
-        results = harness.alternate(Path(__file__), systems, args.reps)
-    summary = harness.summarize(results, next(iter(results)), KEYS)
-    summary["job"] = {"benchmark": "sft", **HYPER, "targets": TARGETS, "train_rows": args.train, "eval_rows": args.eval}
-    print(json.dumps(summary))
-    harness.print_table(summary, KEYS)
+    harness.side_by_side(__file__, __doc__, "trl", {"trl": worker_trl, "tunesmith": worker_tunesmith}, prepare,
+                         KEYS, HYPER, train_rows=320, eval_rows=40)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,10 @@ over both systems. Each worker prints one JSON object on its last stdout line.
 
 from __future__ import annotations
 
+import argparse
 import json
+import tempfile
+from typing import Callable
 import os
 import platform
 import resource
@@ -109,3 +112,48 @@ def print_table(summary: dict, keys: list[str]) -> None:
         print(f"{system:>12}: " + ", ".join(cells))
     for system, row in summary["ratios"].items():
         print(f"{system:>12} / {summary['anchor']}: " + ", ".join(f"{k} x{v}" for k, v in row.items()))
+
+
+def side_by_side(script: str, doc: str, anchor: str, workers: dict[str, Callable], prepare: Callable,
+                 keys: list[str], hyper: dict, train_rows: int, eval_rows: int) -> None:
+    """The command line both training benchmarks share.
+
+    Without ``--worker``: write the data with ``prepare(dir, train_rows, eval_rows)``, run
+    the anchor, Tunesmith and any ``--lever`` variants in alternating fresh processes and
+    print the summary. With ``--worker NAME``: run ``workers[NAME](data_dir, out_dir,
+    overrides)`` once and print its result (the seed in ``hyper`` moved on by the round).
+    """
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--train", type=int, default=train_rows)
+    ap.add_argument("--eval", type=int, default=eval_rows)
+    ap.add_argument("--lever", action="append", default=[],
+                    help="NAME:key=value[,key=value]: a Tunesmith variant with recipe overrides")
+    ap.add_argument("--anchor-set", action="append", default=[], help="key=value for the anchor's config")
+    ap.add_argument("--only-levers", action="store_true", help="skip the default Tunesmith system")
+    ap.add_argument("--skip-anchor", action="store_true", help="lever studies: Tunesmith variants only")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--rep", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--data", help=argparse.SUPPRESS)
+    ap.add_argument("--set", action="append", default=[], help=argparse.SUPPRESS)
+    args = ap.parse_args()
+
+    if args.worker:
+        with tempfile.TemporaryDirectory() as out:
+            hyper["seed"] += args.rep  # the split was made with the base seed; training varies per round
+            emit(workers[args.worker](Path(args.data), Path(out), args.set))
+        return
+
+    with tempfile.TemporaryDirectory() as data_dir:
+        prepare(Path(data_dir), args.train, args.eval)
+        common = ["--data", data_dir]
+        systems = {} if args.skip_anchor else {
+            anchor: ["--worker", anchor, *common, *(f"--set={s}" for s in args.anchor_set)]}
+        if not args.only_levers:
+            systems["tunesmith"] = ["--worker", "tunesmith", *common]
+        systems.update(lever_systems(args.lever, ["--worker", "tunesmith", *common]))
+        results = alternate(Path(script), systems, args.reps)
+    summary = summarize(results, next(iter(results)), keys)
+    summary["job"] = {"benchmark": Path(script).stem, **hyper, "train_rows": args.train, "eval_rows": args.eval}
+    print(json.dumps(summary))
+    print_table(summary, keys)
