@@ -2,7 +2,7 @@
 
 A Llama-architecture model built from a config with random weights (speed does not
 depend on the weights): by default 24 layers, hidden 1536, SwiGLU 4096, 12 heads / 4 KV
-heads, vocab 32,000 = 0.74 B parameters. Synthetic chats of 64-1,024 tokens (lengths
+heads, vocab 32,000 = 0.70 B parameters. Synthetic chats of 64-1,024 tokens (lengths
 drawn uniformly, seed 0), the loss on the second half of each (the "answer"). LoRA r=16
 on every projection, bf16, batch 8, lr 1e-4, SDPA attention, no gradient checkpointing
 for either system. The anchor pads each batch to its longest row (DataCollatorForSeq2Seq,
