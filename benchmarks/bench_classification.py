@@ -56,6 +56,18 @@ def read(path: Path) -> list[dict]:
     return list(read_jsonl(path))
 
 
+def hf_tokenizer(tokenizer):
+    """The guides' batched ``datasets.map`` function: token ids and integer labels."""
+    label2id = {label: i for i, label in enumerate(LABELS)}
+
+    def tokenize(batch):
+        enc = tokenizer(batch["text"], truncation=True, max_length=HYPER["max_length"])
+        enc["labels"] = [label2id[label] for label in batch["label"]]
+        return enc
+
+    return tokenize
+
+
 def worker_hf(data_dir: Path, out_dir: Path, overrides: list[str]) -> dict:
     """The guides' recipe: datasets.map tokenization, DataCollatorWithPadding, Trainer, PEFT."""
     import numpy as np
@@ -71,12 +83,7 @@ def worker_hf(data_dir: Path, out_dir: Path, overrides: list[str]) -> dict:
     source = resolve_model_source("builtin:minilm")
     tokenizer = AutoTokenizer.from_pretrained(source)
     label2id = {label: i for i, label in enumerate(LABELS)}
-
-    def tokenize(batch):
-        enc = tokenizer(batch["text"], truncation=True, max_length=HYPER["max_length"])
-        enc["labels"] = [label2id[label] for label in batch["label"]]
-        return enc
-
+    tokenize = hf_tokenizer(tokenizer)
     train = Dataset.from_list(read(data_dir / "train.jsonl")).map(tokenize, batched=True, remove_columns=["text", "label"])
     ev = Dataset.from_list(read(data_dir / "eval.jsonl")).map(tokenize, batched=True, remove_columns=["text", "label"])
     model = AutoModelForSequenceClassification.from_pretrained(

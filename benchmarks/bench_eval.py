@@ -50,14 +50,8 @@ def classification_systems(data_dir: Path, out_dir: Path) -> tuple[dict, int]:
     model = get_peft_model(model, LoraConfig(task_type=TaskType.SEQ_CLS, r=8, lora_alpha=16,
                                              target_modules=["query", "key", "value"])).eval()
     rows = bench_classification.read(data_dir / "eval.jsonl")
-    label2id = {label: i for i, label in enumerate(bench_classification.LABELS)}
-
-    def tokenize(batch):
-        enc = tokenizer(batch["text"], truncation=True, max_length=64)
-        enc["labels"] = [label2id[label] for label in batch["label"]]
-        return enc
-
-    dataset = Dataset.from_list(rows).map(tokenize, batched=True, remove_columns=["text", "label"])
+    dataset = Dataset.from_list(rows).map(bench_classification.hf_tokenizer(tokenizer), batched=True,
+                                          remove_columns=["text", "label"])
     trainer = Trainer(model=model, args=TrainingArguments(output_dir=str(out_dir), per_device_eval_batch_size=64,
                                                           report_to="none", use_cpu=True, disable_tqdm=True),
                       data_collator=DataCollatorWithPadding(tokenizer))
@@ -91,11 +85,7 @@ def sft_systems(data_dir: Path, out_dir: Path) -> tuple[dict, int]:
                            LoraConfig(r=16, lora_alpha=32, target_modules=bench_sft.TARGETS, task_type="CAUSAL_LM"))
     rows = bench_sft.read(data_dir / "eval.jsonl")
 
-    def to_prompt_completion(row):
-        messages = [{"role": "system", "content": bench_sft.SYSTEM}, *row["messages"]]
-        return {"prompt": messages[:-1], "completion": messages[-1:]}
-
-    dataset = Dataset.from_list([to_prompt_completion(r) for r in rows])
+    dataset = Dataset.from_list([bench_sft.to_prompt_completion(r) for r in rows])
     trainer = SFTTrainer(model=model, args=SFTConfig(output_dir=str(out_dir), per_device_eval_batch_size=8,
                                                      max_length=256, report_to="none", use_cpu=True, bf16=False,
                                                      disable_tqdm=True),

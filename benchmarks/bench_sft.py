@@ -60,6 +60,12 @@ def read(path: Path) -> list[dict]:
     return list(read_jsonl(path))
 
 
+def to_prompt_completion(row: dict) -> dict:
+    """A chat as TRL's conversational prompt/completion row (completion-only loss by default)."""
+    messages = [{"role": "system", "content": SYSTEM}, *row["messages"]]
+    return {"prompt": messages[:-1], "completion": messages[-1:]}
+
+
 def held_out_loss(model, tokenizer, data_dir: Path) -> float:
     """Mean loss over the last answer's tokens of the held-out chats (one function for both systems)."""
     import torch
@@ -86,10 +92,6 @@ def worker_trl(data_dir: Path, out_dir: Path, overrides: list[str]) -> dict:
     set_seed(HYPER["seed"])  # SFTTrainer wraps the model with LoRA before Trainer seeds anything
     source = resolve_model_source("builtin:smollm2-135m")
     tokenizer = AutoTokenizer.from_pretrained(source)
-
-    def to_prompt_completion(row):
-        messages = [{"role": "system", "content": SYSTEM}, *row["messages"]]
-        return {"prompt": messages[:-1], "completion": messages[-1:]}
 
     train = Dataset.from_list([to_prompt_completion(r) for r in read(data_dir / "train.jsonl")])
     settings = dict(output_dir=str(out_dir), per_device_train_batch_size=HYPER["batch_size"],

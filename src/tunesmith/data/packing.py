@@ -21,18 +21,13 @@ def pack_features(features: list[dict], max_length: int) -> list[dict]:
     rows: list[dict] = []
     free: list[int] = []  # room left in each row
     for i in order:
-        feature = features[i]
-        n = len(feature["input_ids"])
+        n = len(features[i]["input_ids"])
         slot = next((k for k, room in enumerate(free) if room >= n), None)
         if slot is None:
-            rows.append({"input_ids": [], "labels": [], "position_ids": [], "num_examples": 0})
+            rows.append(_empty_row())
             free.append(max_length)
             slot = len(rows) - 1
-        row = rows[slot]
-        row["input_ids"] += feature["input_ids"]
-        row["labels"] += [IGNORE_INDEX] + list(feature["labels"][1:])
-        row["position_ids"] += list(range(n))
-        row["num_examples"] += 1
+        _append(rows[slot], features[i])
         free[slot] -= n
     return rows
 
@@ -43,14 +38,24 @@ def concatenate(features: list[dict]) -> dict:
     Used for padding-free batches: a micro-batch becomes a single row, so no slot is
     padding. Features may be packed rows themselves (their position ids already restart).
     """
-    row = {"input_ids": [], "labels": [], "position_ids": [], "num_examples": 0}
+    row = _empty_row()
     for feature in features:
-        n = len(feature["input_ids"])
-        row["input_ids"] += feature["input_ids"]
-        row["labels"] += [IGNORE_INDEX] + list(feature["labels"][1:])
-        row["position_ids"] += list(feature.get("position_ids", range(n)))
-        row["num_examples"] += feature.get("num_examples", 1)
+        _append(row, feature)
     return row
+
+
+def _empty_row() -> dict:
+    return {"input_ids": [], "labels": [], "position_ids": [], "num_examples": 0}
+
+
+def _append(row: dict, feature: dict) -> None:
+    """Add one example (or packed row) to ``row``; its first label is masked so no
+    example is trained to predict the one before it."""
+    n = len(feature["input_ids"])
+    row["input_ids"] += feature["input_ids"]
+    row["labels"] += [IGNORE_INDEX] + list(feature["labels"][1:])
+    row["position_ids"] += list(feature.get("position_ids", range(n)))
+    row["num_examples"] += feature.get("num_examples", 1)
 
 
 def packing_efficiency(features: list[dict], rows: list[dict], max_length: int) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 
 import torch
@@ -180,7 +181,13 @@ def supports_logits_to_keep(model) -> bool:
     if config is not None and getattr(config, "is_prompt_learning", False):
         return False
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    forward = getattr(base, "forward", None)  # e.g. an onnxruntime session wrapper has none
+    return _forward_takes_logits_to_keep(type(base))
+
+
+@functools.lru_cache(maxsize=None)
+def _forward_takes_logits_to_keep(model_type: type) -> bool:
+    # Once per model class: loss_sum asks on every micro-batch.
+    forward = getattr(model_type, "forward", None)  # e.g. an onnxruntime session wrapper has none
     return forward is not None and "logits_to_keep" in inspect.signature(forward).parameters
 
 
