@@ -41,6 +41,7 @@ def classification_systems(data_dir: Path, out_dir: Path) -> tuple[dict, int]:
     from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, Trainer, TrainingArguments
 
     from tunesmith.models.load import load_tokenizer, resolve_model_source
+    from tunesmith.eval.evaluate import evaluate
     from tunesmith.objectives.classification import ClassificationObjective
 
     torch.manual_seed(0)
@@ -63,7 +64,7 @@ def classification_systems(data_dir: Path, out_dir: Path) -> tuple[dict, int]:
         return float((np.argmax(preds.predictions, -1) == preds.label_ids).mean())
 
     def tunesmith():
-        return objective.evaluate(model, features, 64, torch.device("cpu"))["accuracy"]
+        return evaluate(objective, model, features, 64, torch.device("cpu"), ("accuracy",))["accuracy"]
 
     return {"hf": hf, "tunesmith": tunesmith}, len(rows)
 
@@ -76,6 +77,7 @@ def sft_systems(data_dir: Path, out_dir: Path) -> tuple[dict, int]:
     from trl import SFTConfig, SFTTrainer
 
     from tunesmith.models.load import load_tokenizer, resolve_model_source
+    from tunesmith.eval.evaluate import evaluate
     from tunesmith.objectives.causal_lm import CausalLMObjective
 
     torch.manual_seed(0)
@@ -97,7 +99,7 @@ def sft_systems(data_dir: Path, out_dir: Path) -> tuple[dict, int]:
         return trainer.evaluate()["eval_loss"]
 
     def tunesmith():
-        return objective.evaluate(model.eval(), features, 8, torch.device("cpu"))["eval_loss"]
+        return evaluate(objective, model.eval(), features, 8, torch.device("cpu"), ("eval_loss",))["eval_loss"]
 
     return {"trl": trl, "tunesmith": tunesmith}, len(rows)
 

@@ -112,6 +112,7 @@ def worker_tunesmith(args) -> dict:
 
     from tunesmith.config.schema import TrainConfig
     from tunesmith.objectives.causal_lm import CausalLMObjective
+    from tunesmith.train.backend import Backend
     from tunesmith.train.loop import train
 
     model = lora(build_model(args.tiny))
@@ -122,7 +123,7 @@ def worker_tunesmith(args) -> dict:
                       precision="bf16" if torch.cuda.is_available() else "fp32", log_every=10)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     model.to(accelerator.device)
-    stats = train(model, objective, rows, cfg, lr=1e-4, seed=0, run_dir=Path(args.out), accelerator=accelerator,
+    stats = train(model, objective, rows, cfg, lr=1e-4, seed=0, run_dir=Path(args.out), backend=Backend(accelerator),
                   show_progress=False)
     losses = [json.loads(line)["loss"] for line in (Path(args.out) / "metrics.jsonl").read_text().splitlines()]
     return result(accelerator.unwrap_model(model), stats.tokens, stats.wall_s, losses[-1], args.peak_tflops)

@@ -70,12 +70,13 @@ def held_out_loss(model, tokenizer, data_dir: Path) -> float:
     """Mean loss over the last answer's tokens of the held-out chats (one function for both systems)."""
     import torch
 
+    from tunesmith.eval.evaluate import evaluate
     from tunesmith.objectives.causal_lm import CausalLMObjective
 
     objective = CausalLMObjective(tokenizer, HYPER["max_length"], SYSTEM, last_turn_only=True)
     features = objective.encode(read(data_dir / "eval.jsonl"))
     model.float()
-    return objective.evaluate(model, features, 8, torch.device("cpu"))["eval_loss"]
+    return evaluate(objective, model, features, 8, torch.device("cpu"), ("eval_loss",))["eval_loss"]
 
 
 def worker_trl(data_dir: Path, out_dir: Path, overrides: list[str]) -> dict:

@@ -21,6 +21,7 @@ from transformers import AutoTokenizer, BertConfig, BertForSequenceClassificatio
 from tunesmith.config.schema import GuardConfig, TrainConfig
 from tunesmith.models.load import resolve_model_source
 from tunesmith.synthetic import poisoned_classification, sentiment_rows
+from tunesmith.train.backend import Backend
 from tunesmith.train.loop import train
 
 def run(poison, guard_on, grad_nan_at=None):
@@ -42,7 +43,7 @@ def run(poison, guard_on, grad_nan_at=None):
                       guard=GuardConfig(enabled=guard_on, min_history=5, max_skips=5))
     with tempfile.TemporaryDirectory() as tmp:
         stats = train(model, objective, objective.encode(sentiment_rows(160, 1)), cfg, lr=cfg.lr, seed=7, run_dir=Path(tmp),
-                      accelerator=Accelerator(cpu=True), show_progress=False)
+                      backend=Backend(Accelerator(cpu=True)), show_progress=False)
         losses = [json.loads(line)["loss"] for line in (Path(tmp) / "metrics.jsonl").read_text().splitlines()]
         events = [json.loads(line) for line in (Path(tmp) / "events.jsonl").read_text().splitlines()]
     tail = sum(losses[-10:]) / 10

@@ -25,22 +25,29 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import re
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-import yaml
 from safetensors.torch import load_file
 
-from tunesmith.synthetic import sentiment_rows, write_jsonl
+from tunesmith.jsonl import read_jsonl
+from tunesmith.testing import (
+    finish,
+    kill,
+    metric_lines,
+    run_log,
+    start_train,
+    wait_for_lines,
+    write_cls_recipe,
+    write_tiny_bert,
+)
 from tunesmith.train.checkpoint import is_valid_checkpoint, list_checkpoints
 
 TRAIN_ARGS = ["--set", "train.log_every=1", "--set", "train.save_every=1", "--set", "train.keep_last_n=2",
@@ -48,74 +55,19 @@ TRAIN_ARGS = ["--set", "train.log_every=1", "--set", "train.save_every=1", "--se
               "--set", "train.eval_every=7", "--set", "method.type=full", "--set", "train.group_by_length=true"]
 TIMEOUT = 600
 
+
 def build_setup(work: Path, train_rows: int) -> Path:
-    """A tiny BERT folder, train/eval data and a recipe in ``work``; returns the recipe path."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
+    """The tests' tiny BERT, train/eval data and recipe in ``work``; returns the recipe path."""
+    from transformers import BertConfig
 
-    from tunesmith.models.load import resolve_model_source
-
-    torch.manual_seed(0)
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_source("builtin:minilm"))
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=64, max_position_embeddings=128, initializer_range=0.2)
-    assert config.hidden_dropout_prob > 0  # the resume must restore the dropout RNG
-    BertModel(config).save_pretrained(work / "tiny-bert")
-    tokenizer.save_pretrained(work / "tiny-bert")
-    write_jsonl(work / "train.jsonl", sentiment_rows(train_rows, seed=1))
-    write_jsonl(work / "eval.jsonl", sentiment_rows(40, seed=2))
-    recipe = {
-        "name": "tiny-cls", "task": "classification", "seed": 7, "output_dir": str(work / "runs"),
-        "model": {"name": str(work / "tiny-bert")},
-        "data": {"train": "train.jsonl", "eval": "eval.jsonl", "max_length": 32},
-        "method": {"type": "full"},
-        "train": {"epochs": 15, "batch_size": 16, "lr": 5e-3, "eval_every": 10, "log_every": 2, "save_every": 20},
-        "eval": {"probes": ["the film was wonderful", "the plot was awful"]},
-    }
-    path = work / "recipe.yaml"
-    path.write_text(yaml.safe_dump(recipe))
-    return path
+    model_dir = write_tiny_bert(work / "tiny-bert")
+    assert BertConfig.from_pretrained(model_dir).hidden_dropout_prob > 0  # the resume must restore the dropout RNG
+    return write_cls_recipe(work, model_dir, train_rows)
 
 
-def start(recipe: Path, run_dir: Path, *extra: str) -> subprocess.Popen:
-    log = open(f"{run_dir}.log", "ab")  # noqa: SIM115 - closed by finish()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tunesmith.cli", "train", str(recipe), "--output-dir", str(run_dir),
-         *TRAIN_ARGS, *extra],
-        cwd=recipe.parent, env={**os.environ, "TUNESMITH_NO_PROGRESS": "1"}, stdout=log, stderr=subprocess.STDOUT,
-    )
-    proc.log = log
-    return proc
-
-
-def finish(proc: subprocess.Popen) -> int:
-    try:
-        return proc.wait(timeout=TIMEOUT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.log.close()
-
-
-def metric_lines(run_dir: Path) -> int:
-    try:
-        return (run_dir / "metrics.jsonl").read_bytes().count(b"\n")
-    except FileNotFoundError:
-        return 0
-
-
-def wait_for_lines(proc: subprocess.Popen, run_dir: Path, n: int) -> float | None:
-    """Monotonic time when metrics.jsonl reached ``n`` lines; None if the process ended first."""
-    deadline = time.monotonic() + TIMEOUT
-    while metric_lines(run_dir) < n:
-        if proc.poll() is not None or time.monotonic() > deadline:
-            return None
-        time.sleep(0.005)
-    return time.monotonic()
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+def start(recipe: Path, run_dir: Path, *extra: str):
+    """``tunesmith train`` with the trial settings, in the background (log: RUN_DIR.log)."""
+    return start_train(recipe, run_dir, *TRAIN_ARGS, *extra)
 
 
 def compare(run_dir: Path, ref: dict) -> dict:
@@ -153,14 +105,14 @@ def main() -> None:
 
         ref_dir = work / "reference"
         proc = start(recipe, ref_dir)
-        first = wait_for_lines(proc, ref_dir, 1)
+        first = wait_for_lines(proc, ref_dir, 1, TIMEOUT)
         last, seen = first, 1
         while proc.poll() is None:  # the training phase ends when the last metrics line appears
             lines = metric_lines(ref_dir)
             if lines > seen:
                 last, seen = time.monotonic(), lines
             time.sleep(0.005)
-        rc = finish(proc)
+        rc = finish(proc, TIMEOUT)
         if rc != 0 or first is None:
             sys.exit(f"reference run failed (rc {rc}); see {ref_dir}.log")
         ref_metrics = read_jsonl(ref_dir / "metrics.jsonl")
@@ -174,12 +126,11 @@ def main() -> None:
             delay = rng.uniform(0.0, 1.1 * span)
             run_dir = work / f"trial-{trial}"
             proc = start(recipe, run_dir)
-            t0 = wait_for_lines(proc, run_dir, 1)
+            t0 = wait_for_lines(proc, run_dir, 1, TIMEOUT)
             if t0 is not None:
                 time.sleep(max(0.0, delay - (time.monotonic() - t0)))
             finished_before = proc.poll() == 0
-            proc.send_signal(signal.SIGKILL)
-            kill_rc = finish(proc)
+            kill_rc = kill(proc, signal.SIGKILL, TIMEOUT)
 
             ckpts = list_checkpoints(run_dir)
             valid = {p.name: is_valid_checkpoint(p) for p in ckpts}
@@ -194,9 +145,8 @@ def main() -> None:
             }
 
             resume = start(recipe, run_dir, "--resume", "auto")
-            record["resume_exit_code"] = finish(resume)
-            log = Path(f"{run_dir}.log").read_text(errors="replace")
-            found = re.findall(r"resuming from (\S+)", log)
+            record["resume_exit_code"] = finish(resume, TIMEOUT)
+            found = re.findall(r"resuming from (\S+)", run_log(run_dir))
             resumed_from = Path(found[-1]).name if found else None
             record["resumed_from"] = resumed_from
             record["resumed_from_valid"] = valid.get(resumed_from) if resumed_from else None

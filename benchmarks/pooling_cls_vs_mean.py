@@ -76,10 +76,13 @@ def finetune(pooling, train, ev, tmp):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModel
 
-    from tunesmith.config.schema import LoraMethod, TrainConfig
+    from tunesmith.config.methods import LoraMethod
+    from tunesmith.config.schema import TrainConfig
     from tunesmith.methods import apply_method
     from tunesmith.models.load import load_model
     from tunesmith.objectives.classification import ClassificationObjective
+    from tunesmith.eval.evaluate import evaluate
+    from tunesmith.train.backend import Backend
     from tunesmith.train.loop import train as train_loop
 
     torch.manual_seed(0)
@@ -96,8 +99,8 @@ def finetune(pooling, train, ev, tmp):
     cfg = TrainConfig(epochs=1, batch_size=32, lr=1e-3, log_every=50)
     t = time.perf_counter()
     train_loop(model, objective, objective.encode(train), cfg, lr=cfg.lr, seed=42, run_dir=tmp,
-               accelerator=Accelerator(cpu=True), show_progress=False)
-    metrics = objective.evaluate(model, objective.encode(ev), 64, "cpu")
+               backend=Backend(Accelerator(cpu=True)), show_progress=False)
+    metrics = evaluate(objective, model, objective.encode(ev), 64, "cpu", ("accuracy",))
     return metrics["accuracy"], time.perf_counter() - t
 
 

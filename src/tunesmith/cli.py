@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                          help="override a recipe value for every variant (repeatable)")
     compare.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _plugin_option(compare)
     compare.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors")
     export = sub.add_parser(
         "export", help="merge an adapter into its base, or export to ONNX / INT8 ONNX, with parity checks",
@@ -90,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a recipe value (repeatable)")
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors")
+        _plugin_option(p)
 
     serve = sub.add_parser(
         "serve", help="OpenAI-compatible server: one base model in memory, many adapters picked per request",
@@ -157,8 +159,15 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", nargs="?", const="auto", metavar="auto|CHECKPOINT",
                    help="continue the run from its latest valid checkpoint (auto) or from a checkpoint directory")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _plugin_option(p)
     # SUPPRESS: an absent sub-command --debug must not reset a --debug given before the command.
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors")
+
+
+def _plugin_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--plugin", action="append", default=[], metavar="NAME",
+                   help="load the installed back-translator NAME (entry point group tunesmith.back_translators) "
+                        "so a recipe can use it as data.augment.back_translation (repeatable)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -169,6 +178,11 @@ def main(argv: list[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
+        if getattr(args, "plugin", None):
+            # Third-party code runs only when the CLI user names it, never because a recipe does.
+            from tunesmith.data.paraphrase import load_plugins
+
+            load_plugins(args.plugin)
         if args.command == "train":
             _train(Path(args.recipe), args, overwrite=args.overwrite)
         elif args.command == "compare":

@@ -20,32 +20,14 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from tunesmith.config.methods import PRESETS
 from tunesmith.config.schema import RecipeConfig
 from tunesmith.errors import ConfigError
+from tunesmith.objectives.tasks import task_spec
+from tunesmith.rundir import RunDir
 
-# Named variants: the methods of the guides' comparison table, with the settings the
-# guides (and the papers) use by default.
-PRESETS: dict[str, dict] = {
-    "full": {"type": "full"},
-    "freeze": {"type": "freeze"},
-    "freeze-top2": {"type": "freeze", "train_last_n_layers": 2},
-    "lora": {"type": "lora"},
-    "rslora": {"type": "lora", "use_rslora": True},
-    "dora": {"type": "lora", "use_dora": True},
-    "pissa": {"type": "lora", "init": "pissa", "dropout": 0.0},
-    "loraplus": {"type": "lora", "lora_plus_ratio": 16},
-    "qlora": {"type": "qlora"},
-    "adalora": {"type": "adalora"},
-    "prefix": {"type": "prefix", "projection": True},
-    "prompt": {"type": "prompt"},
-    "ptuning": {"type": "ptuning", "version": 1},
-    "ptuning2": {"type": "ptuning", "version": 2},
-    "ia3": {"type": "ia3"},
-    "adapter": {"type": "adapter", "style": "houlsby"},
-    "adapter-pfeiffer": {"type": "adapter", "style": "pfeiffer"},
-    "adapter-parallel": {"type": "adapter", "style": "parallel", "scaling": 4.0},
-    "bitfit": {"type": "bitfit"},
-}
+# Named variants (the methods of the guides' comparison table, with the settings the
+# guides and the papers use by default) come from the method catalog.
 DEFAULT_METHODS = "full,freeze,lora,dora,adalora,ia3,prefix,prompt,ptuning,ptuning2,adapter,bitfit"
 # Query and value projections per architecture, for the LoRA paper's rank study.
 QUERY_VALUE = {"bert": ("query", "value"), "roberta": ("query", "value"), "llama": ("q_proj", "v_proj"),
@@ -116,10 +98,18 @@ def _dir_mb(path: Path) -> float | None:
 
 def run_variant(recipe: Path, variant: Variant, out_dir: Path, overrides: list[str], keep_lr: bool,
                 config: RecipeConfig) -> dict:
-    """Train one variant in a subprocess; return its row of the table."""
+    """Train one variant in a subprocess; return its row of the table.
+
+    The back-translators this process loaded with ``--plugin`` are loaded in the child
+    too, so a recipe that uses one trains the same in every variant.
+    """
+    from tunesmith.data.paraphrase import loaded_plugins  # torch-free
+
     run_dir = out_dir / "runs" / variant.label
     args = [sys.executable, "-m", "tunesmith.cli", "train", str(recipe), "--output-dir", str(run_dir),
             "--overwrite", "--no-progress"]
+    for name in loaded_plugins():
+        args += ["--plugin", name]
     for o in overrides:
         args += ["--set", o]
     args += ["--set", "method=" + json.dumps(variant.method)]
@@ -129,8 +119,7 @@ def run_variant(recipe: Path, variant: Variant, out_dir: Path, overrides: list[s
     proc = subprocess.run(args, capture_output=True, text=True)
     row: dict = {"label": variant.label, "group": variant.group, "method": variant.method, **variant.meta,
                  "process_wall_s": round(time.perf_counter() - started, 1)}
-    summary_file = run_dir / "summary.json"
-    summary = json.loads(summary_file.read_text(encoding="utf-8")) if summary_file.is_file() else {}
+    summary = RunDir(run_dir).read_summary()
     if proc.returncode != 0 or summary.get("status") != "completed":
         row.update(status="failed", error=summary.get("error") or _error_message(proc))
         (out_dir / "runs").mkdir(parents=True, exist_ok=True)
@@ -163,7 +152,8 @@ def _error_message(proc: subprocess.CompletedProcess) -> str:
 
 
 def headline_metric(config: RecipeConfig) -> str:
-    return "accuracy" if config.task == "classification" else "eval_loss"
+    """The task's headline metric (the registry's), which the table and charts compare on."""
+    return task_spec(config.task).headline
 
 
 def compare(recipe: Path, config: RecipeConfig, variants: list[Variant], out_dir: Path, overrides: list[str],

@@ -2,42 +2,44 @@
 
 from __future__ import annotations
 
-import json
 import resource
 import sys
 import time
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
 from transformers import set_seed
 
 from tunesmith.config.load import dump_recipe
-from tunesmith.config.schema import PROMPT_METHODS, RecipeConfig
-from tunesmith.data.packing import pack_features, packing_efficiency
+from tunesmith.config.schema import RecipeConfig
 from tunesmith.data import cache as data_cache
+from tunesmith.data.packing import pack_features, packing_efficiency
 from tunesmith.data.pipeline import prepare_data
 from tunesmith.data.template import resolve_template
+from tunesmith.eval.evaluate import evaluate, scalar_metrics
 from tunesmith.eval.report import write_report
-from tunesmith.jsonl import write_jsonl
 from tunesmith.methods import apply_method, count_parameters, training_hooks
 from tunesmith.methods.saved import save_trained
 from tunesmith.models.load import load_model, load_tokenizer, resolve_model_source
 from tunesmith.models.quantize import four_bit_config, quantization_settings
-from tunesmith.objectives.causal_lm import CausalLMObjective
-from tunesmith.objectives.classification import ClassificationObjective
-from tunesmith.objectives.pretrain import PretrainObjective
+from tunesmith.objectives.tasks import task_spec
+from tunesmith.rundir import RunDir, write_model_meta
+from tunesmith.train.backend import Backend
 from tunesmith.train.checkpoint import remove_stale_temp_dirs
-from tunesmith.train.loop import TrainingInterrupted, planned_steps, train
-from tunesmith.train.preflight import check_disk_space, config_hash, find_resume_checkpoint, prepare_run_dir
+from tunesmith.train.loop import train
 from tunesmith.train.precision import autocast
+from tunesmith.train.preflight import check_disk_space, config_hash, find_resume_checkpoint, prepare_run_dir
+from tunesmith.train.sampler import planned_steps
+from tunesmith.train.state import TrainingInterrupted
 
 
 def resolve_run_dir(config: RecipeConfig, output_dir: str | Path | None) -> Path:
+    """The run directory: ``--output-dir``, or ``<output_dir>/<name>`` from the recipe."""
     return Path(output_dir) if output_dir else Path(config.output_dir) / config.name
 
 
 def peak_rss_mb() -> float:
+    """This process's peak resident memory in MB."""
     # ru_maxrss is in KiB on Linux.
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -64,6 +66,7 @@ def run_recipe(
     """
     run_dir = resolve_run_dir(config, output_dir)
     prepare_run_dir(run_dir, overwrite, resume)
+    run = RunDir(run_dir)
     fingerprint = config_hash(config)
     resume_from = None
     if resume:
@@ -71,14 +74,13 @@ def run_recipe(
         resume_from = find_resume_checkpoint(run_dir, resume, fingerprint)
         if resume_from is None:
             log("no valid checkpoint to resume from: starting from the beginning")
-            for name in ("metrics.jsonl", "eval.jsonl", "events.jsonl", "eval_before.json"):
-                (run_dir / name).unlink(missing_ok=True)
+            run.forget_progress()
         else:
             log(f"resuming from {resume_from}")
     dump_recipe(config, run_dir / "config.yaml")
     summary: dict = {"status": "running", "name": config.name, "task": config.task, "method": config.method.type}
     try:
-        summary = _run(config, run_dir, summary, base_dir, show_progress, log, resume_from, fingerprint)
+        summary = _run(config, run, summary, base_dir, show_progress, log, resume_from, fingerprint)
         summary["status"] = "completed"
     except KeyboardInterrupt as exc:  # TrainingInterrupted (a checkpoint was saved) is one too
         summary["status"] = "interrupted"
@@ -92,17 +94,18 @@ def run_recipe(
         raise
     finally:
         summary["run_dir"] = str(run_dir)
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
+        run.write_summary(summary)
     write_report(run_dir, summary)
     return summary
 
 
-def _run(config: RecipeConfig, run_dir: Path, summary: dict, base_dir, show_progress: bool, log,
+def _run(config: RecipeConfig, run: RunDir, summary: dict, base_dir, show_progress: bool, log,
          resume_from: Path | None, fingerprint: str) -> dict:
     started = time.perf_counter()
     if config.train.num_threads:
         torch.set_num_threads(config.train.num_threads)
     set_seed(config.seed)
+    spec = task_spec(config.task)
 
     tokenizer = load_tokenizer(config.model.name)
     if config.data.chat_template:
@@ -110,44 +113,40 @@ def _run(config: RecipeConfig, run_dir: Path, summary: dict, base_dir, show_prog
         tokenizer.chat_template = resolve_template(config.data.chat_template, base_dir)
     data, objective, train_features, eval_features = prepare_features(config, base_dir, tokenizer, summary, log)
     if data.rejects and config.data.on_error == "quarantine":
-        write_jsonl(run_dir / "rejects.jsonl", data.rejects, drop_private=True)
+        run.write_rows("rejects", data.rejects)
 
     source = resolve_model_source(config.model.name)
-    check_disk_space(run_dir, source, config.method.type, config.train)
-    dtype = torch.bfloat16 if config.model.dtype == "bfloat16" else torch.float32
-    id2label = dict(enumerate(data.labels)) if data.labels else None
+    check_disk_space(run.path, source, config.method.type, config.train)
     quantization = quantization_settings(config.method)
     model, _ = load_model(
-        config.model.name, config.model_task, num_labels=len(data.labels) if data.labels else None,
-        id2label=id2label, dtype=dtype, trust_remote_code=config.model.trust_remote_code,
+        config.model.name, spec.head, num_labels=len(data.labels) if data.labels else None,
+        id2label=dict(enumerate(data.labels)) if data.labels else None,
+        dtype=torch.bfloat16 if config.model.dtype == "bfloat16" else torch.float32,
+        trust_remote_code=config.model.trust_remote_code,
         quantization=four_bit_config(**quantization) if quantization else None,
     )
+    backend = Backend()
+    run.is_main = backend.is_main
+    model.to(backend.device)
 
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    device = accelerator.device
-    model.to(device)
-
-    def evaluate(m) -> dict:
-        with autocast(device, config.train.precision):
-            metrics = objective.evaluate(m, eval_features, config.train.eval_batch_size, device)
-        return {k: v for k, v in metrics.items() if not k.startswith("_") and k != "confusion_matrix"}
+    def scores(m) -> dict:
+        with autocast(backend.device, config.train.precision):
+            return evaluate(objective, m, eval_features, config.train.eval_batch_size, backend.device, spec.metrics)
 
     def full_eval(m) -> tuple[dict, list]:
-        with autocast(device, config.train.precision):
-            metrics = objective.evaluate(m, eval_features, config.train.eval_batch_size, device)
-            probes = _answer_probes(objective, m, config, device)
+        metrics = scores(m)
+        with autocast(backend.device, config.train.precision):
+            probes = _answer_probes(objective, m, config, backend.device)
         return metrics, probes
 
     # The base model's scores are kept in the run directory so a resumed run reuses them.
-    before_file = run_dir / "eval_before.json"
-    if before_file.is_file():
-        saved = json.loads(before_file.read_text(encoding="utf-8"))
-        before, probes_before = saved["metrics"], saved["probes"]
+    saved = run.eval_before()
+    if saved:
+        before, probes_before = saved
     else:
         log("evaluating the base model ...")
         before, probes_before = full_eval(model)
-        before_file.write_text(json.dumps({"metrics": before, "probes": probes_before}, ensure_ascii=False),
-                               encoding="utf-8")
+        run.save_eval_before(before, probes_before)
 
     total_steps = planned_steps(len(train_features), config.train)
     model = apply_method(model, config.method, config.model_task, total_steps=total_steps)
@@ -157,16 +156,18 @@ def _run(config: RecipeConfig, run_dir: Path, summary: dict, base_dir, show_prog
 
     stats = train(
         model, objective, train_features, config.train, lr=config.learning_rate, seed=config.seed,
-        run_dir=run_dir, accelerator=accelerator, evaluate=evaluate, show_progress=show_progress,
+        run_dir=run.path, backend=backend, evaluate=lambda m: scalar_metrics(scores(m)),
+        best_metric=config.train.best_metric or spec.headline, show_progress=show_progress,
         resume_from=resume_from, config_hash=fingerprint, hooks=training_hooks(config.method),
     )
-    model = accelerator.unwrap_model(model)
+    model = backend.unwrap(model)
     after, probes_after = full_eval(model)
 
-    save_final(model, tokenizer, run_dir / "final", config, source, data.labels)
+    if backend.is_main:
+        save_final(model, tokenizer, run.final, config, source, data.labels)
     summary.update(
-        eval_before=_scalars(before),
-        eval_after=_scalars(after),
+        eval_before=scalar_metrics(before),
+        eval_after=scalar_metrics(after),
         train={
             "wall_s": round(stats.wall_s, 3),
             "samples_per_s": stats.samples / stats.wall_s,
@@ -187,27 +188,18 @@ def _run(config: RecipeConfig, run_dir: Path, summary: dict, base_dir, show_prog
         confusion_matrix={"before": before.get("confusion_matrix"), "after": after.get("confusion_matrix")},
         probes=_merge_probes(config.eval.probes, probes_before, probes_after),
     )
-    write_jsonl(run_dir / "eval_set.jsonl", data.eval, drop_private=True)  # what exports re-measure on, and reviewers read
+    run.write_rows("eval_set", data.eval)
     if data.test:
-        write_jsonl(run_dir / "test_set.jsonl", data.test, drop_private=True)  # never trained or selected on
+        run.write_rows("test_set", data.test)
     if "_probs" in after:
-        write_predictions(run_dir / "predictions.jsonl", data.eval, data.labels, after["_probs"])
-    (run_dir / "probes.json").write_text(json.dumps(summary["probes"], indent=2, ensure_ascii=False), encoding="utf-8")
+        run.write_predictions(data.eval, data.labels, after["_probs"])
+    run.write_probes(summary["probes"])
     return summary
 
 
 def make_objective(config: RecipeConfig, tokenizer, labels):
-    """The task's objective: how records become batches, losses and metrics."""
-    if config.task == "classification":
-        return ClassificationObjective(tokenizer, labels, config.data.max_length, config.data.on_overlength)
-    # Virtual tokens (prompt methods) would be shared by every example of a concatenated row.
-    padding_free = config.train.padding_free and config.method.type not in PROMPT_METHODS
-    if config.task == "pretrain":
-        return PretrainObjective(tokenizer, config.data.max_length, head_on_targets=config.train.lm_head_on_targets,
-                                 padding_free=padding_free)
-    return CausalLMObjective(tokenizer, config.data.max_length, config.data.system_prompt,
-                             config.data.on_overlength, config.data.loss_on == "last_answer",
-                             head_on_targets=config.train.lm_head_on_targets, padding_free=padding_free)
+    """The task's objective (from the task registry): how records become batches and losses."""
+    return task_spec(config.task).make_objective(config, tokenizer, labels)
 
 
 def prepare_features(config: RecipeConfig, base_dir, tokenizer, summary: dict, log):
@@ -222,7 +214,7 @@ def prepare_features(config: RecipeConfig, base_dir, tokenizer, summary: dict, l
         summary["data"] = dict(data.info, **extra, cache={"key": key, "hit": True})
         log(f"data: {len(data.train)} train / {len(data.eval)} eval rows (tokenized data from the cache)")
     else:
-        data = prepare_data(config.data, config.task, config.seed, base_dir)
+        data = prepare_data(config.data, task_spec(config.task).shape, config.seed, base_dir)
         log(f"data: {len(data.train)} train / {len(data.eval)} eval rows")
         objective = make_objective(config, tokenizer, data.labels)
         extra = {}
@@ -253,19 +245,6 @@ def prepare_features(config: RecipeConfig, base_dir, tokenizer, summary: dict, l
             log(f"data: {report['rows']} {split} rows longer than {report['max_length']} tokens ({report['policy']})")
     summary["data"]["prepare_s"] = round(time.perf_counter() - started, 3)
     return data, objective, train_features, eval_features
-
-
-def write_predictions(path: Path, rows: list[dict], labels: list[str], probs: list[list[float]]) -> None:
-    """One line per eval example (text, gold, predicted, probabilities) for error analysis and review."""
-    with path.open("w", encoding="utf-8") as fh:
-        for row, p in zip(rows, probs):
-            predicted = labels[max(range(len(p)), key=p.__getitem__)]
-            fh.write(json.dumps({"text": row["text"], "label": row["label"], "predicted": predicted,
-                                 "probs": dict(zip(labels, p))}, ensure_ascii=False) + "\n")
-
-
-def _scalars(metrics: dict) -> dict:
-    return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not k.startswith("_")}
 
 
 def _answer_probes(objective, model, config: RecipeConfig, device) -> list:
@@ -302,4 +281,4 @@ def save_final(model, tokenizer, final_dir: Path, config: RecipeConfig, source: 
         "max_length": config.data.max_length,
         "tunesmith_version": sys.modules["tunesmith"].__version__,
     }
-    (final_dir / "tunesmith.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
+    write_model_meta(final_dir, meta)

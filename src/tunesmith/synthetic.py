@@ -6,11 +6,9 @@ real signal rather than noise.
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 
-from tunesmith.jsonl import write_jsonl  # noqa: F401 (tests import it from here)
 
 POSITIVE = ["good", "great", "wonderful", "excellent", "lovely", "superb"]
 NEGATIVE = ["bad", "awful", "terrible", "boring", "dreadful", "poor"]
@@ -75,6 +73,7 @@ def make_lora_run(run_dir: Path, base: str | Path, task: str, seed: int, *, labe
 
     from tunesmith.methods.saved import save_trained
     from tunesmith.models.load import load_model
+    from tunesmith.rundir import write_model_meta
 
     torch.manual_seed(seed)
     id2label = dict(enumerate(labels)) if labels else None
@@ -95,5 +94,5 @@ def make_lora_run(run_dir: Path, base: str | Path, task: str, seed: int, *, labe
     meta = {"task": task, "method": method, "method_config": {"type": method}, "quantization": None,
             "base_model": str(base), "base_model_path": str(base), "labels": labels,
             "system_prompt": system_prompt, "max_length": 64}
-    (final / "tunesmith.json").write_text(json.dumps(meta), encoding="utf-8")
+    write_model_meta(final, meta)
     return Path(run_dir)

@@ -9,7 +9,8 @@ import pytest
 
 from tunesmith.cli import main
 from tunesmith.compare import PRESETS, parse_variants, plot_rank_study
-from tunesmith.config.schema import DEFAULT_LR, RecipeConfig
+from tunesmith.config.methods import DEFAULT_LR
+from tunesmith.config.schema import RecipeConfig
 from tunesmith.errors import ConfigError
 
 

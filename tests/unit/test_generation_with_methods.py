@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from tunesmith.config.schema import LoraMethod, PrefixMethod
+from tunesmith.config.methods import LoraMethod, PrefixMethod
 from tunesmith.methods import apply_method
 from tunesmith.models.load import load_model
-from tunesmith.objectives.causal_lm import CausalLMObjective, greedy_without_cache, uses_deep_prompts
+from tunesmith.eval.generate import greedy_without_cache, uses_deep_prompts
+from tunesmith.objectives.causal_lm import CausalLMObjective
 
 CPU = torch.device("cpu")
 

@@ -14,7 +14,9 @@ from tunesmith.config.schema import TrainConfig
 from tunesmith.models.load import resolve_model_source
 from tunesmith.objectives.causal_lm import CausalLMObjective
 from tunesmith.objectives.classification import ClassificationObjective
-from tunesmith.train.loop import epoch_windows, steps_per_epoch, train
+from tunesmith.train.backend import Backend
+from tunesmith.train.loop import train
+from tunesmith.train.sampler import epoch_windows, steps_per_epoch
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +44,7 @@ def _llama(tokenizer):
 
 def _run(model, objective, features, tmp_path, **cfg):
     cfg = TrainConfig(**{"epochs": 1, "lr": 1e-2, "warmup_ratio": 0.0, "log_every": 1, **cfg})
-    train(model, objective, features, cfg, lr=cfg.lr, seed=3, run_dir=tmp_path, accelerator=Accelerator(cpu=True),
+    train(model, objective, features, cfg, lr=cfg.lr, seed=3, run_dir=tmp_path, backend=Backend(Accelerator(cpu=True)),
           show_progress=False)
     return [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
 

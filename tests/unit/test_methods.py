@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification, LlamaConfig, LlamaForCausalLM
 
-from tunesmith.config.schema import FreezeMethod, FullMethod, LoraMethod
+from tunesmith.config.methods import FreezeMethod, FullMethod, LoraMethod
 from tunesmith.errors import ConfigError
 from tunesmith.methods import apply_method, count_parameters
 from tunesmith.methods.lora import DEFAULT_TARGETS, default_targets
@@ -167,7 +167,7 @@ def test_count_parameters_splits_trainable():
 
 
 def test_freeze_train_patterns_add_matching_parameters():
-    from tunesmith.config.schema import FreezeMethod as F
+    from tunesmith.config.methods import FreezeMethod as F
 
     model = apply_method(bert(), F(train_patterns=[r"attention\.output\.LayerNorm"]), "classification")
     extra = {n for n in trainable(model) if "LayerNorm" in n}
@@ -176,7 +176,7 @@ def test_freeze_train_patterns_add_matching_parameters():
 
 @pytest.mark.parametrize(("pattern", "message"), [("no_such_param", "matches no parameter"), ("(", "not a valid regular")])
 def test_freeze_bad_patterns_are_config_errors(pattern, message):
-    from tunesmith.config.schema import FreezeMethod as F
+    from tunesmith.config.methods import FreezeMethod as F
 
     with pytest.raises(ConfigError, match=message):
         apply_method(bert(), F(train_patterns=[pattern]), "classification")
@@ -206,7 +206,7 @@ def test_dora_learns_a_magnitude_vector():
 
 
 def test_pissa_starts_from_the_same_outputs_with_the_principal_directions_moved():
-    from tunesmith.config.schema import LoraMethod as L
+    from tunesmith.config.methods import LoraMethod as L
 
     model = llama()
     ids = torch.randint(0, 100, (1, 8))
@@ -228,21 +228,21 @@ def test_pissa_rejects_dropout_and_dora():
 
 
 def test_qlora_needs_a_4_bit_base():
-    from tunesmith.config.schema import QloraMethod
+    from tunesmith.config.methods import QloraMethod
 
     with pytest.raises(ConfigError, match="4-bit"):
         apply_method(llama(), QloraMethod(), "causal_lm")
 
 
 def test_adalora_needs_room_for_its_schedule():
-    from tunesmith.config.schema import AdaloraMethod
+    from tunesmith.config.methods import AdaloraMethod
 
     with pytest.raises(ConfigError, match="pruning steps"):
         apply_method(llama(), AdaloraMethod(tinit=0.5, tfinal=0.45), "causal_lm", total_steps=4)
 
 
 def test_bitfit_trains_biases_and_the_head_only():
-    from tunesmith.config.schema import BitfitMethod
+    from tunesmith.config.methods import BitfitMethod
 
     model = apply_method(bert(), BitfitMethod(), "classification")
     names = trainable(model)
@@ -251,7 +251,7 @@ def test_bitfit_trains_biases_and_the_head_only():
 
 
 def test_prompt_text_init_starts_from_the_texts_embeddings(tiny_bert_dir):
-    from tunesmith.config.schema import PromptMethod
+    from tunesmith.config.methods import PromptMethod
     from tunesmith.models.load import load_model
 
     model, tokenizer = load_model(str(tiny_bert_dir), "classification", num_labels=2)

@@ -9,7 +9,8 @@ import torch
 
 from tunesmith.config.schema import RecipeConfig
 from tunesmith.errors import ConfigError
-from tunesmith.methods import MERGEABLE, apply_method
+from tunesmith.config.methods import method_info
+from tunesmith.methods import apply_method
 from tunesmith.methods.saved import load_trained, merge_trained, save_trained
 from tunesmith.models.load import load_model
 from tunesmith.models.quantize import four_bit_config, quantization_settings
@@ -116,7 +117,7 @@ def test_save_reload_gives_identical_logits(name, task, tiny_bert_dir, tiny_llam
     assert_logits_match(_logits(reloaded, tokenizer2), expected, 1e-6 if name != "pissa" else 1e-5)
 
 
-MERGE_CASES = [(n, t) for n, t in CASES if METHODS[n]["type"] in MERGEABLE and METHODS[n]["type"] != "qlora"]
+MERGE_CASES = [(n, t) for n, t in CASES if method_info(METHODS[n]["type"]).mergeable and METHODS[n]["type"] != "qlora"]
 
 
 @pytest.mark.parametrize(("name", "task"), MERGE_CASES, ids=[f"{n}-{t}" for n, t in MERGE_CASES])

@@ -7,9 +7,6 @@ the real SmolLM2 file, whose conversion takes ~40 s and is covered by the slow t
 from __future__ import annotations
 
 import json
-import multiprocessing
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,16 +14,16 @@ import pytest
 import torch
 
 from tunesmith.errors import ModelError
+from tunesmith.models import gguf as gguf_mod
 from tunesmith.models import load as load_mod
 from tunesmith.models.load import (
     BUILTIN_MODELS,
-    COMPLETE_MARKER,
     BuiltinModel,
-    build_cached_dir,
     load_model,
     load_tokenizer,
     resolve_model_source,
 )
+from tunesmith.storage import COMPLETE_MARKER
 
 
 @pytest.fixture(autouse=True)
@@ -127,103 +124,6 @@ def _gguf_logits(gguf_path: Path, text: str, tokenizer) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------------------
-# build_cached_dir: once, atomically, across threads and processes
-
-
-def _slow_build(tmp_dir: Path, log: Path) -> None:
-    # Append-only log: one line per real build, whichever process runs it.
-    with open(log, "a") as fh:
-        fh.write("build\n")
-    (tmp_dir / "payload.txt").write_text("hello")
-    time.sleep(0.5)  # long enough that every caller arrives while the first is building
-
-
-def _build_in_process(target: str, log: str) -> None:
-    build_cached_dir(Path(target), lambda d: _slow_build(d, Path(log)), {"source": "test"})
-
-
-def test_build_cached_dir_builds_once_across_threads(tmp_path):
-    target = tmp_path / "models" / "thing"
-    log = tmp_path / "log.txt"
-    results, errors = [], []
-
-    def worker():
-        try:
-            results.append(build_cached_dir(target, lambda d: _slow_build(d, log)))
-        except Exception as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=worker) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-
-    assert not errors
-    assert results == [target] * 4
-    assert log.read_text().count("build") == 1
-    assert (target / "payload.txt").read_text() == "hello"
-    assert (target / COMPLETE_MARKER).is_file()
-    # No temp folders are left behind next to the target.
-    assert sorted(p.name for p in target.parent.iterdir()) == ["thing", "thing.lock"]
-
-
-def test_build_cached_dir_builds_once_across_processes(tmp_path):
-    target = tmp_path / "models" / "thing"
-    log = tmp_path / "log.txt"
-    # fork: the children inherit the already imported modules, so they start instantly.
-    ctx = multiprocessing.get_context("fork")
-    procs = [ctx.Process(target=_build_in_process, args=(str(target), str(log))) for _ in range(3)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=60)
-    assert [p.exitcode for p in procs] == [0, 0, 0]
-    assert log.read_text().count("build") == 1
-    marker = json.loads((target / COMPLETE_MARKER).read_text())
-    assert marker["source"] == "test"
-
-
-def test_build_cached_dir_reuses_complete_folder(tmp_path):
-    target = tmp_path / "thing"
-    log = tmp_path / "log.txt"
-    build_cached_dir(target, lambda d: _slow_build(d, log))
-    build_cached_dir(target, lambda d: _slow_build(d, log))
-    assert log.read_text().count("build") == 1
-
-
-def test_build_cached_dir_redoes_folder_without_marker(tmp_path):
-    target = tmp_path / "thing"
-    target.mkdir()
-    (target / "half-written.bin").write_text("junk")
-    log = tmp_path / "log.txt"
-
-    assert build_cached_dir(target, lambda d: _slow_build(d, log)) == target
-    assert log.read_text().count("build") == 1
-    assert not (target / "half-written.bin").exists()
-    assert (target / COMPLETE_MARKER).is_file()
-
-
-def test_build_cached_dir_failed_build_leaves_nothing(tmp_path):
-    target = tmp_path / "thing"
-
-    def broken(tmp_dir: Path) -> None:
-        (tmp_dir / "partial").write_text("x")
-        raise RuntimeError("boom")
-
-    with pytest.raises(RuntimeError, match="boom"):
-        build_cached_dir(target, broken)
-    assert not target.exists()
-    assert [p.name for p in tmp_path.iterdir()] == ["thing.lock"]
-
-    # A leftover temp folder from a crashed build is cleaned up by the next build.
-    (tmp_path / ".thing.tmp-crashed").mkdir()
-    build_cached_dir(target, lambda d: (d / "ok").write_text("ok"))
-    assert (target / "ok").is_file()
-    assert not (tmp_path / ".thing.tmp-crashed").exists()
-
-
-# --------------------------------------------------------------------------------------
 # GGUF conversion (tiny model)
 
 
@@ -247,7 +147,7 @@ def test_gguf_file_converts_once_to_plain_fp32_folder(tmp_path, monkeypatch, cap
     def no_convert(*args, **kwargs):
         raise AssertionError("converted twice")
 
-    monkeypatch.setattr(load_mod, "convert_gguf", no_convert)
+    monkeypatch.setattr(gguf_mod, "convert_gguf", no_convert)
     assert Path(resolve_model_source(str(gguf_path))) == source
 
     model, tokenizer = load_model(str(gguf_path), "causal_lm")

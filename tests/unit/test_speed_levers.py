@@ -9,12 +9,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tunesmith.config.schema import LoraMethod, PromptMethod
+from tunesmith.config.methods import LoraMethod, PromptMethod
 from tunesmith.methods import apply_method
 from tunesmith.models.load import load_model
 from tunesmith.objectives.causal_lm import CausalLMObjective, supports_logits_to_keep
 from tunesmith.train.memory import fix_mmap_threshold
-from tunesmith.train.loop import epoch_windows
+from tunesmith.train.sampler import epoch_windows
 
 from tests.unit.test_packing import _chats
 
@@ -88,8 +88,27 @@ def test_prompt_methods_keep_the_full_head(tiny_llama_dir):
     assert supports_logits_to_keep(apply_method(model, LoraMethod(r=2), "causal_lm"))
     objective = _objective(tokenizer)
     batch = objective.collate(objective.encode(_chats()[:3]))
-    loss = objective.loss_sum(prompt_tuned, batch)  # virtual-token logits are cut off, not misaligned
-    assert torch.isfinite(loss)
+    loss = objective.loss_sum(prompt_tuned, batch)
+
+    # By hand: the full head's logits, the virtual-token positions cut off, the next token's
+    # label at each remaining position, padding and prompts (-100) ignored, summed.
+    virtual = prompt_tuned.peft_config["default"].num_virtual_tokens
+    assert virtual == 4
+    with torch.no_grad():
+        logits = prompt_tuned(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    assert logits.shape[1] == virtual + batch["input_ids"].shape[1]
+    targets = batch["labels"][:, 1:]
+    kept = targets != -100
+    assert kept.any()
+
+    def summed_ce(position_logits):
+        return torch.nn.functional.cross_entropy(position_logits[kept].float(), targets[kept], reduction="sum")
+
+    expected = summed_ce(logits[:, virtual:-1])
+    torch.testing.assert_close(loss.detach(), expected, rtol=1e-5, atol=1e-4)
+    # Misaligned by the virtual tokens, the same sum would differ: the check above can tell.
+    misaligned = summed_ce(logits[:, : batch["input_ids"].shape[1] - 1])
+    assert not torch.isclose(misaligned, expected, rtol=1e-3)
 
 
 def test_ungrouped_windows_are_the_plain_shuffle():

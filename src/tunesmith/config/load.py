@@ -10,7 +10,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from tunesmith.config.schema import METHOD_TYPES, RecipeConfig
+from tunesmith.config.methods import METHOD_TYPES, METHODS
+from tunesmith.config.schema import RecipeConfig
 from tunesmith.errors import ConfigError
 
 
@@ -101,8 +102,8 @@ def dump_recipe(config: RecipeConfig, path: Path) -> None:
 
 def _explain(err: dict, raw: dict) -> str:
     loc = [str(p) for p in err["loc"]]
-    # Drop pydantic's union tags (e.g. 'lora' in method.lora.r) so the path matches the YAML.
-    if len(loc) >= 2 and loc[0] == "method" and loc[1] in {"full", "freeze", "lora"}:
+    # Drop pydantic's union tags (e.g. 'adalora' in method.adalora.init_r) so the path matches the YAML.
+    if len(loc) >= 2 and loc[0] == "method" and loc[1] in METHODS:
         loc = [loc[0]] + loc[2:]
     where = ".".join(loc) or "recipe"
     if err["type"] == "extra_forbidden":
@@ -132,12 +133,11 @@ def _closest_key(loc: list[str], raw: dict) -> str | None:
 
 
 def _section_model(field, raw: dict, loc: list[str]):
-    from tunesmith.config import schema
-
     ann = field.annotation
     if loc and loc[0] == "method":
-        kind = (raw.get("method") or {}).get("type", "lora")
-        return {"full": schema.FullMethod, "freeze": schema.FreezeMethod, "lora": schema.LoraMethod}.get(kind)
+        method = raw.get("method")
+        kind = method.get("type", "lora") if isinstance(method, dict) else None
+        return METHODS[kind].config if kind in METHODS else None
     for candidate in getattr(ann, "__args__", (ann,)):
         inner = getattr(candidate, "__args__", (candidate,))
         for c in inner:

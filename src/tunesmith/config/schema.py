@@ -7,18 +7,16 @@ loudly instead of silently training with a default.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-# classification: a label per text; causal_lm: chat SFT (loss on answers); pretrain: raw text (loss on all tokens)
-Task = Literal["classification", "causal_lm", "pretrain"]
+from tunesmith.config.methods import LoraMethod, Method, default_lr, method_info
+from tunesmith.config.section import Section
+from tunesmith.objectives.tasks import TASKS, task_spec, tasks_with_shape
 
-
-class Section(BaseModel):
-    """Base for every config section: strict about unknown keys, validates on assignment."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+# The task names of the registry (classification, causal_lm = chat SFT, pretrain, ...).
+Task = Literal[tuple(TASKS)]
 
 
 class ModelConfig(Section):
@@ -78,8 +76,24 @@ class AugmentConfig(Section):
     swap_rate: float = Field(0.0, ge=0, le=1, description="EDA: random swaps, as a share of the words.")
     delete_rate: float = Field(0.0, ge=0, le=1, description="EDA: chance to delete each word.")
     back_translation: str | None = Field(
-        None, description="'package.module:function' taking a list of texts and returning paraphrases "
-        "(e.g. through a translation model); applied before the EDA steps.")
+        None, description="Name of a registered back-translator that paraphrases each text, applied before the "
+        "EDA steps: built-in 'opus-mt:en-de', 'opus-mt:en-fr', 'opus-mt:en-zh', 'opus-mt:zh-en' (round trips "
+        "through OPUS-MT models from the hub), one loaded with the CLI's --plugin NAME, or one registered in "
+        "Python with tunesmith.data.paraphrase.register_back_translator. Never a path to code to import.")
+
+    @field_validator("back_translation")
+    @classmethod
+    def _no_import_paths(cls, value: str | None) -> str | None:
+        # Recipes are untrusted: a value shaped like 'package.module:function' is refused here,
+        # before anything runs, instead of being looked up (the registry refuses such names too).
+        from tunesmith.data.paraphrase import looks_like_import_path  # torch-free; the rule lives with the registry
+
+        if value is not None and looks_like_import_path(value):
+            raise ValueError(
+                f"{value!r} looks like an import path, and recipes cannot name code to import. Use the name of a "
+                "registered back-translator: a built-in (e.g. 'opus-mt:en-de'), an installed plugin loaded with "
+                "'--plugin NAME', or a function registered in Python with register_back_translator().")
+        return value
 
 
 class DataConfig(Section):
@@ -180,170 +194,6 @@ class DataConfig(Section):
         return self
 
 
-class FullMethod(Section):
-    type: Literal["full"] = "full"
-
-
-class FreezeMethod(Section):
-    type: Literal["freeze"] = "freeze"
-    train_last_n_layers: int = Field(
-        0, ge=0, description="Transformer blocks (counted from the top) that train with the head; 0 = head only."
-    )
-    train_patterns: list[str] = Field(
-        default_factory=list,
-        description="Regular expressions on parameter names that also train, e.g. ['attention\\.output'].",
-    )
-
-
-TargetModules = Union[list[str], Literal["all-linear"], None]
-
-
-class _LoraFields(Section):
-    r: int = Field(8, ge=1, description="LoRA rank.")
-    alpha: float = Field(16, gt=0, description="LoRA scaling numerator (scale = alpha / r, or alpha / sqrt(r) with rsLoRA).")
-    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA input.")
-    target_modules: TargetModules = Field(
-        None, description="Module names to adapt, or 'all-linear'; default: attention (and MLP) projections per architecture."
-    )
-    modules_to_save: list[str] | None = Field(
-        None, description="Extra modules trained in full and saved with the adapter (classification heads are added automatically)."
-    )
-    use_rslora: bool = Field(False, description="Rank-stabilised LoRA: scale by alpha / sqrt(r), so large ranks keep learning.")
-    use_dora: bool = Field(False, description="DoRA: learn each weight's magnitude separately from its LoRA-adapted direction.")
-    init: Literal["default", "gaussian", "pissa", "loftq"] = Field(
-        "default",
-        description="Adapter init: 'default' (Kaiming A, zero B), 'gaussian', 'pissa' (principal singular "
-        "vectors of the base weight, fast SVD) or 'loftq' (quantisation-aware; needs the qlora method).",
-    )
-    lora_plus_ratio: float | None = Field(
-        None, gt=0, description="LoRA+: the B matrices learn this many times faster than A (e.g. 16)."
-    )
-
-
-class LoraMethod(_LoraFields):
-    type: Literal["lora"] = "lora"
-
-
-class QloraMethod(_LoraFields):
-    type: Literal["qlora"] = "qlora"
-    quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type of the frozen base weights.")
-    double_quant: bool = Field(True, description="Quantise the quantisation constants too (saves ~0.4 bit/parameter).")
-    compute_dtype: Literal["float32", "bfloat16", "float16"] = Field(
-        "bfloat16", description="Dtype the 4-bit weights are dequantised to for each matmul."
-    )
-
-
-class AdaloraMethod(Section):
-    type: Literal["adalora"] = "adalora"
-    init_r: int = Field(12, ge=1, description="Rank every adapted matrix starts with.")
-    target_r: int = Field(4, ge=1, description="Average rank left after the budget schedule prunes.")
-    tinit: float = Field(0.1, ge=0, lt=1, description="Share of steps trained at full rank before pruning starts.")
-    tfinal: float = Field(0.2, ge=0, lt=1, description="Share of final steps trained with the final rank pattern.")
-    delta_t: int = Field(5, ge=1, description="Steps between rank re-allocations.")
-    beta1: float = Field(0.85, gt=0, lt=1, description="EMA factor of the sensitivity scores.")
-    beta2: float = Field(0.85, gt=0, lt=1, description="EMA factor of the score uncertainty.")
-    orth_reg_weight: float = Field(0.5, ge=0, description="Weight of the orthogonality penalty on P and Q.")
-    alpha: float = Field(16, gt=0)
-    dropout: float = Field(0.05, ge=0, lt=1)
-    target_modules: TargetModules = Field(None, description="As for lora.")
-
-    @model_validator(mode="after")
-    def _rank_order(self):
-        if self.target_r > self.init_r:
-            raise ValueError("adalora target_r must not exceed init_r")
-        if self.tinit + self.tfinal >= 1:
-            raise ValueError("adalora tinit + tfinal must leave steps for pruning (sum < 1)")
-        return self
-
-
-class PrefixMethod(Section):
-    type: Literal["prefix"] = "prefix"
-    num_virtual_tokens: int = Field(20, ge=1, description="Prefix length: key/value vectors prepended in every layer.")
-    projection: bool = Field(
-        False, description="Reparameterise the prefix through a 2-layer MLP (the prefix-tuning paper's trick for stability)."
-    )
-    projection_hidden: int = Field(256, ge=1, description="Hidden width of that MLP.")
-
-
-class PromptMethod(Section):
-    type: Literal["prompt"] = "prompt"
-    num_virtual_tokens: int = Field(20, ge=1, description="Soft-prompt length (input embeddings prepended to each example).")
-    init: Literal["random", "text"] = Field("random", description="'text' starts from the embeddings of init_text.")
-    init_text: str | None = Field(None, description="Text whose token embeddings initialise the soft prompt.")
-
-    @model_validator(mode="after")
-    def _text_needs_text(self):
-        if self.init == "text" and not self.init_text:
-            raise ValueError("prompt init: text needs init_text")
-        return self
-
-
-class PtuningMethod(Section):
-    type: Literal["ptuning"] = "ptuning"
-    version: Literal[1, 2] = Field(
-        2, description="1: P-tuning (input prompts produced by a prompt encoder); "
-        "2: P-tuning v2 (deep prompts: trainable key/value prompts in every layer)."
-    )
-    num_virtual_tokens: int = Field(20, ge=1)
-    encoder: Literal["mlp", "lstm"] = Field("mlp", description="Prompt encoder of version 1.")
-    encoder_hidden_size: int = Field(128, ge=1, description="Hidden width of the version-1 prompt encoder.")
-
-
-class Ia3Method(Section):
-    type: Literal["ia3"] = "ia3"
-    target_modules: TargetModules = Field(None, description="Modules whose activations get learned scales; default per architecture.")
-    feedforward_modules: list[str] | None = Field(
-        None, description="Which of target_modules are feed-forward (scaled on their input); default per architecture."
-    )
-
-
-class AdapterMethod(Section):
-    type: Literal["adapter"] = "adapter"
-    style: Literal["houlsby", "pfeiffer", "parallel"] = Field(
-        "houlsby",
-        description="houlsby: after attention and feed-forward; pfeiffer: after feed-forward only; "
-        "parallel: beside the feed-forward block, reading its input.",
-    )
-    reduction_factor: int = Field(16, ge=1, description="Bottleneck width = hidden size / reduction_factor.")
-    non_linearity: Literal["relu", "gelu", "silu", "tanh"] = "relu"
-    scaling: float = Field(1.0, gt=0, description="Multiplier on the adapter output (parallel adapters often use 4).")
-
-
-class BitfitMethod(Section):
-    type: Literal["bitfit"] = "bitfit"
-    train_head: bool | None = Field(
-        None, description="Also train the task head; default: yes for classification, no for causal_lm (the LM head is huge)."
-    )
-
-
-Method = Annotated[
-    Union[FullMethod, FreezeMethod, LoraMethod, QloraMethod, AdaloraMethod, PrefixMethod, PromptMethod,
-          PtuningMethod, Ia3Method, AdapterMethod, BitfitMethod],
-    Field(discriminator="type"),
-]
-METHOD_TYPES = ("full", "freeze", "lora", "qlora", "adalora", "prefix", "prompt", "ptuning", "ia3", "adapter", "bitfit")
-
-# Recommended peak learning rates: the fewer (and the more indirect) the trained parameters,
-# the larger the steps they need. Full fine-tuning moves every weight, so it needs the smallest.
-# Each sits at the top of the range the guides give (full 1e-5-5e-5, LoRA 1e-4-1e-3, prompt
-# methods 1e-3-5e-3): typical fine-tunes are short, and a too-small rate wastes the budget.
-DEFAULT_LR = {
-    "full": 5e-5, "freeze": 1e-3, "lora": 1e-3, "qlora": 1e-3, "adalora": 2e-3, "prefix": 5e-3,
-    "prompt": 5e-3, "ptuning": 5e-3, "ia3": 5e-3, "adapter": 1e-3, "bitfit": 2e-3,
-}
-
-
-def default_lr(method) -> float:
-    """The recommended learning rate for a method section.
-
-    Prefix tuning through its MLP needs a 10x smaller rate than direct deep prompts: on the
-    demo task 5e-3 collapsed it to constant outputs (accuracy 0.504) where 5e-4 reached 0.722.
-    """
-    if method.type == "prefix" and method.projection:
-        return 5e-4
-    return DEFAULT_LR[method.type]
-
-
 class GuardConfig(Section):
     """Numerical-health guard: skip bad batches, roll back after repeated trouble."""
 
@@ -362,10 +212,6 @@ class GuardConfig(Section):
     rollback_lr_factor: float = Field(
         1.0, gt=0, le=1, description="Multiply the learning rate by this after each rollback (e.g. 0.5)."
     )
-
-
-# Methods whose virtual tokens sit in front of every row: rows must hold one example each.
-PROMPT_METHODS = frozenset({"prefix", "prompt", "ptuning"})
 
 
 class TrainConfig(Section):
@@ -452,15 +298,17 @@ class RecipeConfig(Section):
 
     @model_validator(mode="after")
     def _cross_field_rules(self):
-        if self.task != "classification" and self.data.labels is not None:
-            raise ValueError("data.labels only applies to task: classification")
-        if self.task != "causal_lm" and self.data.system_prompt is not None:
-            raise ValueError("data.system_prompt only applies to task: causal_lm")
-        if self.task != "causal_lm" and (self.data.chat_template or self.data.loss_on != "all_answers"):
-            raise ValueError("data.chat_template and data.loss_on only apply to task: causal_lm")
-        if self.data.packing and self.task == "classification":
-            raise ValueError("data.packing only applies to task: causal_lm or pretrain")
-        if self.data.packing and self.method.type in PROMPT_METHODS:
+        shape = task_spec(self.task).shape
+        if shape != "classification" and self.data.labels is not None:
+            raise ValueError(f"data.labels only applies to task: {' or '.join(tasks_with_shape('classification'))}")
+        chat_tasks = " or ".join(tasks_with_shape("chat"))
+        if shape != "chat" and self.data.system_prompt is not None:
+            raise ValueError(f"data.system_prompt only applies to task: {chat_tasks}")
+        if shape != "chat" and (self.data.chat_template or self.data.loss_on != "all_answers"):
+            raise ValueError(f"data.chat_template and data.loss_on only apply to task: {chat_tasks}")
+        if self.data.packing and shape not in ("chat", "text"):
+            raise ValueError(f"data.packing only applies to task: {' or '.join(tasks_with_shape('chat', 'text'))}")
+        if self.data.packing and method_info(self.method.type).prompt_based:
             raise ValueError(f"data.packing cannot be combined with method {self.method.type}: its virtual tokens "
                              "would be shared by every chat packed into a row")
         if self.train.eval_every and self.train.max_steps and self.train.eval_every > self.train.max_steps:
@@ -469,8 +317,8 @@ class RecipeConfig(Section):
 
     @property
     def model_task(self) -> str:
-        """The model head the task needs: continued pretraining trains a causal LM too."""
-        return "causal_lm" if self.task == "pretrain" else self.task
+        """The model head the task trains (the registry's ``head``: continued pretraining trains a causal LM too)."""
+        return task_spec(self.task).head
 
     @property
     def learning_rate(self) -> float:

@@ -5,8 +5,9 @@ operations made it) and ``augmented_from`` (the index of its original training r
   split on spaces; Chinese text, which has none, is handled character by character.
 - Synonyms come from WordNet when Debian's ``wordnet`` data is installed
   (``/usr/share/wordnet``), else from a bundled English list.
-- Back-translation: a pluggable hook, ``"package.module:function"`` taking a list of
-  texts and returning their paraphrases (e.g. through any translation model you point to).
+- Back-translation: a registered back-translator, picked by name (see
+  ``tunesmith.data.paraphrase``: built-in OPUS-MT round trips, ``--plugin`` entry points,
+  ``register_back_translator``). A recipe never names code to import.
 
 Only training rows are augmented (after the split, so no augmented copy of an eval row
 leaks into training); for chats only user turns change, the answers stay as they are.
@@ -14,13 +15,13 @@ leaks into training); for chats only user turns change, the answers stay as they
 
 from __future__ import annotations
 
-import importlib
 import json
 import random
 import re
 from functools import lru_cache
 from pathlib import Path
 
+from tunesmith.data.paraphrase import get_back_translator
 from tunesmith.errors import ConfigError
 
 WORDNET_DIRS = (Path("/usr/share/wordnet"), Path("/usr/share/wordnet/dict"))
@@ -97,24 +98,6 @@ def random_delete(text: str, rate: float, rng: random.Random) -> str:
     return sep.join(kept or [rng.choice(words)])
 
 
-def load_hook(spec: str):
-    """Import ``"package.module:function"``.
-
-    Raises:
-        ConfigError: not importable, or not callable.
-    """
-    module_name, _, attr = spec.partition(":")
-    try:
-        fn = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise ConfigError(f"data.augment.back_translation {spec!r} cannot be imported ({exc}).",
-                          "Give 'package.module:function', a function taking a list of texts and returning "
-                          "their paraphrases.") from exc
-    if not callable(fn):
-        raise ConfigError(f"data.augment.back_translation {spec!r} is not a function.")
-    return fn
-
-
 def _texts_of(row: dict) -> list[str]:
     if "messages" in row:
         return [m["content"] for m in row["messages"] if m["role"] == "user"]
@@ -134,20 +117,21 @@ def augment_rows(rows: list[dict], cfg, seed: int) -> tuple[list[dict], dict]:
     ops = [(name, fn, rate) for name, fn, rate in (("synonym", synonym_replace, cfg.synonym_rate),
                                                      ("swap", random_swap, cfg.swap_rate),
                                                      ("delete", random_delete, cfg.delete_rate)) if rate]
-    hook = load_hook(cfg.back_translation) if cfg.back_translation else None
+    back_translate = get_back_translator(cfg.back_translation) if cfg.back_translation else None
     out = list(rows)
     counts: dict[str, int] = {}
     for copy in range(cfg.copies):
         texts = [_texts_of(r) for r in rows]
-        if hook is not None:
+        if back_translate is not None:
             flat = [t for ts in texts for t in ts]
-            translated = list(hook(flat))
+            translated = list(back_translate(flat))
             if len(translated) != len(flat) or not all(isinstance(t, str) for t in translated):
-                raise ConfigError("The back-translation hook must return one string per input text.")
+                raise ConfigError(f"The back-translator {cfg.back_translation!r} must return one string per "
+                                  "input text.")
             it = iter(translated)
             texts = [[next(it) for _ in ts] for ts in texts]
         for i, (row, row_texts) in enumerate(zip(rows, texts)):
-            applied = ["back_translation"] if hook is not None else []
+            applied = ["back_translation"] if back_translate is not None else []
             new = []
             for text in row_texts:
                 for name, fn, rate in ops:

@@ -22,19 +22,9 @@ import numpy as np
 from tunesmith.data.pipeline import PreparedData
 from tunesmith.jsonl import read_jsonl, write_jsonl
 from tunesmith.paths import cache_root
+from tunesmith.storage import digest_tree
 
 FORMAT = 1
-
-
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
-        with file.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
 
 
 def _source_digest(spec: str, base_dir: Path | None) -> str:
@@ -43,7 +33,7 @@ def _source_digest(spec: str, base_dir: Path | None) -> str:
     path = Path(spec.rsplit(":", 1)[0] if not Path(spec).exists() and ":" in spec else spec).expanduser()
     if not path.is_absolute() and base_dir is not None:
         path = Path(base_dir) / path
-    return _file_digest(path) if path.exists() else f"missing:{path}"
+    return digest_tree(path) if path.exists() else f"missing:{path}"
 
 
 def tokenizer_digest(tokenizer) -> str:

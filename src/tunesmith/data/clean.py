@@ -1,6 +1,8 @@
 """Text cleaning steps, each switchable: Unicode NFKC, whitespace, control characters,
 HTML, filler words (English and Chinese), masking of e-mails / phone numbers / ID-card
-numbers, and a length filter. Applied to classification texts and to every chat turn.
+numbers, and a length filter. Applied to every text of a row, whatever its shape: a
+classification text (and its pair), every chat turn, a raw document, a preference
+row's prompt and both answers.
 """
 
 from __future__ import annotations
@@ -48,11 +50,43 @@ def clean_text(text: str, cfg) -> str:
     return text
 
 
-def row_text(row: dict) -> str:
-    """All the text of a record (classification text, or every turn of a chat)."""
+# The text fields of each row shape: preference rows hold a prompt and two answers, each
+# a string or a message list (see data/validate.py).
+PREFERENCE_FIELDS = ("prompt", "chosen", "rejected")
+
+
+def _map_value(value, fn):
+    if isinstance(value, list):  # a message list
+        return [dict(m, content=fn(m["content"])) for m in value]
+    return fn(value)
+
+
+def map_texts(row: dict, fn) -> dict:
+    """A copy of ``row`` with ``fn`` applied to every text it holds, whatever its shape
+    (classification text and pair, chat turns, raw text, preference prompt and answers)."""
+    new = dict(row)
     if "messages" in row:
-        return "\n".join(m["content"] for m in row["messages"])
-    return row["text"]
+        new["messages"] = _map_value(row["messages"], fn)
+    elif "chosen" in row:
+        for key in PREFERENCE_FIELDS:
+            new[key] = _map_value(row[key], fn)
+    else:
+        new["text"] = fn(row["text"])
+        if "text_pair" in row:
+            new["text_pair"] = fn(row["text_pair"])
+    return new
+
+
+def row_texts(row: dict) -> list[str]:
+    """Every text of a record, in order (see :func:`map_texts`)."""
+    texts: list[str] = []
+    map_texts(row, lambda t: texts.append(t) or t)
+    return texts
+
+
+def row_text(row: dict) -> str:
+    """All the text of a record of any shape, one piece per line."""
+    return "\n".join(row_texts(row))
 
 
 def clean_rows(rows: list[dict], cfg) -> tuple[list[dict], dict]:
@@ -63,13 +97,8 @@ def clean_rows(rows: list[dict], cfg) -> tuple[list[dict], dict]:
     kept, changed = [], 0
     dropped = {"too_short": 0, "too_long": 0, "empty_after_cleaning": 0}
     for row in progress(rows, "clean"):
-        new = dict(row)
-        if "messages" in row:
-            new["messages"] = [dict(m, content=clean_text(m["content"], cfg)) for m in row["messages"]]
-            empty = any(not m["content"] for m in new["messages"])
-        else:
-            new["text"] = clean_text(row["text"], cfg)
-            empty = not new["text"]
+        new = map_texts(row, lambda text: clean_text(text, cfg))
+        empty = any(not text for text in row_texts(new))
         changed += row_text(new) != row_text(row)
         length = len(row_text(new))
         if empty:

@@ -13,7 +13,7 @@ import re
 import unicodedata
 from functools import lru_cache
 
-from tunesmith.data.clean import row_text
+from tunesmith.data.clean import PREFERENCE_FIELDS, row_text
 from tunesmith.data.progress import progress
 
 _SPACE = re.compile(r"\s+")
@@ -24,12 +24,23 @@ def normalised(text: str) -> str:
     return _SPACE.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
 
 
+def _turns_key(messages: list[dict]) -> str:
+    return "\x1e".join(f"{m['role']}\x1f{normalised(m['content'])}" for m in messages)
+
+
 def row_key(row: dict) -> str:
-    """Exact-duplicate key: the normalised text (and, for chats, each turn's role)."""
+    """Exact-duplicate key: the normalised texts of the row, with each chat turn's role.
+
+    Chats key on their turns; preference rows on prompt + chosen + rejected (the same
+    prompt with another pair of answers is another row); sentence pairs on both texts.
+    """
     if "messages" in row:
-        text = "\x1e".join(f"{m['role']}\x1f{normalised(m['content'])}" for m in row["messages"])
+        text = _turns_key(row["messages"])
+    elif "chosen" in row:
+        text = "\x1d".join(_turns_key(row[k]) if isinstance(row[k], list) else normalised(row[k])
+                           for k in PREFERENCE_FIELDS)
     else:
-        text = normalised(row["text"])
+        text = "\x1d".join(normalised(row[k]) for k in ("text", "text_pair") if k in row)
     return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
 
 

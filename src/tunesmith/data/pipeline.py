@@ -13,8 +13,6 @@ from tunesmith.data.sources import load_records
 from tunesmith.data.split import split_records, subsample
 from tunesmith.errors import DataError
 
-SHAPE_OF_TASK = {"classification": "classification", "causal_lm": "chat", "pretrain": "text"}
-
 
 @dataclass
 class PreparedData:
@@ -76,13 +74,13 @@ def validation_info(rejects: list[dict], valid: int, policy: str) -> dict:
             "by_reason": dict(sorted(by_reason.items(), key=lambda kv: -kv[1]))}
 
 
-def prepare_data(cfg, task: str, seed: int, base_dir: Path | None = None) -> PreparedData:
-    """Build the train and eval record lists described by a DataConfig.
+def prepare_data(cfg, shape: str, seed: int, base_dir: Path | None = None) -> PreparedData:
+    """Build the train and eval record lists described by a DataConfig, for rows of
+    ``shape`` (the task's, from the task registry: classification, chat, text, preference).
 
     Raises:
         DataError: unreadable sources, empty splits, or eval labels outside the label set.
     """
-    shape = SHAPE_OF_TASK[task]
     rejects: list[dict] = []
     parts = _read(cfg.train, cfg, shape, base_dir, rejects)
     info: dict = {"sources": {s.path: len(rows) for s, rows in zip(cfg.train, parts)}}
@@ -93,7 +91,7 @@ def prepare_data(cfg, task: str, seed: int, base_dir: Path | None = None) -> Pre
         info["clean"] = {s.path: report for s, (_, report) in zip(cfg.train, cleaned)}
     if cfg.dedup:
         parts, info["dedup"] = _deduplicate_parts(parts, cfg.dedup)
-    method = cfg.split_by if cfg.split_by != "auto" else ("stratified" if task == "classification" else "random")
+    method = cfg.split_by if cfg.split_by != "auto" else ("stratified" if shape == "classification" else "random")
     test: list[dict] = []
     if cfg.eval:
         eval_parts = _read(cfg.eval, cfg, shape, base_dir, rejects)
@@ -136,7 +134,7 @@ def prepare_data(cfg, task: str, seed: int, base_dir: Path | None = None) -> Pre
     evaluation = subsample(evaluation, cfg.max_eval_samples, seed + 1)
 
     labels = None
-    if task == "classification":
+    if shape == "classification":
         labels = list(cfg.labels) if cfg.labels else sorted({r["label"] for r in train})
         if len(labels) < 2:
             raise DataError(
@@ -156,7 +154,7 @@ def prepare_data(cfg, task: str, seed: int, base_dir: Path | None = None) -> Pre
 
 
 def _reject_unknown_labels(rows: list[dict], labels: list[str], rejects: list[dict]) -> list[dict]:
-    from tunesmith.data.files import reject_record
+    from tunesmith.data.validate import reject_record
 
     known, kept = set(labels), []
     for i, row in enumerate(rows):

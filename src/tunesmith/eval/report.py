@@ -12,6 +12,7 @@ matplotlib.use("Agg")  # no display on servers/CI
 import matplotlib.pyplot as plt  # noqa: E402
 
 from tunesmith.jsonl import read_jsonl  # noqa: E402
+from tunesmith.objectives.tasks import TASKS, task_spec  # noqa: E402
 
 
 def plot_loss(run_dir: Path, summary: dict) -> Path | None:
@@ -42,7 +43,7 @@ def plot_loss(run_dir: Path, summary: dict) -> Path | None:
 def plot_eval(run_dir: Path, summary: dict) -> Path | None:
     """eval.png: the headline eval metric before training, at each eval step, and after."""
     before, after = summary.get("eval_before") or {}, summary.get("eval_after") or {}
-    key = "accuracy" if "accuracy" in after else "eval_loss"
+    key = task_spec(summary["task"]).headline if summary.get("task") in TASKS else None
     if key not in after:
         return None
     points = [(0, before[key])] + [(r["step"], r[key]) for r in read_jsonl(run_dir / "eval.jsonl") if key in r]

@@ -21,7 +21,7 @@ def export_run(path: str | Path, to: str, out: str | Path | None = None) -> dict
         ConfigError: unknown format, not a run, or a method the format cannot hold.
         ModelError: a parity gate failed (nothing usable is left in ``out``).
     """
-    from tunesmith.export.probes import resolve_final_dir
+    from tunesmith.rundir import resolve_final_dir
 
     if to not in FORMATS:
         raise ConfigError(f"Unknown export format '{to}'.", f"Use one of: {', '.join(FORMATS)}.")

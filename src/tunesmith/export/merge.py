@@ -6,15 +6,15 @@ before anything is written; a merge that changes the model is an error, not a fi
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
+from tunesmith.config.methods import method_info
 from tunesmith.errors import ConfigError, ModelError
 from tunesmith.export.probes import max_abs_diff, probe_batch, probe_texts
-from tunesmith.methods import MERGEABLE
 from tunesmith.methods.saved import load_trained, merge_trained
+from tunesmith.rundir import read_model_meta, write_model_meta
 
 MERGE_TOLERANCE = 1e-4  # fp32: relative to the logit scale, max(1, max |logit|)
 
@@ -34,8 +34,8 @@ def merged_model(final_dir: Path, run_dir: Path | None, tolerance: float = MERGE
         ConfigError: the method cannot be merged.
         ModelError: merged logits differ from base + adapter beyond ``tolerance``.
     """
-    method = json.loads((final_dir / "tunesmith.json").read_text(encoding="utf-8"))["method"]
-    if method not in MERGEABLE:
+    method = read_model_meta(final_dir)["method"]
+    if not method_info(method).mergeable:
         raise ConfigError(
             f"A model trained with method '{method}' cannot be merged: its virtual tokens or bottleneck layers add "
             "computation that no base weight can absorb.",
@@ -75,5 +75,5 @@ def export_merged(final_dir: Path, run_dir: Path | None, out: Path) -> dict:
     # A merged model is a plain full model: Tunesmith (and the server) load it as one.
     merged_meta = dict(meta, method="full", method_config={"type": "full"}, quantization=None,
                        merged_from={"method": meta["method"], "final_dir": str(final_dir)})
-    (out / "tunesmith.json").write_text(json.dumps(merged_meta, indent=2, ensure_ascii=False), encoding="utf-8")
+    write_model_meta(out, merged_meta)
     return {"checks": [check]}

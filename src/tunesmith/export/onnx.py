@@ -7,7 +7,6 @@ for causal LMs (no KV cache: for scoring and simple decoding; serve with ``tunes
 
 from __future__ import annotations
 
-import json
 import logging
 import warnings
 from pathlib import Path
@@ -17,11 +16,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from tunesmith.config.methods import method_info
 from tunesmith.errors import ConfigError, ModelError
 from tunesmith.export.merge import logits_of, merged_model
 from tunesmith.export.probes import max_abs_diff, probe_batch, probe_texts
-from tunesmith.methods import MERGEABLE
 from tunesmith.methods.saved import load_trained
+from tunesmith.rundir import read_model_meta, write_model_meta
 
 ONNX_TOLERANCE = 1e-4  # relative to the logit scale, max(1, max |logit|)
 ONNX_FILE = "model.onnx"
@@ -68,11 +68,11 @@ def exportable_model(final_dir: Path, run_dir: Path | None):
     Raises:
         ConfigError: prompt/prefix methods, whose virtual tokens live outside the weights.
     """
-    meta = json.loads((final_dir / "tunesmith.json").read_text(encoding="utf-8"))
-    if meta["method"] in MERGEABLE:
+    meta = read_model_meta(final_dir)
+    if method_info(meta["method"]).mergeable:
         model, tokenizer, meta, check = merged_model(final_dir, run_dir)
         return model, tokenizer, meta, [check]
-    if meta["method"] == "adapter":  # bottleneck adapters are ordinary modules inside the model
+    if method_info(meta["method"]).family == "own":  # bottleneck adapters are ordinary modules inside the model
         model, tokenizer, meta = load_trained(final_dir)
         return model, tokenizer, meta, []
     raise ConfigError(
@@ -136,6 +136,5 @@ def export_onnx(final_dir: Path, run_dir: Path | None, out: Path) -> dict:
             "Report the model type; serve with 'tunesmith serve' meanwhile.",
         )
     tokenizer.save_pretrained(out)
-    (out / "tunesmith.json").write_text(json.dumps(dict(meta, format="onnx"), indent=2, ensure_ascii=False),
-                                        encoding="utf-8")
+    write_model_meta(out, dict(meta, format="onnx"))
     return {"checks": checks, "model": model, "tokenizer": tokenizer, "meta": meta}

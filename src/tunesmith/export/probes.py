@@ -6,14 +6,12 @@ padded batch of mixed lengths, so a parity check also exercises the attention ma
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
 from tunesmith.data.template import render_prompt, with_system_prompt
-from tunesmith.errors import ConfigError
-from tunesmith.jsonl import read_jsonl
+from tunesmith.rundir import RunDir
 
 FALLBACK_TEXTS = [
     "The film was a delight from start to finish.",
@@ -24,35 +22,11 @@ FALLBACK_TEXTS = [
 ]
 
 
-def resolve_final_dir(path: str | Path) -> tuple[Path, Path | None]:
-    """Accept a run directory or its ``final/`` folder; return ``(final_dir, run_dir or None)``.
-
-    Raises:
-        ConfigError: neither the folder nor its ``final/`` holds a Tunesmith model.
-    """
-    path = Path(path)
-    if (path / "final" / "tunesmith.json").is_file():
-        return path / "final", path
-    if (path / "tunesmith.json").is_file():
-        run_dir = path.parent if (path.parent / "summary.json").is_file() else None
-        return path, run_dir
-    raise ConfigError(
-        f"{path} is neither a run directory with final/tunesmith.json nor a final/ folder.",
-        "Point to the folder 'tunesmith train' wrote (runs/<name>), or to its final/ subfolder.",
-    )
-
-
-def eval_rows(run_dir: Path | None) -> list[dict]:
-    """The run's held-out rows (``eval_set.jsonl``), or [] when the run has none."""
-    return read_jsonl(run_dir / "eval_set.jsonl") if run_dir is not None else []
-
-
 def probe_texts(meta: dict, tokenizer, run_dir: Path | None, limit: int = 16) -> list[str]:
     """Up to ``limit`` texts: the run's probe prompts first, then held-out rows, then fixed fallbacks."""
-    prompts: list[str] = []
-    if run_dir is not None and (run_dir / "probes.json").is_file():
-        prompts = [p["input"] for p in json.loads((run_dir / "probes.json").read_text(encoding="utf-8"))]
-    rows = eval_rows(run_dir)
+    run = RunDir(run_dir) if run_dir is not None else None
+    prompts = run.probe_inputs() if run else []
+    rows = run.eval_rows() if run else []
     if meta["task"] == "classification":
         texts = prompts + [r["text"] for r in rows]
     else:

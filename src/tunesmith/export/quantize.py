@@ -9,7 +9,6 @@ itself costs, next to size on disk and latency per example.
 
 from __future__ import annotations
 
-import json
 import shutil
 import statistics
 import tempfile
@@ -19,10 +18,13 @@ from pathlib import Path
 import torch
 
 from tunesmith.errors import ConfigError
+from tunesmith.eval.evaluate import evaluate
+from tunesmith.eval.metrics import rank_key
 from tunesmith.export.onnx import ONNX_FILE, OnnxModel, export_onnx
-from tunesmith.export.probes import eval_rows
 from tunesmith.objectives.causal_lm import CausalLMObjective
 from tunesmith.objectives.classification import ClassificationObjective
+from tunesmith.objectives.tasks import task_spec
+from tunesmith.rundir import RunDir, write_model_meta
 
 LATENCY_EXAMPLES = 64
 
@@ -83,10 +85,9 @@ def _objective(meta: dict, tokenizer):
     return CausalLMObjective(tokenizer, meta.get("max_length") or 512, meta.get("system_prompt"))
 
 
-def _score(objective, model, features: list[dict]) -> dict:
-    metrics = objective.evaluate(model, features, 16, "cpu")
-    keep = ("accuracy", "macro_f1", "eval_loss", "perplexity")
-    return {k: round(float(metrics[k]), 6) for k in keep if k in metrics}
+def _score(objective, model, features: list[dict], metrics: tuple[str, ...]) -> dict:
+    result = evaluate(objective, model, features, 16, "cpu", metrics)
+    return {k: round(float(result[k]), 6) for k in metrics}
 
 
 @torch.inference_mode()
@@ -107,7 +108,7 @@ def export_int8(final_dir: Path, run_dir: Path | None, out: Path) -> dict:
     Raises:
         ConfigError: the run has no held-out set to measure on (``eval_set.jsonl``).
     """
-    rows = eval_rows(run_dir)
+    rows = RunDir(run_dir).eval_rows() if run_dir is not None else []
     if not rows:
         raise ConfigError(
             f"INT8 export re-measures the model on the run's held-out set, but {run_dir or final_dir} has no eval_set.jsonl.",
@@ -118,27 +119,28 @@ def export_int8(final_dir: Path, run_dir: Path | None, out: Path) -> dict:
         result = export_onnx(final_dir, run_dir, fp32_dir)
         model, tokenizer, meta = result.pop("model"), result.pop("tokenizer"), result.pop("meta")
         objective = _objective(meta, tokenizer)
+        metrics = task_spec(meta.get("stage") or meta["task"]).metrics
+        headline = metrics[0]
         features = objective.encode(rows)
         model.eval()
         # PyTorch first, before any onnxruntime session exists: idle onnxruntime threads
         # spin for a while after each call and would slow whatever runs beside them.
-        scores = {"pytorch_fp32": _score(objective, model, features)}
+        scores = {"pytorch_fp32": _score(objective, model, features, metrics)}
         latency = {"pytorch_fp32": latency_ms(model, objective, features)}
 
         def score(path: Path):
-            metrics = _score(objective, OnnxModel(path), features)
-            return (metrics["accuracy"] if "accuracy" in metrics else -metrics["eval_loss"]), metrics
+            result = _score(objective, OnnxModel(path), features, metrics)
+            return rank_key(headline, result[headline]), result
 
         chosen, candidates = best_int8(fp32_dir / ONNX_FILE, out / ONNX_FILE, score)
         for name, path in (("onnx_fp32", fp32_dir / ONNX_FILE), ("onnx_int8", out / ONNX_FILE)):
             session = OnnxModel(path)  # one session alive at a time, for the same reason
-            scores[name] = candidates[chosen] if name == "onnx_int8" else _score(objective, session, features)
+            scores[name] = candidates[chosen] if name == "onnx_int8" else _score(objective, session, features, metrics)
             latency[name] = latency_ms(session, objective, features)
             del session
         size = {"onnx_fp32": _size_mb(fp32_dir), "onnx_int8": _size_mb(out, only=ONNX_FILE)}
     tokenizer.save_pretrained(out)
-    (out / "tunesmith.json").write_text(json.dumps(dict(meta, format="onnx-int8"), indent=2, ensure_ascii=False),
-                                        encoding="utf-8")
+    write_model_meta(out, dict(meta, format="onnx-int8"))
     result.update(
         eval_examples=len(features), quantization={"chosen": chosen, "candidates": candidates}, metrics=scores, latency_ms_per_example=latency, size_mb=size,
         change=_change(scores["onnx_fp32"], scores["onnx_int8"]),

@@ -9,19 +9,19 @@ allocator) hand the loop generic :class:`TrainingHooks`.
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import nn
 
+from tunesmith.config.methods import METHODS
 from tunesmith.methods import lora
 from tunesmith.methods.adapters import apply_adapters
 from tunesmith.methods.bitfit import apply_bitfit
 from tunesmith.methods.freeze import apply_freeze, apply_full
 from tunesmith.methods.ia3 import apply_ia3
 from tunesmith.methods.prompt import apply_prefix, apply_prompt, apply_ptuning
+from tunesmith.train.hooks import TrainingHooks
 
 BUILDERS: dict[str, Callable] = {
     "full": apply_full,
@@ -36,26 +36,8 @@ BUILDERS: dict[str, Callable] = {
     "adapter": apply_adapters,
     "bitfit": apply_bitfit,
 }
-# Methods whose trained weights can be folded into the base weights (one model, no overhead).
-MERGEABLE = {"full", "freeze", "bitfit", "lora", "qlora", "adalora", "ia3"}
-
-
-@dataclass
-class TrainingHooks:
-    """What a method needs from the loop, without the loop knowing the method.
-
-    ``extra_loss(model)`` is added to each optimizer step's loss (a regulariser);
-    ``after_optimizer_step(model, step)`` runs after ``optimizer.step()`` and before the
-    gradients are cleared; ``state``/``load_state`` carry the method's own running state
-    through checkpoints so resuming stays exact; ``checkpoint_context(model)`` wraps the
-    writing of a checkpoint's weights.
-    """
-
-    extra_loss: Callable[[nn.Module], torch.Tensor] | None = None
-    after_optimizer_step: Callable[[nn.Module, int], None] | None = None
-    state: Callable[[nn.Module], dict] | None = None
-    load_state: Callable[[nn.Module, dict], None] | None = None
-    checkpoint_context: Callable[[nn.Module], AbstractContextManager] | None = None
+# Every method of the catalog has a builder (tests/unit/test_method_catalog.py checks it).
+assert set(BUILDERS) == set(METHODS), "methods/__init__.BUILDERS and config/methods.METHODS disagree"
 
 
 def apply_method(model: nn.Module, method_cfg, task: str, *, total_steps: int | None = None) -> nn.Module:

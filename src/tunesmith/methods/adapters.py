@@ -48,7 +48,7 @@ import torch
 from torch import nn
 
 from tunesmith.errors import ConfigError, ModelError
-from tunesmith.methods.freeze import HEAD_NAMES, find_blocks
+from tunesmith.models.structure import HEAD_NAMES, find_blocks
 
 WEIGHTS_FILE = "adapter_weights.safetensors"
 CONFIG_FILE = "tunesmith_adapter.json"
@@ -337,7 +337,7 @@ def load_adapters(model: nn.Module, directory) -> nn.Module:
     """
     from safetensors.torch import load_file
 
-    from tunesmith.config.schema import AdapterMethod
+    from tunesmith.config.methods import AdapterMethod
 
     directory = Path(directory)
     meta_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from tunesmith.errors import ConfigError
-from tunesmith.methods.freeze import HEAD_NAMES
+from tunesmith.models.structure import HEAD_NAMES
 
 
 def apply_bitfit(model: nn.Module, method_cfg, task: str, **context) -> nn.Module:

@@ -7,16 +7,7 @@ import re
 from torch import nn
 
 from tunesmith.errors import ConfigError
-
-# Names of task heads across architectures: BERT-style classifier (+ its pooler, which
-# belongs to the classification head), decoder classification `score`, LM head.
-HEAD_NAMES = {
-    "classification": ("classifier", "score", "pooler"),
-    "causal_lm": ("lm_head",),
-}
-# Final norms sit after the last block; when the top blocks train they must train too.
-FINAL_NORM_NAMES = ("norm", "final_layer_norm", "ln_f")
-
+from tunesmith.models.structure import FINAL_NORM_NAMES, HEAD_NAMES, find_blocks
 
 def apply_full(model: nn.Module, method_cfg, task: str, **context) -> nn.Module:
     """Every parameter trains."""
@@ -64,11 +55,3 @@ def apply_freeze(model: nn.Module, method_cfg, task: str, **context) -> nn.Modul
         for p in matched:
             p.requires_grad_(True)
     return model
-
-
-def find_blocks(model: nn.Module) -> nn.ModuleList:
-    """The stack of transformer blocks: the longest ModuleList in the model."""
-    lists = [m for m in model.modules() if isinstance(m, nn.ModuleList)]
-    if not lists:
-        raise ConfigError(f"Could not find the transformer layers of {type(model).__name__}.")
-    return max(lists, key=len)

@@ -12,20 +12,18 @@ What ``final/`` holds depends on the method:
 
 from __future__ import annotations
 
-import json
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from tunesmith.errors import ConfigError, ModelError
-from tunesmith.methods import MERGEABLE
+from tunesmith.config.methods import method_info
+from tunesmith.errors import ConfigError
 from tunesmith.methods.adapters import is_adapter_model, load_adapters, save_adapters
 from tunesmith.methods.lora import save_pissa_as_lora
 from tunesmith.methods.prompt import accept_past_key_values
-
-PEFT_METHODS = {"lora", "qlora", "adalora", "prefix", "prompt", "ptuning", "ia3"}
+from tunesmith.rundir import read_model_meta
 
 
 def save_trained(model: nn.Module, final_dir: Path) -> None:
@@ -53,11 +51,7 @@ def load_trained(final_dir: str | Path, *, base_model: str | None = None, full_p
     from tunesmith.models.load import load_tokenizer
 
     final_dir = Path(final_dir)
-    meta_file = final_dir / "tunesmith.json"
-    if not meta_file.is_file():
-        raise ModelError(f"{final_dir} has no tunesmith.json, so it is not a Tunesmith final model.",
-                         "Point to a run's final/ folder.")
-    meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    meta = read_model_meta(final_dir)
     labels = meta.get("labels")
     id2label = dict(enumerate(labels)) if labels else None
     base = base_model or meta.get("base_model_path") or meta["base_model"]
@@ -72,7 +66,8 @@ def _load(final_dir: Path, meta: dict, base: str, id2label, full_precision: bool
     from tunesmith.models.quantize import four_bit_config
 
     method, task = meta["method"], meta["task"]
-    if method in PEFT_METHODS:
+    family = method_info(method).family
+    if family == "peft":
         from peft import PeftModel
 
         quantized = meta.get("quantization") and not full_precision
@@ -81,7 +76,7 @@ def _load(final_dir: Path, meta: dict, base: str, id2label, full_precision: bool
         if _deep_prompts(meta):
             accept_past_key_values(model, method, task)
         model = PeftModel.from_pretrained(model, final_dir)
-    elif method == "adapter":
+    elif family == "own":
         model, _ = load_model(base, task, id2label=id2label)
         model = load_adapters(model, final_dir)
     else:
@@ -116,13 +111,13 @@ def merge_trained(model: nn.Module, method: str) -> nn.Module:
         ConfigError: the method has no mergeable form (prompts, prefixes, bottleneck adapters
             add computation that no weight matrix can absorb).
     """
-    if method not in MERGEABLE:
+    if not method_info(method).mergeable:
         raise ConfigError(
             f"A model trained with method '{method}' cannot be merged: its extra vectors or layers add "
             "computation that no base weight can absorb.",
             "Serve it with its adapter instead (base model + final/).",
         )
-    if method in {"full", "freeze", "bitfit"}:
+    if method_info(method).family == "weights":
         return model
     if getattr(model, "is_loaded_in_4bit", False) or getattr(getattr(model, "base_model", None), "is_loaded_in_4bit", False):
         raise ConfigError(

@@ -5,7 +5,8 @@ A model spec is one of:
 * ``builtin:<name>`` -- a model shipped inside a pip package (see :data:`BUILTIN_MODELS`),
   so Tunesmith works fully offline;
 * a path to a ``*.gguf`` file -- dequantized once into a plain Hugging Face folder in the
-  user cache, because training and PEFT need ordinary float weights;
+  user cache (:mod:`tunesmith.models.gguf`), because training and PEFT need ordinary
+  float weights;
 * a local Hugging Face model folder;
 * a Hugging Face hub id (``org/name``).
 
@@ -15,17 +16,9 @@ need to know where a model came from.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import importlib.util
-import json
-import os
 import re
-import shutil
-import sys
-import tempfile
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,23 +26,18 @@ from typing import Any
 import torch
 
 from tunesmith.errors import ModelError
+from tunesmith.models.gguf import cached_conversion, convert_gguf_file
 from tunesmith.paths import cache_root
 
 __all__ = [
     "BUILTIN_MODELS",
     "BuiltinModel",
-    "build_cached_dir",
-    "convert_gguf",
     "load_model",
     "load_tokenizer",
     "resolve_model_source",
 ]
 
 BUILTIN_PREFIX = "builtin:"
-
-# Written into a cache folder as the very last step of building it. A folder without it
-# is a leftover from an interrupted build and is never used.
-COMPLETE_MARKER = ".complete"
 
 
 @dataclass(frozen=True)
@@ -125,7 +113,7 @@ def resolve_model_source(name: str) -> str:
         return str(path)
     if path.is_file():
         if path.suffix.lower() == ".gguf":
-            return str(_convert_gguf_file(path))
+            return str(convert_gguf_file(path))
         raise ModelError(
             f"Model '{name}' is a file, but not a .gguf file.",
             "Pass a Hugging Face model folder (with config.json), a .gguf file, a hub id "
@@ -172,7 +160,7 @@ def _resolve_builtin(key: str) -> str:
     target = _locate_package_file(spec)
     if spec.kind == "hf":
         return str(target)
-    return str(_cached_conversion(target, cache_root() / "models" / key))
+    return str(cached_conversion(target, cache_root() / "models" / key))
 
 
 def _locate_package_file(spec: BuiltinModel) -> Path:
@@ -202,212 +190,6 @@ def _locate_package_file(spec: BuiltinModel) -> Path:
         f"The builtin model files for '{spec.module}' are not installed.",
         f"Install them with: {spec.install_hint}",
     )
-
-
-def _convert_gguf_file(path: Path) -> Path:
-    # Keyed by where the file is and its size/mtime, so replacing the file (e.g. a new
-    # download under the same name) produces a fresh conversion instead of a stale one.
-    path = path.resolve()
-    st = path.stat()
-    key = f"{path}\0{st.st_size}\0{st.st_mtime_ns}".encode()
-    digest = hashlib.sha256(key).hexdigest()[:10]
-    stem = re.sub(r"[^\w.-]+", "_", path.stem)[:60]
-    return _cached_conversion(path, cache_root() / "models" / f"gguf-{stem}-{digest}")
-
-
-def _cached_conversion(gguf_path: Path, target: Path) -> Path:
-    st = gguf_path.stat()
-    info = {
-        "source": str(gguf_path.resolve()),
-        "size": st.st_size,
-        "mtime_ns": st.st_mtime_ns,
-    }
-
-    def build(tmp_dir: Path) -> None:
-        estimate = _estimate_conversion_seconds(st.st_size)
-        print(
-            f"Converting {gguf_path.name} once into {target} (about {estimate} s)...",
-            file=sys.stderr,
-            flush=True,
-        )
-        convert_gguf(gguf_path, tmp_dir)
-
-    return build_cached_dir(target, build, info)
-
-
-def _estimate_conversion_seconds(size_bytes: int) -> int:
-    # Measured on a 2-core CPU: ~40 s for the 98 MB SmolLM2 Q4_1 file, dominated by
-    # loading transformers/gguf, dequantizing and writing fp32 weights. Rounded to tens:
-    # it only tells the user whether to wait or get coffee.
-    seconds = 10 + size_bytes / 1e6 * 0.3
-    return int(max(10, round(seconds, -1)))
-
-
-# --------------------------------------------------------------------------------------
-# Building a cache folder exactly once, safely across processes
-
-
-def build_cached_dir(
-    target: Path,
-    build: Callable[[Path], None],
-    info: dict[str, Any] | None = None,
-) -> Path:
-    """Return ``target``, building it with ``build(tmp_dir)`` first if it is not complete.
-
-    Safe when several processes (or threads) ask for the same folder at once:
-
-    * a file lock next to ``target`` lets only one of them build;
-    * the others wait, then re-check and find the finished folder;
-    * ``build`` writes into a temporary sibling folder, which gets the ``.complete`` marker
-      last and is then renamed into place, so ``target`` never appears half-written;
-    * a ``target`` without the marker (from an older or interrupted scheme) is deleted
-      and rebuilt, never used.
-    """
-    from filelock import FileLock
-
-    target = Path(target)
-    if _is_complete(target):
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target) + ".lock"):
-        # Someone else may have finished while we waited for the lock.
-        if _is_complete(target):
-            return target
-        if target.exists():
-            shutil.rmtree(target)
-        # Only the lock holder creates temp folders, so any found now are left over from
-        # a build that crashed; they are just wasted disk.
-        for stale in target.parent.glob(f".{target.name}.tmp-*"):
-            shutil.rmtree(stale, ignore_errors=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-        try:
-            build(tmp)
-            _make_readable(tmp)
-            marker = {**(info or {}), "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-            (tmp / COMPLETE_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
-            os.replace(tmp, target)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
-def _make_readable(folder: Path) -> None:
-    # mkdtemp creates 0700 folders and some writers (safetensors) 0600 files; a cache
-    # entry should have ordinary permissions like anything else the user creates.
-    folder.chmod(0o755)
-    for path in folder.rglob("*"):
-        path.chmod(0o755 if path.is_dir() else 0o644)
-
-
-def _is_complete(folder: Path) -> bool:
-    return (folder / COMPLETE_MARKER).is_file()
-
-
-# --------------------------------------------------------------------------------------
-# GGUF -> Hugging Face folder
-
-
-def convert_gguf(gguf_path: str | Path, out_dir: str | Path) -> None:
-    """Dequantize a GGUF file into a plain fp32 Hugging Face folder at ``out_dir``.
-
-    The folder holds ``model.safetensors``, ``config.json`` (without any quantization
-    settings), ``generation_config.json`` and the tokenizer with its chat template, so it
-    loads with ordinary ``from_pretrained`` and can be trained like any other model.
-    """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    gguf_path = Path(gguf_path).resolve()
-    out_dir = Path(out_dir)
-    folder, fname = str(gguf_path.parent), gguf_path.name
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=fname)
-        quantized = AutoModelForCausalLM.from_pretrained(
-            folder, gguf_file=fname, dtype=torch.float32, **_dequantize_kwargs()
-        )
-    except (OSError, ValueError, KeyError, NotImplementedError) as exc:
-        raise ModelError(
-            f"Could not read GGUF file '{gguf_path}': {exc}",
-            "Make sure it is a complete GGUF file of an architecture transformers supports "
-            "(e.g. llama, qwen2, mistral), and that the 'gguf' package is installed.",
-        ) from exc
-
-    # Rebuild the model from a cleaned config instead of saving the loaded one: the
-    # loaded model carries a GGUF quantizer (save_pretrained refuses it as "not
-    # serializable") and config.quantization_config, which would make every later load
-    # look for GGUF blocks. Rebuilding leaves no trace of either.
-    config = quantized.config
-    for attr in _QUANTIZATION_ATTRS:
-        # Only instance attributes: some have class-level defaults that must stay.
-        if attr in vars(config):
-            delattr(config, attr)
-    config.dtype = torch.float32
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    # strict=True: every weight must come across. With tied embeddings (SmolLM2) the
-    # state dict holds lm_head.weight as an alias of embed_tokens.weight; tie again after
-    # loading so the saved model keeps one shared matrix.
-    model.load_state_dict(quantized.state_dict(), strict=True)
-    if getattr(config, "tie_word_embeddings", False):
-        model.tie_weights()
-    model.generation_config = quantized.generation_config
-    del quantized
-
-    # The chat template normally comes across with the tokenizer; fall back to the GGUF
-    # metadata, where llama.cpp keeps it as tokenizer.chat_template.
-    if not getattr(tokenizer, "chat_template", None):
-        template = _gguf_chat_template(gguf_path)
-        if template:
-            tokenizer.chat_template = template
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir, safe_serialization=True)
-    tokenizer.save_pretrained(out_dir)
-    _strip_quantization_from_config_file(out_dir / "config.json")
-
-
-# Attributes that from_pretrained(gguf_file=...) leaves on the config, and that would make
-# the converted folder load as a quantized (GGUF) model again.
-_QUANTIZATION_ATTRS = ("quantization_config", "_pre_quantization_dtype", "_is_quantized")
-
-
-def _dequantize_kwargs() -> dict[str, Any]:
-    # Newer transformers can keep GGUF weights packed (when the `kernels` package is
-    # present); we need plain dense weights to save and train, so ask for dequantizing.
-    try:
-        from transformers import GgufConfig
-    except ImportError:  # older transformers always dequantize
-        return {}
-    try:
-        return {"quantization_config": GgufConfig(dequantize=True)}
-    except TypeError:
-        return {}
-
-
-def _strip_quantization_from_config_file(config_file: Path) -> None:
-    # Belt and braces: whatever the in-memory config did, the file on disk must describe a
-    # plain float model.
-    data = json.loads(config_file.read_text())
-    changed = False
-    for attr in _QUANTIZATION_ATTRS:
-        if attr in data:
-            del data[attr]
-            changed = True
-    if changed:
-        config_file.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-
-
-def _gguf_chat_template(gguf_path: Path) -> str | None:
-    from gguf import GGUFReader
-
-    reader = GGUFReader(str(gguf_path))
-    field = reader.fields.get("tokenizer.chat_template")
-    if field is None:
-        return None
-    value = field.contents() if hasattr(field, "contents") else None
-    if isinstance(value, str):
-        return value
-    return bytes(field.parts[field.data[0]]).decode("utf-8")
 
 
 # --------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from tunesmith.data.packing import concatenate
 from tunesmith.data.template import IGNORE_INDEX, render_prompt, tokenize_chat, with_system_prompt
-from tunesmith.eval.metrics import perplexity
+from tunesmith.eval.generate import greedy_without_cache, stop_token_ids, uses_deep_prompts
 from tunesmith.objectives.classification import handle_overlength
 
 
@@ -127,8 +127,8 @@ class CausalLMObjective:
                                ignore_index=IGNORE_INDEX, reduction="sum")
 
     @torch.inference_mode()
-    def evaluate(self, model, features: list[dict], batch_size: int, device) -> dict:
-        """Token-weighted eval loss over answer tokens, and perplexity."""
+    def outputs(self, model, features: list[dict], batch_size: int, device) -> dict:
+        """The token-weighted mean loss over answer tokens (every answer token weighs the same)."""
         model.eval()
         total, count = 0.0, 0
         order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
@@ -137,8 +137,7 @@ class CausalLMObjective:
             batch = {k: v.to(device) for k, v in batch.items()}
             total += float(self.loss_sum(model, batch))
             count += self.count_targets(batch)
-        mean = total / max(count, 1)
-        return {"eval_loss": mean, "perplexity": perplexity(mean)}
+        return {"loss": total / max(count, 1), "tokens": count}
 
     def prompt_ids(self, prompt: str) -> torch.Tensor:
         """Token ids of a single-turn prompt, rendered with the training chat template."""
@@ -162,15 +161,6 @@ class CausalLMObjective:
         return answers
 
 
-def stop_token_ids(model, tokenizer) -> set[int]:
-    """Token ids that end an answer: the model's generation EOS ids and the tokenizer's EOS."""
-    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-    if tokenizer.eos_token_id is not None:
-        ids.add(tokenizer.eos_token_id)
-    return ids
-
-
 def supports_logits_to_keep(model) -> bool:
     """Whether ``model``'s forward takes ``logits_to_keep`` positions of its own input.
 
@@ -189,26 +179,3 @@ def _forward_takes_logits_to_keep(model_type: type) -> bool:
     # Once per model class: loss_sum asks on every micro-batch.
     forward = getattr(model_type, "forward", None)  # e.g. an onnxruntime session wrapper has none
     return forward is not None and "logits_to_keep" in inspect.signature(forward).parameters
-
-
-def uses_deep_prompts(model) -> bool:
-    """Prefix tuning / P-tuning v2: prompts live in the key/value cache of every layer."""
-    config = getattr(model, "peft_config", {}).get(getattr(model, "active_adapter", "default"))
-    return config is not None and getattr(config.peft_type, "value", "") == "PREFIX_TUNING"
-
-
-def greedy_without_cache(model, input_ids: torch.Tensor, max_new_tokens: int, stop_ids: set[int]) -> torch.Tensor:
-    """Greedy decoding by full forward passes.
-
-    PEFT's generate() hands the prefix to transformers 5 under the cache argument's old
-    name, and the prefix is silently dropped. Each full forward pass goes through PEFT's
-    training path, which applies the prefix correctly; quadratic, but probes are short.
-    """
-    out = input_ids
-    for _ in range(max_new_tokens):
-        logits = model(input_ids=out, attention_mask=torch.ones_like(out)).logits[:, -1]
-        token = logits.argmax(-1, keepdim=True)
-        out = torch.cat([out, token], dim=1)
-        if int(token) in stop_ids:
-            break
-    return out

@@ -6,7 +6,6 @@ import torch
 import torch.nn.functional as F
 
 from tunesmith.errors import DataError
-from tunesmith.eval.metrics import classification_metrics
 
 
 def handle_overlength(records: list[dict], over: list[int], policy: str, max_length: int, objective) -> list[int]:
@@ -124,11 +123,11 @@ class ClassificationObjective:
         restored[torch.tensor(order)] = out
         return restored
 
-    def evaluate(self, model, features: list[dict], batch_size: int, device) -> dict:
-        """Accuracy, macro-F1 and eval loss, plus the raw predictions for the report."""
+    def outputs(self, model, features: list[dict], batch_size: int, device) -> dict:
+        """What the metrics are computed from: class probabilities, predicted and gold label
+        ids, and the mean cross-entropy (``tunesmith.eval.evaluate`` turns them into metrics)."""
         probs = self.predict(model, features, batch_size, device)
         gold = torch.tensor([f["label"] for f in features])
-        metrics = classification_metrics(gold.tolist(), probs.argmax(-1).tolist(), len(self.labels))
-        metrics["eval_loss"] = float(F.nll_loss(torch.log(probs.clamp_min(1e-12)), gold))
-        metrics["_probs"] = probs.tolist()
-        return metrics
+        return {"probs": probs, "pred": probs.argmax(-1).tolist(), "gold": gold.tolist(),
+                "num_labels": len(self.labels),
+                "loss": float(F.nll_loss(torch.log(probs.clamp_min(1e-12)), gold))}

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import torch
 
 from tunesmith.data.template import render_prompt, with_system_prompt
-from tunesmith.objectives.causal_lm import greedy_without_cache, stop_token_ids, uses_deep_prompts
+from tunesmith.eval.generate import greedy_without_cache, stop_token_ids, uses_deep_prompts
 
 
 # A fast tokenizer keeps its padding/truncation settings on the shared Rust object, and

@@ -16,9 +16,9 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tunesmith.config.methods import method_info
 from tunesmith.errors import ConfigError
 
-SHAREABLE = {"lora", "qlora", "adalora", "ia3"}
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$")
 
 
@@ -120,14 +120,14 @@ class Registry:
         Raises:
             ConfigError: bad name, name taken, or not a Tunesmith run.
         """
-        from tunesmith.export.probes import resolve_final_dir
         from tunesmith.models.load import load_tokenizer, resolve_model_source
+        from tunesmith.rundir import read_model_meta, resolve_final_dir
 
         self._check_new_name(name)
         final_dir, _ = resolve_final_dir(path)
-        meta = json.loads((final_dir / "tunesmith.json").read_text(encoding="utf-8"))
+        meta = read_model_meta(final_dir)
         tokenizer = load_tokenizer(str(final_dir))
-        if meta["method"] not in SHAREABLE:
+        if not method_info(meta["method"]).shareable:
             from tunesmith.methods.saved import load_trained
 
             model, tokenizer, meta = load_trained(final_dir)

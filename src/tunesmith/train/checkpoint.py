@@ -14,7 +14,6 @@ Layout of ``checkpoints/step-N/``:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -27,25 +26,10 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from tunesmith.storage import fsync_tree, sha256_file
+
 MANIFEST = "manifest.json"
 LIBRARIES = ("torch", "transformers", "peft", "accelerate", "tunesmith")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _fsync_tree(root: Path) -> None:
-    for path in [*root.rglob("*"), root]:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _versions() -> dict[str, str]:
@@ -103,16 +87,16 @@ def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, state
     if method_state is not None:  # e.g. AdaLoRA's importance scores
         trainer_state["method"] = method_state
     torch.save(trainer_state, tmp / "trainer_state.pt")
-    files = {str(p.relative_to(tmp)): _sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+    files = {str(p.relative_to(tmp)): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
     manifest = {"step": step, "epoch": state.get("epoch"), "data_cursor": state.get("cursor"),
                 "saved_at": time.time(), "config_hash": config_hash, "versions": _versions(),
                 "state": state, "files": files}
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
-    _fsync_tree(tmp)
+    fsync_tree(tmp)
     if final.exists():
         _delete_checkpoint(final)
     os.replace(tmp, final)
-    _fsync_tree(root)
+    fsync_tree(root)
     return final
 
 
@@ -129,7 +113,7 @@ def is_valid_checkpoint(path: Path) -> bool:
         files = json.loads(manifest.read_text())["files"]
     except (ValueError, KeyError):
         return False
-    return all((path / name).is_file() and _sha256(path / name) == digest for name, digest in files.items())
+    return all((path / name).is_file() and sha256_file(path / name) == digest for name, digest in files.items())
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:

@@ -7,13 +7,9 @@ import json
 import shutil
 from pathlib import Path
 
+from tunesmith.config.methods import method_info
 from tunesmith.errors import ConfigError
 from tunesmith.train.checkpoint import is_valid_checkpoint, latest_valid_checkpoint, read_manifest
-
-# What a checkpoint holds relative to the base model's weight files: adapter methods save
-# a few percent of the weights; full/freeze save every weight (optimizer state is extra
-# only for what trains, which for full fine-tuning is twice the weights).
-CHECKPOINT_SHARE = {"lora": 0.1, "freeze": 1.5, "full": 3.0}
 
 
 def config_hash(config) -> str:
@@ -58,7 +54,7 @@ def check_disk_space(run_dir: Path, model_source: str, method: str, train_cfg) -
     weights = _weights_bytes(model_source)
     if not weights:
         return
-    per_checkpoint = weights * CHECKPOINT_SHARE.get(method, 3.0)
+    per_checkpoint = weights * method_info(method).checkpoint_share
     kept = (train_cfg.keep_last_n or 10) + (1 if train_cfg.keep_best else 0) if (train_cfg.save_every or train_cfg.save_every_epoch) else 0
     needed = per_checkpoint * (kept + 1)  # + final/
     free = shutil.disk_usage(run_dir).free

@@ -1,0 +1,30 @@
+"""Run an evaluation: the objective produces outputs, the metric registry turns them into numbers.
+
+The training run (before and after, and every ``eval_every`` steps), the INT8 export's
+re-measuring and the benchmarks all evaluate through :func:`evaluate`, so a metric means
+the same thing everywhere.
+"""
+
+from __future__ import annotations
+
+from tunesmith.eval.metrics import compute, confusion_matrix
+
+
+def evaluate(objective, model, features: list[dict], batch_size: int, device, metrics) -> dict:
+    """Score ``model`` on ``features`` with the metrics named in ``metrics`` (a task's list).
+
+    Classifiers also return ``confusion_matrix`` and ``_probs`` (per-example class
+    probabilities, in order), which the report and predictions.jsonl use; keys starting
+    with ``_`` are raw outputs, not metrics.
+    """
+    outputs = objective.outputs(model, features, batch_size, device)
+    result = compute(metrics, outputs)
+    if "probs" in outputs:
+        result["confusion_matrix"] = confusion_matrix(outputs["gold"], outputs["pred"], outputs["num_labels"])
+        result["_probs"] = outputs["probs"].tolist()
+    return result
+
+
+def scalar_metrics(metrics: dict) -> dict:
+    """The numbers of an evaluation result, without raw outputs and matrices."""
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not k.startswith("_")}

@@ -1,0 +1,79 @@
+"""The task registry: what each training stage (``task:`` in a recipe) is made of.
+
+A task declares the shape of its data rows (which validator reads them), the model head
+it trains, how its objective is built, the metrics its evaluation reports and the
+headline metric (its direction comes from the metric registry). Adding a stage is one
+objective module plus one :class:`TaskSpec` line here; the schema, the data pipeline,
+the runner and the model loader all read this table. Torch-free: objectives are
+imported only when a run builds one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One training stage."""
+
+    name: str
+    shape: str  # data shape the row validators read: classification | chat | text | preference
+    head: str  # model class: "classification" (sequence classifier) or "causal_lm"
+    make_objective: Callable  # (config, tokenizer, labels) -> objective
+    metrics: tuple[str, ...]  # names in tunesmith.eval.metrics.METRICS, headline first
+    description: str
+
+    @property
+    def headline(self) -> str:
+        """The metric that ranks checkpoints and methods (its direction: eval.metrics.higher_is_better)."""
+        return self.metrics[0]
+
+
+def _padding_free(config) -> bool:
+    from tunesmith.config.methods import method_info
+
+    # Virtual tokens (prompt methods) would be shared by every example of a concatenated row.
+    return config.train.padding_free and not method_info(config.method.type).prompt_based
+
+
+def _classification(config, tokenizer, labels):
+    from tunesmith.objectives.classification import ClassificationObjective
+
+    return ClassificationObjective(tokenizer, labels, config.data.max_length, config.data.on_overlength)
+
+
+def _chat_sft(config, tokenizer, labels):
+    from tunesmith.objectives.causal_lm import CausalLMObjective
+
+    return CausalLMObjective(tokenizer, config.data.max_length, config.data.system_prompt,
+                             config.data.on_overlength, config.data.loss_on == "last_answer",
+                             head_on_targets=config.train.lm_head_on_targets, padding_free=_padding_free(config))
+
+
+def _pretrain(config, tokenizer, labels):
+    from tunesmith.objectives.pretrain import PretrainObjective
+
+    return PretrainObjective(tokenizer, config.data.max_length, head_on_targets=config.train.lm_head_on_targets,
+                             padding_free=_padding_free(config))
+
+
+TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (
+    TaskSpec("classification", "classification", "classification", _classification,
+             ("accuracy", "macro_f1", "eval_loss"), "a label per text (or text pair)"),
+    TaskSpec("causal_lm", "chat", "causal_lm", _chat_sft, ("eval_loss", "perplexity"),
+             "chat SFT: loss on the assistant answers"),
+    TaskSpec("pretrain", "text", "causal_lm", _pretrain, ("eval_loss", "perplexity"),
+             "continued pretraining on raw text: loss on every token"),
+)}
+
+
+def task_spec(name: str) -> TaskSpec:
+    """The registry entry of task ``name`` (KeyError for an unknown one: the schema rejects those first)."""
+    return TASKS[name]
+
+
+def tasks_with_shape(*shapes: str) -> list[str]:
+    """Task names whose rows have one of ``shapes`` (for error messages that name the valid tasks)."""
+    return [name for name, spec in TASKS.items() if spec.shape in shapes]

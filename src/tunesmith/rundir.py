@@ -1,0 +1,144 @@
+"""The run directory: the one reader and writer of what a run leaves behind.
+
+``runs/<name>/`` holds ``config.yaml``, ``summary.json``, the logbook files
+(``metrics.jsonl``, ``eval.jsonl``, ``events.jsonl``), ``eval_before.json``,
+``eval_set.jsonl`` / ``test_set.jsonl`` (the held-out rows exports re-measure on),
+``predictions.jsonl``, ``probes.json``, ``rejects.jsonl``, ``checkpoints/`` and
+``final/``. A model folder (``final/``, a merged or ONNX export) carries
+``tunesmith.json``: task, method, base model, labels, template facts. Every module that
+reads or writes these files goes through here, so their names and shapes live in one
+place. In a multi-process run only the main process writes (``is_main``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tunesmith.errors import ConfigError, ModelError
+from tunesmith.jsonl import read_jsonl, write_jsonl
+
+MODEL_META = "tunesmith.json"
+SUMMARY = "summary.json"
+LOGBOOK_FILES = ("metrics.jsonl", "eval.jsonl", "events.jsonl")
+
+
+def _write_json(path: Path, data) -> None:
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
+
+
+def write_model_meta(folder: Path, meta: dict) -> None:
+    """Write ``tunesmith.json`` into a model folder (final/ or an export)."""
+    _write_json(Path(folder) / MODEL_META, meta)
+
+
+def has_model_meta(folder: Path) -> bool:
+    return (Path(folder) / MODEL_META).is_file()
+
+
+def read_model_meta(folder: Path) -> dict:
+    """The ``tunesmith.json`` of a model folder.
+
+    Raises:
+        ModelError: the folder holds none, so it is not a Tunesmith model.
+    """
+    path = Path(folder) / MODEL_META
+    if not path.is_file():
+        raise ModelError(f"{folder} has no {MODEL_META}, so it is not a Tunesmith final model.",
+                         "Point to a run's final/ folder.")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def resolve_final_dir(path: str | Path) -> tuple[Path, Path | None]:
+    """Accept a run directory or its ``final/`` folder; return ``(final_dir, run_dir or None)``.
+
+    Raises:
+        ConfigError: neither the folder nor its ``final/`` holds a Tunesmith model.
+    """
+    path = Path(path)
+    if has_model_meta(path / "final"):
+        return path / "final", path
+    if has_model_meta(path):
+        run_dir = path.parent if (path.parent / SUMMARY).is_file() else None
+        return path, run_dir
+    raise ConfigError(
+        f"{path} is neither a run directory with final/{MODEL_META} nor a final/ folder.",
+        "Point to the folder 'tunesmith train' wrote (runs/<name>), or to its final/ subfolder.",
+    )
+
+
+class RunDir:
+    """Reads and writes the files of one run directory (writes only where ``is_main``)."""
+
+    def __init__(self, path: str | Path, is_main: bool = True):
+        self.path = Path(path)
+        self.is_main = is_main
+
+    @property
+    def final(self) -> Path:
+        return self.path / "final"
+
+    # ---- summary and logs ---------------------------------------------------------------
+    def write_summary(self, summary: dict) -> None:
+        if self.is_main:
+            _write_json(self.path / SUMMARY, summary)
+
+    def read_summary(self) -> dict:
+        """summary.json, or {} when the run never wrote one."""
+        path = self.path / SUMMARY
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+    def log(self, name: str) -> list[dict]:
+        """The lines of a logbook file (``metrics``, ``eval`` or ``events``)."""
+        return read_jsonl(self.path / f"{name}.jsonl")
+
+    def forget_progress(self) -> None:
+        """Delete the logs and the base model's scores (a resume that found no checkpoint starts over)."""
+        if self.is_main:
+            for name in (*LOGBOOK_FILES, "eval_before.json"):
+                (self.path / name).unlink(missing_ok=True)
+
+    # ---- evaluation -------------------------------------------------------------------------
+    def save_eval_before(self, metrics: dict, probes: list) -> None:
+        """The base model's scores, kept so a resumed run reuses them."""
+        if self.is_main:
+            (self.path / "eval_before.json").write_text(
+                json.dumps({"metrics": metrics, "probes": probes}, ensure_ascii=False), encoding="utf-8")
+
+    def eval_before(self) -> tuple[dict, list] | None:
+        path = self.path / "eval_before.json"
+        if not path.is_file():
+            return None
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        return saved["metrics"], saved["probes"]
+
+    def write_probes(self, probes: list[dict]) -> None:
+        if self.is_main:
+            _write_json(self.path / "probes.json", probes)
+
+    def probe_inputs(self) -> list[str]:
+        """The probe prompts the run answered before and after training ([] when none)."""
+        path = self.path / "probes.json"
+        return [p["input"] for p in json.loads(path.read_text(encoding="utf-8"))] if path.is_file() else []
+
+    def write_predictions(self, rows: list[dict], labels: list[str], probs: list[list[float]]) -> None:
+        """One line per eval example (text, gold, predicted, probabilities) for error analysis and review."""
+        if not self.is_main:
+            return
+        lines = []
+        for row, p in zip(rows, probs):
+            predicted = labels[max(range(len(p)), key=p.__getitem__)]
+            lines.append({"text": row["text"], "label": row["label"], "predicted": predicted,
+                          "probs": dict(zip(labels, p))})
+        write_jsonl(self.path / "predictions.jsonl", lines)
+
+    # ---- data -------------------------------------------------------------------------------
+    def write_rows(self, name: str, rows: list[dict]) -> None:
+        """``eval_set`` (what exports re-measure on and reviewers read), ``test_set`` (never
+        trained or selected on) or ``rejects`` (invalid rows with their reasons)."""
+        if self.is_main:
+            write_jsonl(self.path / f"{name}.jsonl", rows, drop_private=True)
+
+    def eval_rows(self) -> list[dict]:
+        """The run's held-out rows (``eval_set.jsonl``), or [] when the run has none."""
+        return read_jsonl(self.path / "eval_set.jsonl")

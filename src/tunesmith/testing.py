@@ -1,0 +1,205 @@
+"""Helpers for tests and benchmarks that drive the real CLI: tiny models and a tiny recipe
+writer, start/finish/kill a ``tunesmith train`` subprocess, count metrics lines, wait for N lines.
+
+The tests' fixtures (``tests/conftest.py``), the crash-safety test
+(``tests/integration/test_kill_resume.py``) and ``benchmarks/kill_resume_trials.py`` use
+these, so what the benchmark measures is the setup the tests check. Importing this module
+imports neither torch nor transformers: the model writers import them when called.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from tunesmith.jsonl import write_jsonl
+from tunesmith.synthetic import chat_rows, sentiment_rows
+
+TIMEOUT = 300  # seconds a CLI subprocess may take before a helper gives up on it
+
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+# ----------------------------------------------------------------------------- tiny models
+
+
+def base_tokenizer():
+    """The packaged MiniLM tokenizer: real tokenization without a download."""
+    from transformers import AutoTokenizer
+
+    from tunesmith.models.load import resolve_model_source
+
+    return AutoTokenizer.from_pretrained(resolve_model_source("builtin:minilm"))
+
+
+def write_tiny_bert(folder: Path) -> Path:
+    """Save a 2-layer, hidden-32 BERT (seed 0, dropout 0.1) and its tokenizer to ``folder``.
+
+    The base model for classification; small enough to train in seconds on a CPU.
+    """
+    import torch
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    tokenizer = base_tokenizer()
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=128,
+                        # A larger init spread gives the random encoder token-dependent features,
+                        # so frozen-base methods (LoRA, freeze) have a signal to learn from.
+                        initializer_range=0.2)
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return Path(folder)
+
+
+def write_tiny_llama(folder: Path) -> Path:
+    """Save a 2-layer, hidden-32 Llama (seed 0) with a ChatML template to ``folder``.
+
+    The base model for chat SFT.
+    """
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    tokenizer = base_tokenizer()
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    tokenizer.eos_token = "<|im_end|>"
+    tokenizer.chat_template = CHATML
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, intermediate_size=64, max_position_embeddings=256,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                         tie_word_embeddings=True,
+                         # Embeddings wide enough that a frozen tied LM head can separate tokens.
+                         initializer_range=0.3)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return Path(folder)
+
+
+# ----------------------------------------------------------------------------- tiny recipes
+
+
+def write_cls_recipe(folder: Path, model_dir: Path, train_rows: int = 160) -> Path:
+    """A classification recipe on ``model_dir`` and synthetic sentiment data, in ``folder``.
+
+    Writes ``train.jsonl`` (``train_rows`` rows), ``eval.jsonl`` (40 rows) and
+    ``recipe.yaml``, whose runs go to ``folder/runs``; returns the recipe's path.
+    """
+    folder = Path(folder)
+    write_jsonl(folder / "train.jsonl", sentiment_rows(train_rows, seed=1))
+    write_jsonl(folder / "eval.jsonl", sentiment_rows(40, seed=2))
+    recipe = {
+        "name": "tiny-cls",
+        "task": "classification",
+        "seed": 7,
+        "output_dir": str(folder / "runs"),
+        "model": {"name": str(model_dir)},
+        "data": {"train": "train.jsonl", "eval": "eval.jsonl", "max_length": 32},
+        "method": {"type": "full"},
+        "train": {"epochs": 15, "batch_size": 16, "lr": 5e-3, "eval_every": 10, "log_every": 2, "save_every": 20},
+        "eval": {"probes": ["the film was wonderful", "the plot was awful"]},
+    }
+    return _write_yaml(folder / "recipe.yaml", recipe)
+
+
+def write_chat_recipe(folder: Path, model_dir: Path) -> Path:
+    """A chat-SFT (LoRA) recipe on ``model_dir`` and 60 synthetic identity chats, in ``folder``.
+
+    Writes ``chats.jsonl`` and ``chat.yaml``, whose runs go to ``folder/runs``; returns the
+    recipe's path.
+    """
+    folder = Path(folder)
+    write_jsonl(folder / "chats.jsonl", chat_rows(60))
+    recipe = {
+        "name": "tiny-chat",
+        "task": "causal_lm",
+        "seed": 7,
+        "output_dir": str(folder / "runs"),
+        "model": {"name": str(model_dir)},
+        "data": {"train": "chats.jsonl", "eval_size": 10, "max_length": 64, "system_prompt": "be brief."},
+        "method": {"type": "lora", "r": 8, "alpha": 16, "dropout": 0.0},
+        "train": {"epochs": 6, "batch_size": 8, "lr": 2e-2, "log_every": 2},
+        "eval": {"probes": ["who are you?"], "max_new_tokens": 8},
+    }
+    return _write_yaml(folder / "chat.yaml", recipe)
+
+
+def _write_yaml(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+# ----------------------------------------------------------------------------- train subprocesses
+
+
+def start_train(recipe: Path, run_dir: Path, *args: str) -> subprocess.Popen:
+    """Start ``python -m tunesmith.cli train RECIPE --output-dir RUN_DIR ARGS`` in the background.
+
+    Its output is appended to ``RUN_DIR.log`` (see ``run_log``); ``finish`` or ``kill``
+    closes that file. The working directory is the recipe's folder, which holds no Python
+    files, so nothing there can shadow a module.
+    """
+    log = open(f"{run_dir}.log", "ab")  # noqa: SIM115 - closed by finish()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tunesmith.cli", "train", str(recipe), "--output-dir", str(run_dir), *args],
+        cwd=Path(recipe).parent, env={**os.environ, "TUNESMITH_NO_PROGRESS": "1"},
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    proc.log = log
+    return proc
+
+
+def finish(proc: subprocess.Popen, timeout: float = TIMEOUT) -> int:
+    """Wait for a ``start_train`` process and return its exit code (negative: killed by
+    that signal). Past ``timeout`` it is killed (and ``TimeoutExpired`` raised)."""
+    try:
+        return proc.wait(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.log.close()
+
+
+def kill(proc: subprocess.Popen, sig: int = signal.SIGKILL, timeout: float = TIMEOUT) -> int:
+    """Send ``sig`` to a ``start_train`` process, wait for it to end; its exit code.
+
+    SIGKILL gives ``-9`` (or 0 if the run had already finished); SIGINT/SIGTERM let the run
+    save a checkpoint and exit 130.
+    """
+    proc.send_signal(sig)
+    return finish(proc, timeout)
+
+
+def run_log(run_dir: Path) -> str:
+    """Everything the ``start_train`` processes of ``run_dir`` printed so far."""
+    return Path(f"{run_dir}.log").read_text(errors="replace")
+
+
+def metric_lines(run_dir: Path) -> int:
+    """Complete lines in ``run_dir/metrics.jsonl`` right now (the run may be writing it)."""
+    try:
+        return (Path(run_dir) / "metrics.jsonl").read_bytes().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
+def wait_for_lines(proc: subprocess.Popen, run_dir: Path, n: int, timeout: float = TIMEOUT) -> float | None:
+    """Poll until metrics.jsonl has ``n`` lines; the monotonic time it happened, or None if
+    the process ended first or ``timeout`` seconds passed (``proc.poll()`` tells which)."""
+    deadline = time.monotonic() + timeout
+    while metric_lines(run_dir) < n:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            return None
+        # Fine-grained: the kill trials time their kills relative to these moments.
+        time.sleep(0.005)
+    return time.monotonic()
