@@ -149,6 +149,11 @@ def _run(config: RecipeConfig, run: RunDir, summary: dict, base_dir, show_progre
         run.save_eval_before(before, probes_before)
 
     total_steps = planned_steps(len(train_features), config.train)
+    if config.train.eval_every and config.train.eval_every >= total_steps:
+        # A quick try (--set train.max_steps=10) should not fail over an interval meant for
+        # the full run: the loop always evaluates at the end.
+        log(f"warning: train.eval_every={config.train.eval_every} is not below the run's {total_steps} steps: "
+            "evaluating at the end only")
     model = apply_method(model, config.method, config.model_task, total_steps=total_steps)
     trainable, total = count_parameters(model)
     log(f"method {config.method.type}: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.2f}%)")

@@ -97,17 +97,12 @@ def write_cls_recipe(folder: Path, model_dir: Path, train_rows: int = 160) -> Pa
     folder = Path(folder)
     write_jsonl(folder / "train.jsonl", sentiment_rows(train_rows, seed=1))
     write_jsonl(folder / "eval.jsonl", sentiment_rows(40, seed=2))
-    recipe = {
-        "name": "tiny-cls",
-        "task": "classification",
-        "seed": 7,
-        "output_dir": str(folder / "runs"),
-        "model": {"name": str(model_dir)},
-        "data": {"train": "train.jsonl", "eval": "eval.jsonl", "max_length": 32},
-        "method": {"type": "full"},
-        "train": {"epochs": 15, "batch_size": 16, "lr": 5e-3, "eval_every": 10, "log_every": 2, "save_every": 20},
-        "eval": {"probes": ["the film was wonderful", "the plot was awful"]},
-    }
+    recipe = _recipe(folder, model_dir, "tiny-cls", "classification",
+                     data={"train": "train.jsonl", "eval": "eval.jsonl", "max_length": 32},
+                     method={"type": "full"},
+                     train={"epochs": 15, "batch_size": 16, "lr": 5e-3, "eval_every": 10, "log_every": 2,
+                            "save_every": 20},
+                     eval={"probes": ["the film was wonderful", "the plot was awful"]})
     return _write_yaml(folder / "recipe.yaml", recipe)
 
 
@@ -119,18 +114,18 @@ def write_chat_recipe(folder: Path, model_dir: Path) -> Path:
     """
     folder = Path(folder)
     write_jsonl(folder / "chats.jsonl", chat_rows(60))
-    recipe = {
-        "name": "tiny-chat",
-        "task": "causal_lm",
-        "seed": 7,
-        "output_dir": str(folder / "runs"),
-        "model": {"name": str(model_dir)},
-        "data": {"train": "chats.jsonl", "eval_size": 10, "max_length": 64, "system_prompt": "be brief."},
-        "method": {"type": "lora", "r": 8, "alpha": 16, "dropout": 0.0},
-        "train": {"epochs": 6, "batch_size": 8, "lr": 2e-2, "log_every": 2},
-        "eval": {"probes": ["who are you?"], "max_new_tokens": 8},
-    }
+    recipe = _recipe(folder, model_dir, "tiny-chat", "causal_lm",
+                     data={"train": "chats.jsonl", "eval_size": 10, "max_length": 64, "system_prompt": "be brief."},
+                     method={"type": "lora", "r": 8, "alpha": 16, "dropout": 0.0},
+                     train={"epochs": 6, "batch_size": 8, "lr": 2e-2, "log_every": 2},
+                     eval={"probes": ["who are you?"], "max_new_tokens": 8})
     return _write_yaml(folder / "chat.yaml", recipe)
+
+
+def _recipe(folder: Path, model_dir: Path, name: str, task: str, **sections) -> dict:
+    """A recipe dict whose runs go to ``folder/runs`` (seed 7, the tiny model in ``model_dir``)."""
+    return {"name": name, "task": task, "seed": 7, "output_dir": str(folder / "runs"),
+            "model": {"name": str(model_dir)}, **sections}
 
 
 def _write_yaml(path: Path, data: dict) -> Path:

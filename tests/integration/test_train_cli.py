@@ -163,3 +163,16 @@ def test_help_lists_commands_and_examples(capsys):
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "--set" in out and "examples:" in out and "config.yaml" in out
+
+
+def test_a_short_try_with_a_long_eval_interval_warns_and_evaluates_at_the_end(cls_recipe, capsys):
+    """The shipped recipes' eval_every is meant for the full run; `--set train.max_steps=3`
+    must still run (the first-hour issue: documented quick tries stopped with an error)."""
+    run_dir = cls_recipe.parent / "runs" / "tiny-cls"
+    assert main(["train", str(cls_recipe), "--no-progress", "--set", "train.max_steps=3",
+                 "--set", "train.eval_every=50"]) == 0
+    out = capsys.readouterr().out
+    assert "warning: train.eval_every=50 is not below the run's 3 steps: evaluating at the end only" in out
+    summary = _summary(run_dir)
+    assert summary["train"]["steps"] == 3 and summary["eval_after"]["eval_loss"] != summary["eval_before"]["eval_loss"]
+    assert not (run_dir / "eval.jsonl").read_text(encoding="utf-8").strip()  # no mid-run evaluation

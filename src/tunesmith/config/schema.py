@@ -311,8 +311,6 @@ class RecipeConfig(Section):
         if self.data.packing and method_info(self.method.type).prompt_based:
             raise ValueError(f"data.packing cannot be combined with method {self.method.type}: its virtual tokens "
                              "would be shared by every chat packed into a row")
-        if self.train.eval_every and self.train.max_steps and self.train.eval_every > self.train.max_steps:
-            raise ValueError("train.eval_every is larger than train.max_steps, so it would never run")
         return self
 
     @property
