@@ -66,21 +66,24 @@ def run_recipe(
     """
     run_dir = resolve_run_dir(config, output_dir)
     prepare_run_dir(run_dir, overwrite, resume)
-    run = RunDir(run_dir)
+    backend = Backend()
+    run = RunDir(run_dir, backend.is_main)
     fingerprint = config_hash(config)
     resume_from = None
     if resume:
-        remove_stale_temp_dirs(run_dir)
+        if backend.is_main:
+            remove_stale_temp_dirs(run_dir)
         resume_from = find_resume_checkpoint(run_dir, resume, fingerprint)
         if resume_from is None:
             log("no valid checkpoint to resume from: starting from the beginning")
             run.forget_progress()
         else:
             log(f"resuming from {resume_from}")
-    dump_recipe(config, run_dir / "config.yaml")
+    if backend.is_main:
+        dump_recipe(config, run_dir / "config.yaml")
     summary: dict = {"status": "running", "name": config.name, "task": config.task, "method": config.method.type}
     try:
-        summary = _run(config, run, summary, base_dir, show_progress, log, resume_from, fingerprint)
+        summary = _run(config, run, backend, summary, base_dir, show_progress, log, resume_from, fingerprint)
         summary["status"] = "completed"
     except KeyboardInterrupt as exc:  # TrainingInterrupted (a checkpoint was saved) is one too
         summary["status"] = "interrupted"
@@ -95,11 +98,12 @@ def run_recipe(
     finally:
         summary["run_dir"] = str(run_dir)
         run.write_summary(summary)
-    write_report(run_dir, summary)
+    if backend.is_main:
+        write_report(run_dir, summary)
     return summary
 
 
-def _run(config: RecipeConfig, run: RunDir, summary: dict, base_dir, show_progress: bool, log,
+def _run(config: RecipeConfig, run: RunDir, backend: Backend, summary: dict, base_dir, show_progress: bool, log,
          resume_from: Path | None, fingerprint: str) -> dict:
     started = time.perf_counter()
     if config.train.num_threads:
@@ -125,8 +129,6 @@ def _run(config: RecipeConfig, run: RunDir, summary: dict, base_dir, show_progre
         trust_remote_code=config.model.trust_remote_code,
         quantization=four_bit_config(**quantization) if quantization else None,
     )
-    backend = Backend()
-    run.is_main = backend.is_main
     model.to(backend.device)
 
     def scores(m) -> dict:

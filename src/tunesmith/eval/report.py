@@ -11,16 +11,16 @@ import matplotlib
 matplotlib.use("Agg")  # no display on servers/CI
 import matplotlib.pyplot as plt  # noqa: E402
 
-from tunesmith.jsonl import read_jsonl  # noqa: E402
+from tunesmith.rundir import RunDir  # noqa: E402
 from tunesmith.objectives.tasks import TASKS, task_spec  # noqa: E402
 
 
 def plot_loss(run_dir: Path, summary: dict) -> Path | None:
     """loss.png: training loss, and eval loss before training, at each eval step and after."""
-    rows = read_jsonl(run_dir / "metrics.jsonl")
+    rows = RunDir(run_dir).log("metrics")
     if not rows:
         return None
-    evals = [r for r in read_jsonl(run_dir / "eval.jsonl") if "eval_loss" in r]
+    evals = [r for r in RunDir(run_dir).log("eval") if "eval_loss" in r]
     if "eval_loss" in (summary.get("eval_before") or {}):
         evals = [{"step": 0, "eval_loss": summary["eval_before"]["eval_loss"]}] + evals
     if "eval_loss" in (summary.get("eval_after") or {}):
@@ -46,7 +46,7 @@ def plot_eval(run_dir: Path, summary: dict) -> Path | None:
     key = task_spec(summary["task"]).headline if summary.get("task") in TASKS else None
     if key not in after:
         return None
-    points = [(0, before[key])] + [(r["step"], r[key]) for r in read_jsonl(run_dir / "eval.jsonl") if key in r]
+    points = [(0, before[key])] + [(r["step"], r[key]) for r in RunDir(run_dir).log("eval") if key in r]
     points.append((summary["train"]["steps"], after[key]))
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(*zip(*points), "o-")
@@ -99,7 +99,7 @@ def write_report(run_dir: Path, summary: dict) -> Path:
         f"<tr><td>{esc(p['input'])}</td><td>{esc(_probe(p['before']))}</td><td>{esc(_probe(p['after']))}</td></tr>"
         for p in summary.get("probes", [])
     )
-    events = read_jsonl(run_dir / "events.jsonl")
+    events = RunDir(run_dir).log("events")
     event_rows = "".join(
         f"<tr><td>{e.get('step')}</td><td>{esc(e.get('event', ''))}</td>"
         f"<td>{esc(json.dumps({k: v for k, v in e.items() if k not in ('step', 'event', 'sample_ids')}))}</td></tr>"
