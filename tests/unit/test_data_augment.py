@@ -198,3 +198,16 @@ def test_pipeline_augments_training_rows_only(tmp_path):
     originals = [r for r in data.train if "augmented" not in r]
     assert all(originals[r["augmented_from"]]["text"] not in eval_texts for r in augmented)
     assert data.info["augment"]["d.jsonl"]["augmented_rows"] == 30
+
+
+def test_preference_rows_augment_the_prompt_and_keep_both_answers():
+    rows = [{"prompt": "Tell me about the good movie tonight.", "chosen": "It is good.", "rejected": "No."},
+            {"prompt": [{"role": "user", "content": "Is the film good?"}],
+             "chosen": [{"role": "assistant", "content": "Yes, good."}], "rejected": "No."}]
+    out, report = augment_rows(rows, AugmentConfig(copies=2, synonym_rate=1.0), seed=3)
+    copies = [r for r in out if r.get("augmented")]
+    assert len(out) == 6 and len(copies) == 4
+    for row in copies:
+        original = rows[row["augmented_from"]]
+        assert (row["chosen"], row["rejected"]) == (original["chosen"], original["rejected"])
+        assert row["prompt"] != original["prompt"]

@@ -99,16 +99,28 @@ def random_delete(text: str, rate: float, rng: random.Random) -> str:
 
 
 def _texts_of(row: dict) -> list[str]:
+    """The texts augmentation may change: user turns of a chat, a preference row's prompt
+    (answers, chosen and rejected alike, stay as they are), or the text."""
     if "messages" in row:
         return [m["content"] for m in row["messages"] if m["role"] == "user"]
+    if "chosen" in row:
+        prompt = row["prompt"]
+        return [prompt] if isinstance(prompt, str) else [m["content"] for m in prompt if m["role"] == "user"]
     return [row["text"]]
 
 
-def _with_texts(row: dict, texts: list[str]) -> dict:
-    if "messages" not in row:
-        return dict(row, text=texts[0])
+def _with_user_turns(messages: list[dict], texts) -> list[dict]:
     it = iter(texts)
-    return dict(row, messages=[dict(m, content=next(it)) if m["role"] == "user" else m for m in row["messages"]])
+    return [dict(m, content=next(it)) if m["role"] == "user" else m for m in messages]
+
+
+def _with_texts(row: dict, texts: list[str]) -> dict:
+    if "messages" in row:
+        return dict(row, messages=_with_user_turns(row["messages"], texts))
+    if "chosen" in row:
+        prompt = row["prompt"]
+        return dict(row, prompt=texts[0] if isinstance(prompt, str) else _with_user_turns(prompt, texts))
+    return dict(row, text=texts[0])
 
 
 def augment_rows(rows: list[dict], cfg, seed: int) -> tuple[list[dict], dict]:
