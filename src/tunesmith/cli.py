@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare = sub.add_parser(
         "compare",
         help="train the same recipe with several methods and tabulate memory, speed, size and quality",
-        epilog=COMPARE_EXAMPLES,
+        epilog=_compare_examples(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     compare.add_argument("recipe", help="YAML recipe every variant trains (its method and lr are replaced)")
@@ -145,10 +145,19 @@ COMPARE_EXAMPLES = """examples:
   tunesmith compare configs/demo.yaml --steps 60 --set data.max_train_samples=2000
   tunesmith compare configs/demo.yaml --methods lora,dora,ia3 --variant lora-r4='{"type": "lora", "r": 4}'
   tunesmith compare configs/demo.yaml --methods lora --rank-study --steps 60
-presets: full, freeze, freeze-top2, lora, rslora, dora, pissa, loraplus, qlora, adalora, prefix, prompt,
-  ptuning, ptuning2, ia3, adapter, adapter-pfeiffer, adapter-parallel, bitfit
+presets: {presets}
 writes compare.md, compare.csv, compare.json, compare.png (and rank_study.png) to --out
 """
+
+
+def _compare_examples() -> str:
+    """The compare epilog, listing the presets of the method catalog (torch-free)."""
+    import textwrap
+
+    from tunesmith.config.methods import PRESETS
+
+    presets = textwrap.fill(", ".join(PRESETS), width=100, subsequent_indent="  ")
+    return COMPARE_EXAMPLES.replace("{presets}", presets)
 
 
 def _run_options(p: argparse.ArgumentParser) -> None:

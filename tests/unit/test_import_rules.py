@@ -73,3 +73,11 @@ def test_a_recipe_is_checked_without_importing_torch():
             "print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_catalog_floor_imports_only_catalogs():
+    """config/ reads the task registry but nothing from data, models, methods or the stages."""
+    allowed = ("tunesmith.config", "tunesmith.errors", "tunesmith.objectives.tasks")
+    found = [f"{module} imports {name}" for module, names in imports_of("config").items()
+             for name in sorted(names) if not name.startswith(allowed)]
+    assert found == []

@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from tunesmith.config.methods import LoraMethod, Method, default_lr, method_info
-from tunesmith.config.section import Section
+from tunesmith.config.section import Section, looks_like_import_path
 from tunesmith.objectives.tasks import TASKS, task_spec, tasks_with_shape
 
 # The task names of the registry (classification, causal_lm = chat SFT, pretrain, ...).
@@ -86,8 +86,6 @@ class AugmentConfig(Section):
     def _no_import_paths(cls, value: str | None) -> str | None:
         # Recipes are untrusted: a value shaped like 'package.module:function' is refused here,
         # before anything runs, instead of being looked up (the registry refuses such names too).
-        from tunesmith.data.paraphrase import looks_like_import_path  # torch-free; the rule lives with the registry
-
         if value is not None and looks_like_import_path(value):
             raise ValueError(
                 f"{value!r} looks like an import path, and recipes cannot name code to import. Use the name of a "

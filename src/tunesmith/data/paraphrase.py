@@ -16,20 +16,15 @@ Importing this module imports neither torch nor transformers.
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Callable, Iterable
 from importlib.metadata import entry_points
 
+from tunesmith.config.section import looks_like_import_path
 from tunesmith.errors import ConfigError
 
 BackTranslator = Callable[[list[str]], list[str]]
 
 ENTRY_POINT_GROUP = "tunesmith.back_translators"
-
-# "package.module:function" (or "module:attr.attr"): the shape of an import path. Names of
-# this shape are refused everywhere (recipes and registration alike), so a recipe value that
-# looks like code to import is never mistaken for a registered name.
-_IMPORT_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
 # Built-in round trips: name suffix -> (source language, pivot language, the pivot's
 # language token). Each needs Helsinki-NLP/opus-mt-{source}-{pivot} and
@@ -44,15 +39,6 @@ OPUS_MT_ROUND_TRIPS: dict[str, tuple[str, str, str]] = {
 _SOURCE_TOKENS = {"en": ">>eng<<", "zh": ">>cmn_Hans<<"}
 BATCH_SIZE = 16  # texts per generate() call: bounds memory on long lists
 MAX_NEW_TOKENS = 256
-
-
-def looks_like_import_path(name: str) -> bool:
-    """Whether ``name`` has the shape of ``package.module:function`` (or has both '.' and ':').
-
-    The second rule is deliberately broad: no registered name needs both characters, and a
-    value such as ``pkg.mod:fn-v2`` still reads as an attempt to name code.
-    """
-    return bool(_IMPORT_PATH.fullmatch(name)) or ("." in name and ":" in name)
 
 
 @functools.lru_cache(maxsize=None)

@@ -31,7 +31,7 @@ DEFAULT_TARGETS = {
 CLASSIFICATION_HEADS = ("classifier", "score", "pooler")
 # Name of the per-parameter learning-rate multiplier that build_optimizer honours.
 LR_SCALE_ATTR = "tunesmith_lr_scale"
-INIT = {"default": True, "gaussian": "gaussian", "pissa": "pissa", "loftq": "loftq"}
+INIT = {"default": True, "gaussian": "gaussian", "pissa": "pissa"}
 
 
 def peft_task_type(task: str) -> TaskType:
@@ -66,10 +66,6 @@ def wrap(model: nn.Module, config, method: str) -> nn.Module:
 
 def apply_lora(model: nn.Module, method_cfg, task: str, **context) -> nn.Module:
     """Wrap ``model`` with LoRA adapters; classification heads train in full (modules_to_save)."""
-    if method_cfg.init == "loftq":
-        raise ConfigError(
-            "method.init: loftq needs a quantised base model.", "Use method.type: qlora with init: loftq, or init: pissa."
-        )
     config = LoraConfig(
         task_type=peft_task_type(task),
         r=method_cfg.r,
@@ -149,11 +145,6 @@ def apply_qlora(model: nn.Module, method_cfg, task: str, **context) -> nn.Module
             "method qlora needs the base model loaded in 4-bit.",
             "Run it through a recipe (the runner quantises the base for qlora) or load the model with "
             "tunesmith.models.quantize.four_bit_config().",
-        )
-    if method_cfg.init == "loftq":
-        raise ConfigError(
-            "LoftQ initialisation quantises a full-precision base itself; PEFT does not support it on an "
-            "already 4-bit base.", "Use init: default or pissa with qlora, or LoRA with a full-precision base.",
         )
     # Casts norms/heads to fp32 and lets gradients flow into the adapters through the
     # frozen 4-bit layers; no gradient checkpointing unless asked (it costs ~30% speed).
