@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tunesmith.errors import ConfigError, ModelError
 from tunesmith.jsonl import read_jsonl, write_jsonl
+from tunesmith.storage import atomic_write_text
 
 MODEL_META = "tunesmith.json"
 SUMMARY = "summary.json"
@@ -24,7 +25,9 @@ LOGBOOK_FILES = ("metrics.jsonl", "eval.jsonl", "events.jsonl")
 
 
 def _write_json(path: Path, data) -> None:
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
+    # Atomic: a run killed while writing summary.json or tunesmith.json leaves the previous
+    # complete file, never half of one.
+    atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False))
 
 
 def write_model_meta(folder: Path, meta: dict) -> None:
