@@ -223,11 +223,14 @@ def _raise_interrupt(signum, frame):
 
 
 def _train(recipe: Path, args, overwrite: bool) -> None:
-    from tunesmith.config.load import load_recipe  # heavy imports only after argument parsing
-    from tunesmith.runner import run_recipe
-    from tunesmith.summary import print_summary
+    from tunesmith.config.load import load_recipe  # torch-free: a bad recipe is reported in a second
+    from tunesmith.rundir import check_run_dir, resolve_run_dir
 
     config = load_recipe(recipe, args.overrides)
+    check_run_dir(resolve_run_dir(config, args.output_dir), overwrite, args.resume)
+    from tunesmith.runner import run_recipe  # torch, transformers, peft: only for a recipe that can run
+    from tunesmith.summary import print_summary
+
     summary = run_recipe(
         config, output_dir=args.output_dir, overwrite=overwrite, resume=args.resume, base_dir=recipe.resolve().parent,
         show_progress=not args.no_progress and not os.environ.get("TUNESMITH_NO_PROGRESS"),

@@ -70,6 +70,26 @@ def resolve_final_dir(path: str | Path) -> tuple[Path, Path | None]:
     )
 
 
+def resolve_run_dir(config, output_dir: str | Path | None) -> Path:
+    """The run directory of a recipe: ``--output-dir``, or ``<output_dir>/<name>``."""
+    return Path(output_dir) if output_dir else Path(config.output_dir) / config.name
+
+
+def check_run_dir(run_dir: Path, overwrite: bool, resume: str | None) -> None:
+    """Refuse to mix two runs' files in one folder (changes nothing; torch-free, so the CLI
+    says it in a second, before any model library loads).
+
+    Raises:
+        ConfigError: ``run_dir`` holds files and neither ``resume`` nor ``overwrite`` is set.
+    """
+    if run_dir.exists() and any(run_dir.iterdir()) and not resume and not overwrite:
+        raise ConfigError(
+            f"The run directory {run_dir} already exists and is not empty.",
+            "Pass --resume to continue it, --overwrite to replace it, or choose another with "
+            "--output-dir or --set name=...",
+        )
+
+
 class RunDir:
     """Reads and writes the files of one run directory (writes only where ``is_main``)."""
 

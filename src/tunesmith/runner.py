@@ -23,7 +23,7 @@ from tunesmith.methods.saved import save_trained
 from tunesmith.models.load import load_model, load_tokenizer, resolve_model_source
 from tunesmith.models.quantize import four_bit_config, quantization_settings
 from tunesmith.objectives.tasks import task_spec
-from tunesmith.rundir import RunDir, write_model_meta
+from tunesmith.rundir import RunDir, resolve_run_dir, write_model_meta
 from tunesmith.train.backend import Backend
 from tunesmith.train.checkpoint import remove_stale_temp_dirs
 from tunesmith.train.loop import train
@@ -31,11 +31,6 @@ from tunesmith.train.precision import autocast
 from tunesmith.train.preflight import check_disk_space, config_hash, find_resume_checkpoint, prepare_run_dir
 from tunesmith.train.sampler import planned_steps
 from tunesmith.train.state import TrainingInterrupted
-
-
-def resolve_run_dir(config: RecipeConfig, output_dir: str | Path | None) -> Path:
-    """The run directory: ``--output-dir``, or ``<output_dir>/<name>`` from the recipe."""
-    return Path(output_dir) if output_dir else Path(config.output_dir) / config.name
 
 
 def peak_rss_mb() -> float:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tunesmith.config.methods import method_info
 from tunesmith.errors import ConfigError
+from tunesmith.rundir import check_run_dir
 from tunesmith.train.checkpoint import is_valid_checkpoint, latest_valid_checkpoint, read_manifest
 
 
@@ -23,14 +24,9 @@ def config_hash(config) -> str:
 
 def prepare_run_dir(run_dir: Path, overwrite: bool, resume: str | None) -> None:
     """Create ``run_dir``; refuse to mix two runs' files in one folder; prove it is writable."""
+    check_run_dir(run_dir, overwrite, resume)
     if run_dir.exists() and any(run_dir.iterdir()) and not resume:
-        if not overwrite:
-            raise ConfigError(
-                f"The run directory {run_dir} already exists and is not empty.",
-                "Pass --resume to continue it, --overwrite to replace it, or choose another with "
-                "--output-dir or --set name=...",
-            )
-        shutil.rmtree(run_dir)
+        shutil.rmtree(run_dir)  # --overwrite
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / ".write-test"
