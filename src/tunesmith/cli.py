@@ -9,6 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
+from tunesmith import __version__
 from tunesmith.errors import TunesmithError
 
 RECIPES = Path(__file__).parent / "recipes"
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run 'tunesmith COMMAND --help' for each command's options.",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    parser.add_argument("--version", action="version", version=f"tunesmith {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser(

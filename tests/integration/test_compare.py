@@ -83,3 +83,25 @@ def test_rank_study_plot(tmp_path):
             for r in (1, 2, 4) for t in ("q", "qv")]
     plot_rank_study(rows, "accuracy", tmp_path / "rank.png")
     assert (tmp_path / "rank.png").stat().st_size > 5_000
+
+
+def test_comparison_bars_start_at_zero_on_linear_axes(tmp_path, monkeypatch):
+    """30 s against 23 s must look like 30 against 23, not 10x (the old log axes)."""
+    import matplotlib.pyplot as plt
+
+    from tunesmith.compare import plot_comparison
+
+    figures = []
+    monkeypatch.setattr(plt, "close", lambda fig: figures.append(fig))
+    rows = [{"status": "completed", "label": label, "after": {"accuracy": acc}, "before": {"accuracy": 0.5},
+             "trainable_pct": pct, "peak_rss_mb": 1500, "train_s": secs, "samples_per_s": 80, "saved_mb": mb}
+            for label, acc, pct, secs, mb in (("full", 0.78, 100.0, 30.0, 90.9), ("lora", 0.77, 1.1, 23.0, 1.0))]
+    plot_comparison(rows, "accuracy", tmp_path / "compare.png")
+    (fig,) = figures
+    assert (tmp_path / "compare.png").stat().st_size > 5_000
+    for ax in fig.axes:
+        assert ax.get_yscale() == "linear" and ax.get_ylim()[0] == 0, ax.get_title()
+        heights = [p.get_height() for p in ax.patches]
+        assert len([t for t in ax.texts if t.get_text()]) >= len(heights)  # every bar carries its value
+    times = next(ax for ax in fig.axes if ax.get_title() == "train time (s)")
+    assert [p.get_height() for p in times.patches] == [30.0, 23.0]

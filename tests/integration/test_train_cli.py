@@ -165,6 +165,14 @@ def test_help_lists_commands_and_examples(capsys):
     assert "--set" in out and "examples:" in out and "config.yaml" in out
 
 
+def test_version(capsys):
+    import tunesmith
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out.strip() == f"tunesmith {tunesmith.__version__}"
+
+
 def test_a_short_try_with_a_long_eval_interval_warns_and_evaluates_at_the_end(cls_recipe, capsys):
     """The shipped recipes' eval_every is meant for the full run; `--set train.max_steps=3`
     must still run (the first-hour issue: documented quick tries stopped with an error)."""

@@ -87,3 +87,14 @@ def test_loftq_is_refused_with_the_reason():
         validate_recipe(dict(RECIPE, method={"type": "lora", "init": "loftq"}))
     with pytest.raises(ConfigError, match="LoftQ changes the base weights"):
         validate_recipe(dict(RECIPE, method={"type": "qlora", "init": "loftq"}))
+
+
+@pytest.mark.parametrize(("section", "key", "suggestion"), [
+    ({"method": {"type": "lora", "rank": 4}}, "method.rank", "method.r"),
+    ({"method": {"type": "qlora", "lora_alpha": 8}}, "method.lora_alpha", "method.alpha"),
+    ({"train": {"learning_rate": 1e-3}}, "train.learning_rate", "train.lr"),
+    ({"train": {"gradient_accumulation_steps": 4}}, "train.gradient_accumulation_steps", "train.grad_accum"),
+])
+def test_other_tools_names_suggest_ours(section, key, suggestion):
+    with pytest.raises(ConfigError, match=f"unknown key '{key}'. Did you mean '{suggestion}'"):
+        validate_recipe(dict(RECIPE, **section))

@@ -118,6 +118,13 @@ def _explain(err: dict, raw: dict) -> str:
     return f"{where}: {msg}" + (f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict) else "")
 
 
+# Names other tools (PEFT, HF TrainingArguments) use for a field, which string similarity
+# alone would not suggest: 'rank' is closer to 'init' than to 'r'.
+KEY_ALIASES = {"rank": "r", "lora_r": "r", "lora_alpha": "alpha", "lora_dropout": "dropout",
+               "learning_rate": "lr", "num_train_epochs": "epochs", "per_device_train_batch_size": "batch_size",
+               "gradient_accumulation_steps": "grad_accum", "warmup": "warmup_ratio"}
+
+
 def _closest_key(loc: list[str], raw: dict) -> str | None:
     """The valid key nearest to the unknown last element of ``loc``."""
     model: type[BaseModel] | None = RecipeConfig
@@ -128,6 +135,9 @@ def _closest_key(loc: list[str], raw: dict) -> str | None:
         model = _section_model(field, raw, loc) if field else None
     if model is None:
         return None
+    alias = KEY_ALIASES.get(loc[-1])
+    if alias in model.model_fields:
+        return ".".join(loc[:-1] + [alias])
     matches = difflib.get_close_matches(loc[-1], list(model.model_fields), n=1, cutoff=0.5)
     return ".".join([p for p in loc[:-1]] + [matches[0]]) if matches else None
 
