@@ -14,6 +14,7 @@ from tunesmith.config.load import dump_recipe
 from tunesmith.config.schema import RecipeConfig
 from tunesmith.data import cache as data_cache
 from tunesmith.data.packing import pack_features, packing_efficiency
+from tunesmith.data.dedup import leakage_summary
 from tunesmith.data.pipeline import prepare_data
 from tunesmith.data.template import resolve_template
 from tunesmith.eval.evaluate import evaluate, scalar_metrics
@@ -237,6 +238,11 @@ def prepare_features(config: RecipeConfig, base_dir, tokenizer, summary: dict, l
     if data.rejects:
         log(f"data: {len(data.rejects)} invalid rows left out ({config.data.on_error}): "
             + ", ".join(f"{code} {n}" for code, n in data.info["validation"]["by_reason"].items()))
+    leak = summary["data"].get("leakage")
+    if leak and leak["exact"] + leak["near"] > leak.get("removed", 0):
+        # Held-out rows seen in training inflate every eval number: say so before training.
+        log(f"warning: {leakage_summary(leak)}. Eval metrics will look better than they are; deduplicate "
+            "(data.dedup), or set data.leakage: remove (or error).")
     if "packing" in summary["data"]:
         packing = summary["data"]["packing"]
         log(f"data: packed {packing['examples']} examples into {packing['rows']} rows "

@@ -184,3 +184,18 @@ def test_a_short_try_with_a_long_eval_interval_warns_and_evaluates_at_the_end(cl
     summary = _summary(run_dir)
     assert summary["train"]["steps"] == 3 and summary["eval_after"]["eval_loss"] != summary["eval_before"]["eval_loss"]
     assert not (run_dir / "eval.jsonl").read_text(encoding="utf-8").strip()  # no mid-run evaluation
+
+
+def test_leakage_is_loud_in_the_console_and_the_report(cls_recipe, capsys):
+    folder = cls_recipe.parent
+    train_rows = (folder / "train.jsonl").read_text(encoding="utf-8").splitlines()
+    (folder / "leaky.jsonl").write_text("\n".join(train_rows[:6]) + "\n", encoding="utf-8")
+    assert main(["train", str(cls_recipe), "--no-progress", "--set", "data.eval=[leaky.jsonl]",
+                 "--set", "train.max_steps=2"]) == 0
+    out = capsys.readouterr().out
+    assert "warning: 6 of the 6 eval rows also occur in the training sources (6 exact, 0 near duplicates)" in out
+    report = (folder / "runs" / "tiny-cls" / "report.html").read_text(encoding="utf-8")
+    assert 'class="alert" id="leakage"' in report and "6 of the 6 eval rows" in report
+    assert main(["train", str(cls_recipe), "--no-progress", "--overwrite", "--set", "data.eval=[leaky.jsonl]",
+                 "--set", "data.leakage=error"]) == 2
+    assert "6 of the 6 eval rows also occur in the training sources" in capsys.readouterr().err

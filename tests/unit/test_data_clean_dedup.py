@@ -93,3 +93,28 @@ def test_pipeline_cleans_dedups_and_removes_leaked_eval_rows(tmp_path):
     assert [r["text"] for r in data.eval] == ["a fresh eval sentence"]
     report = prepare_data(cfg.model_copy(update={"leakage": "report"}), "classification", seed=1, base_dir=tmp_path)
     assert len(report.eval) == 2 and report.info["leakage"]["examples"] == ["review number 5 says the film was good"]
+
+
+def _leaky(tmp_path):
+    train = [{"text": f"sentence {i} about the film", "label": "pos" if i % 2 else "neg"} for i in range(30)]
+    evaluation = train[:5] + [{"text": f"unseen sentence {i}", "label": "neg"} for i in range(15)]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in train))
+    (tmp_path / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in evaluation))
+    return DataConfig(train=["train.jsonl"], eval=["eval.jsonl"])
+
+
+def test_leakage_error_names_the_rows(tmp_path):
+    from tunesmith.errors import DataError
+
+    with pytest.raises(DataError, match=r"5 of the 20 eval rows also occur in the training sources "
+                                        r"\(5 exact, 0 near duplicates\), e.g. 'sentence 0 about the film'"):
+        prepare_data(_leaky(tmp_path).model_copy(update={"leakage": "error"}), "classification", seed=1,
+                     base_dir=tmp_path)
+
+
+def test_leakage_counts_describe_the_eval_set_the_run_uses(tmp_path):
+    cfg = _leaky(tmp_path).model_copy(update={"max_eval_samples": 8})
+    data = prepare_data(cfg, "classification", seed=1, base_dir=tmp_path)
+    leaked = sum(r["text"].startswith("sentence") for r in data.eval)
+    assert len(data.eval) == 8 and data.info["leakage"]["eval_rows"] == 8
+    assert data.info["leakage"]["exact"] == leaked

@@ -162,8 +162,10 @@ class DataConfig(Section):
         None, description="Augment the training rows (after the split; eval never is). Each new row is marked "
         "with 'augmented' and 'augmented_from'.")
     dedup: DedupConfig | None = Field(None, description="Duplicate removal over all training sources (absent: none).")
-    leakage: Literal["report", "remove"] = Field(
-        "report", description="Eval rows that also occur in train: report them, or remove them from eval.")
+    leakage: Literal["report", "remove", "error"] = Field(
+        "report", description="Eval rows that also occur in the training sources (exactly, or nearly with "
+        "dedup.near): report them (a warning in train, a red box in the report), remove them from eval, or stop "
+        "with an error naming them.")
     max_drop_fraction: float = Field(
         0.02, ge=0, le=1,
         description="With drop/quarantine: stop when more than this share of a source's rows is invalid "

@@ -100,6 +100,18 @@ def deduplicate(rows: list[dict], cfg) -> tuple[list[dict], dict]:
                   "rows_out": len(kept), "examples": examples}
 
 
+def leakage_summary(report: dict) -> str:
+    """One sentence about a leakage report, with up to two examples (the same words in
+    ``train``'s warning, ``data inspect`` and the error of ``data.leakage: error``)."""
+    count = report["exact"] + report["near"]
+    text = (f"{count} of the {report['eval_rows']} eval rows also occur in the training sources "
+            f"({report['exact']} exact, {report['near']} near duplicates)")
+    if report.get("removed"):
+        text += f"; {report['removed']} removed from eval (data.leakage: remove)"
+    examples = "; ".join(repr(e) for e in report.get("examples", [])[:2])
+    return text + (f", e.g. {examples}" if examples else "")
+
+
 def leakage(train: list[dict], evaluation: list[dict], near: bool, threshold: float, ngram: int) -> tuple[list[int], dict]:
     """Eval rows that also occur in train (exactly, or nearly with ``near``).
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tunesmith.config.schema import DedupConfig
 from tunesmith.data.clean import row_text
-from tunesmith.data.dedup import deduplicate
+from tunesmith.data.dedup import deduplicate, leakage_summary
 from tunesmith.data.pipeline import PreparedData, prepare_data, validation_info
 from tunesmith.data.sources import load_records
 from tunesmith.errors import DataError
@@ -153,8 +153,7 @@ def format_report(report: dict) -> str:
     dup = report.get("duplicates_in_train") or report.get("duplicates")
     lines.append(f"duplicates: {dup['exact_duplicates']} exact, {dup['near_duplicates']} near")
     if report.get("leakage"):
-        leak = report["leakage"]
-        lines.append(f"leakage: {leak['exact']} eval rows also in train (exact), {leak['near']} near")
+        lines.append(f"leakage: {leakage_summary(report['leakage'])}")
     for split, counts in (report.get("labels") or {}).items():
         lines.append(f"labels {split}: " + ", ".join(f"{k} {n}" for k, n in (counts.items() if isinstance(counts, dict) else [])))
     for split, stats in report["lengths"].items():

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tunesmith.data.augment import augment_rows
 from tunesmith.data.clean import clean_rows
-from tunesmith.data.dedup import deduplicate, leakage
+from tunesmith.data.dedup import deduplicate, leakage, leakage_summary
 from tunesmith.data.mix import mix_sources
 from tunesmith.data.sources import load_records
 from tunesmith.data.split import split_records, subsample
@@ -111,9 +111,15 @@ def prepare_data(cfg, shape: str, seed: int, base_dir: Path | None = None) -> Pr
                          "test": len(test)}
     if cfg.clean and cfg.eval:
         evaluation, info["clean_eval"] = clean_rows(evaluation, cfg.clean)
+    # Subsampled before the leakage check, so its counts are about the eval set the run uses.
+    evaluation = subsample(evaluation, cfg.max_eval_samples, seed + 1)
     near = bool(cfg.dedup and cfg.dedup.near)
     leaked, info["leakage"] = leakage([r for rows in parts for r in rows], evaluation, near,
                                       cfg.dedup.threshold if near else 0.8, cfg.dedup.ngram if near else 5)
+    if cfg.leakage == "error" and leaked:
+        raise DataError(leakage_summary(info["leakage"]) + ".",
+                        "Deduplicate the sources (data.dedup), give a separate eval file, or set data.leakage: "
+                        "remove to drop those eval rows.")
     if cfg.leakage == "remove" and leaked:
         drop = set(leaked)
         evaluation = [r for i, r in enumerate(evaluation) if i not in drop]
@@ -131,7 +137,6 @@ def prepare_data(cfg, shape: str, seed: int, base_dir: Path | None = None) -> Pr
     else:
         train = [row for rows in parts for row in rows]
     train = subsample(train, cfg.max_train_samples, seed)
-    evaluation = subsample(evaluation, cfg.max_eval_samples, seed + 1)
 
     labels = None
     if shape == "classification":

@@ -12,6 +12,7 @@ matplotlib.use("Agg")  # no display on servers/CI
 import matplotlib.pyplot as plt  # noqa: E402
 
 from tunesmith.rundir import RunDir  # noqa: E402
+from tunesmith.data.dedup import leakage_summary  # noqa: E402
 from tunesmith.objectives.tasks import TASKS, task_spec  # noqa: E402
 
 
@@ -111,10 +112,12 @@ def write_report(run_dir: Path, summary: dict) -> Path:
     )
     body = f"""<!doctype html><html><head><meta charset="utf-8"><title>{esc(summary.get('name', 'run'))}</title>
 <style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}}</style></head><body>
+td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}}
+.alert{{border:2px solid #c62828;background:#fdecea;color:#7f0000;padding:.6em 1em;margin:1em 0}}</style></head><body>
 <h1>{esc(summary.get('name', 'run'))}</h1>
 <p>Status <b>{esc(summary.get('status', '?'))}</b>: task {esc(summary.get('task', '?'))}, method {esc(summary.get('method', '?'))},
 {summary.get('trainable_params', 0):,} trainable of {summary.get('total_params', 0):,} parameters.</p>
+{_leakage_alert(summary)}
 <h2>Evaluation</h2><table><tr><th>metric</th><th>before</th><th>after</th></tr>{rows}</table>
 <h2>Training</h2><p>{train.get('steps', 0)} steps in {_fmt(train.get('wall_s'))} s,
 {_fmt(train.get('samples_per_s'))} samples/s, {_fmt(train.get('tokens_per_s'))} tokens/s, peak RSS {_fmt(train.get('peak_rss_mb'))} MB.</p>
@@ -125,6 +128,15 @@ td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}}</style></head><
     out = run_dir / "report.html"
     out.write_text(body, encoding="utf-8")
     return out
+
+
+def _leakage_alert(summary: dict) -> str:
+    """A red box when eval rows also occur in training: every eval number above is inflated."""
+    leak = (summary.get("data") or {}).get("leakage")
+    if not leak or leak["exact"] + leak["near"] <= leak.get("removed", 0):
+        return ""
+    return (f'<div class="alert" id="leakage"><b>Leakage:</b> {html.escape(leakage_summary(leak))}. The eval '
+            "metrics below are inflated; deduplicate the data (data.dedup) or set data.leakage: remove.</div>")
 
 
 def _fmt(value) -> str:
