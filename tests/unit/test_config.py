@@ -315,7 +315,7 @@ PACKAGED = REPO / "src/tunesmith/recipes"  # what `tunesmith demo` and an instal
 
 
 def _shipped() -> list[Path]:
-    """Each shipped recipe once: the packaged folder is a symlink to configs/, so globbing
+    """Each shipped recipe once: configs/ is a symlink to the packaged folder, so globbing
     both would validate every recipe twice; a packaged file that is not the same file as
     one in configs/ is still validated (and fails the next test)."""
     seen: dict[Path, Path] = {}
