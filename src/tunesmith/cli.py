@@ -184,6 +184,11 @@ def _plugin_option(p: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (0 success, 2 bad input, 1 unexpected failure)."""
     args = build_parser().parse_args(argv)
+    from tunesmith import quiet
+
+    if args.debug:
+        quiet.enable_debug()
+    quiet.filter_known_noise()
     # Schedulers stop jobs with SIGTERM: treat it like Ctrl-C so the run is marked interrupted.
     # (Inside the training loop both signals instead finish the step and save a checkpoint.)
     if threading.current_thread() is threading.main_thread():

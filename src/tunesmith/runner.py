@@ -126,6 +126,8 @@ def _run(config: RecipeConfig, run: RunDir, backend: Backend, summary: dict, bas
         quantization=four_bit_config(**quantization) if quantization else None,
     )
     model.to(backend.device)
+    if data.labels:
+        log(f"new classification head: {len(data.labels)} labels")
 
     def scores(m) -> dict:
         with autocast(backend.device, config.train.precision):

@@ -12,7 +12,6 @@ What ``final/`` holds depends on the method:
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -55,8 +54,7 @@ def load_trained(final_dir: str | Path, *, base_model: str | None = None, full_p
     labels = meta.get("labels")
     id2label = dict(enumerate(labels)) if labels else None
     base = base_model or meta.get("base_model_path") or meta["base_model"]
-    with quiet_transformers():  # its "head newly initialised" report is wrong here: the run's head is loaded next
-        model = _load(final_dir, meta, base, id2label, full_precision)
+    model = _load(final_dir, meta, base, id2label, full_precision)
     model.eval()
     return model, load_tokenizer(str(final_dir)), meta
 
@@ -82,18 +80,6 @@ def _load(final_dir: Path, meta: dict, base: str, id2label, full_precision: bool
     else:
         model, _ = load_model(str(final_dir), task, id2label=id2label)
     return model
-
-
-@contextmanager
-def quiet_transformers():
-    from transformers.utils import logging as hf_logging
-
-    level = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
 
 
 def _deep_prompts(meta: dict) -> bool:

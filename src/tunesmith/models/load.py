@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from tunesmith.errors import ModelError
+from tunesmith.quiet import quiet_loading
 from tunesmith.models.gguf import cached_conversion, convert_gguf_file
 from tunesmith.paths import cache_root
 
@@ -286,7 +287,8 @@ def load_model(
         )
 
     try:
-        model = auto_cls.from_pretrained(source, **kwargs)
+        with quiet_loading(local=Path(source).is_dir()):
+            model = auto_cls.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as exc:
         raise _load_error(name, source, exc) from exc
 

@@ -146,7 +146,6 @@ class Registry:
     def _attach(self, key: tuple, meta: dict, final_dir: Path, name: str) -> BaseGroup:
         from peft import PeftModel
 
-        from tunesmith.methods.saved import quiet_transformers
         from tunesmith.models.load import load_model
         from tunesmith.models.quantize import four_bit_config
 
@@ -154,9 +153,8 @@ class Registry:
         if group is None:
             labels = meta.get("labels")
             quantization = four_bit_config(**meta["quantization"]) if meta.get("quantization") else None
-            with quiet_transformers():
-                model, _ = load_model(key[0], meta["task"], id2label=dict(enumerate(labels)) if labels else None,
-                                      quantization=quantization)
+            model, _ = load_model(key[0], meta["task"], id2label=dict(enumerate(labels)) if labels else None,
+                                  quantization=quantization)
             group = self.groups[key] = BaseGroup(key, model.eval())
         if group.peft is None:
             group.peft = PeftModel.from_pretrained(group.model, final_dir, adapter_name=name).eval()
