@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -169,7 +170,11 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     p.add_argument("--resume", nargs="?", const="auto", metavar="auto|CHECKPOINT",
                    help="continue the run from its latest valid checkpoint (auto) or from a checkpoint directory")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar: one plain line per logged step and per evaluation instead (the default "
+                        "when the output is not a terminal)")
+    p.add_argument("--quiet", action="store_true", help="print only errors and the final summary")
+    p.add_argument("--json", action="store_true", help="print the final summary as JSON on stdout (the rest on stderr)")
     _plugin_option(p)
     # SUPPRESS: an absent sub-command --debug must not reset a --debug given before the command.
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors")
@@ -238,11 +243,22 @@ def _train(recipe: Path, args, overwrite: bool) -> None:
     from tunesmith.runner import run_recipe  # torch, transformers, peft: only for a recipe that can run
     from tunesmith.summary import print_summary
 
+    # --json keeps stdout for the summary alone; every other line goes to stderr.
+    stream = sys.stderr if args.json else sys.stdout
+
+    def log(message: str) -> None:
+        if not args.quiet:
+            print(message, file=stream, flush=True)  # flushed: a tee'd log must not lag
+
+    no_bar = args.no_progress or os.environ.get("TUNESMITH_NO_PROGRESS")
     summary = run_recipe(
         config, output_dir=args.output_dir, overwrite=overwrite, resume=args.resume, base_dir=recipe.resolve().parent,
-        show_progress=not args.no_progress and not os.environ.get("TUNESMITH_NO_PROGRESS"),
+        show_progress=False if args.quiet or args.json else ("lines" if no_bar else True), log=log,
     )
-    print_summary(summary)
+    if args.json:
+        print(json.dumps(summary, ensure_ascii=False), flush=True)
+    else:
+        print_summary(summary)
 
 
 def _compare(recipe: Path, args) -> None:

@@ -18,8 +18,6 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from tqdm.auto import tqdm
-
 from tunesmith.eval.metrics import improved
 from tunesmith.train.backend import Backend
 from tunesmith.train.guards import HealthGuard
@@ -27,6 +25,7 @@ from tunesmith.train.hooks import TrainingHooks
 from tunesmith.train.logbook import Logbook
 from tunesmith.train.memory import fix_mmap_threshold
 from tunesmith.train.optim import build_optimizer, build_scheduler
+from tunesmith.train.progress import Progress, resolve_mode
 from tunesmith.train.rollback import Restorer, refuse_step
 from tunesmith.train.sampler import EpochOrder, planned_steps
 from tunesmith.train.saver import Checkpointer
@@ -36,10 +35,11 @@ from tunesmith.train.step import StepRunner
 
 def train(model, objective, features: list[dict], cfg, *, lr: float, seed: int, run_dir: Path, backend: Backend,
           evaluate: Callable[[object], dict] | None = None, best_metric: str = "eval_loss",
-          show_progress: bool = True, resume_from: Path | None = None, config_hash: str | None = None,
+          show_progress: bool | str = True, resume_from: Path | None = None, config_hash: str | None = None,
           hooks: TrainingHooks | None = None) -> TrainStats:
     """Train ``model`` in place on ``features`` according to ``cfg`` (a TrainConfig).
 
+    ``show_progress``: True (a bar in a terminal, plain lines elsewhere), "lines", or False.
     ``evaluate(model)`` is called every ``cfg.eval_every`` steps; ``best_metric`` (its
     direction from the metric registry) ranks those evaluations for keep_best and early
     stopping. Logs go to metrics.jsonl / eval.jsonl / events.jsonl. ``resume_from`` is a
@@ -70,8 +70,7 @@ def train(model, objective, features: list[dict], cfg, *, lr: float, seed: int, 
         state = restorer.restore(resume_from, state)
         logbook.rewind_all(state.step)
     logbook.open()
-    bar = tqdm(total=total_steps, initial=state.step, desc="train", unit="step",
-               disable=not show_progress or not backend.is_main, dynamic_ncols=True)
+    progress = Progress(total_steps, state.step, resolve_mode(show_progress) if backend.is_main else "off")
     segment_start = log_start = time.perf_counter()
     model.train()
     with StopSignal() as stop:
@@ -88,19 +87,20 @@ def train(model, objective, features: list[dict], cfg, *, lr: float, seed: int, 
             runner.apply(state.step)
             guard.accept(result.loss)
             state.record_step(result.loss, result.tokens, result.samples)
-            bar.update(1)
+            progress.step()
             epoch_length = len(order.windows(state.epoch))
             if state.step % cfg.log_every == 0 or state.step == total_steps:
                 record = _metrics_line(state, epoch_length, scheduler, result, time.perf_counter() - log_start)
                 logbook.write("metrics", record)
-                bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}",
-                                tok_s=f"{record['tokens_per_s']:.0f}")
+                progress.metrics(record)
                 state.close_log_period()
                 log_start = time.perf_counter()
             new_best = False
             if evaluate and cfg.eval_every and state.step % cfg.eval_every == 0 and state.step != total_steps:
                 state.wall_s += time.perf_counter() - segment_start
-                new_best = _evaluate(evaluate(backend.unwrap(model)), state, cfg, best_metric, logbook)
+                metrics = evaluate(backend.unwrap(model))
+                progress.evaluation(state.step, metrics)
+                new_best = _evaluate(metrics, state, cfg, best_metric, logbook)
                 model.train()
                 # Evaluation time is not training time.
                 segment_start = log_start = time.perf_counter()
@@ -109,10 +109,10 @@ def train(model, objective, features: list[dict], cfg, *, lr: float, seed: int, 
                 segment_start = time.perf_counter()
                 path = saver.save(state)
                 if stop.requested:
-                    bar.close()
+                    progress.close()
                     raise TrainingInterrupted(state.step, path)
     state.wall_s += time.perf_counter() - segment_start
-    bar.close()
+    progress.close()
     logbook.close()
     return TrainStats(
         steps=state.step, samples=state.samples, tokens=state.tokens, wall_s=state.wall_s,
