@@ -24,7 +24,8 @@ from tunesmith.methods.saved import save_trained
 from tunesmith.models.load import load_model, load_tokenizer, resolve_model_source
 from tunesmith.models.quantize import four_bit_config, quantization_settings
 from tunesmith.objectives.tasks import task_spec
-from tunesmith.rundir import RunDir, resolve_run_dir, write_model_meta
+from tunesmith.modelcard import portable_adapter_config, write_model_card
+from tunesmith.rundir import RunDir, read_model_meta, resolve_run_dir, write_model_meta
 from tunesmith.train.backend import Backend
 from tunesmith.train.checkpoint import remove_stale_temp_dirs
 from tunesmith.train.loop import train
@@ -96,6 +97,9 @@ def run_recipe(
         run.write_summary(summary)
     if backend.is_main:
         write_report(run_dir, summary)
+        final = run.final
+        write_model_card(final, read_model_meta(final), summary, config.model_dump(mode="json"))
+        portable_adapter_config(final, config.model.name)
     return summary
 
 

@@ -199,3 +199,22 @@ def test_leakage_is_loud_in_the_console_and_the_report(cls_recipe, capsys):
     assert main(["train", str(cls_recipe), "--no-progress", "--overwrite", "--set", "data.eval=[leaky.jsonl]",
                  "--set", "data.leakage=error"]) == 2
     assert "6 of the 6 eval rows also occur in the training sources" in capsys.readouterr().err
+
+
+def test_final_has_a_real_model_card_and_a_portable_base(cls_recipe):
+    folder = cls_recipe.parent
+    assert main(["train", str(cls_recipe), "--quiet", "--set", "train.max_steps=3",
+                 "--set", "method={type: lora, r: 4}"]) == 0
+    run_dir = folder / "runs" / "tiny-cls"
+    summary = _summary(run_dir)
+    card = (run_dir / "final" / "README.md").read_text(encoding="utf-8")
+    assert "More Information Needed" not in card and "library_name: peft" in card
+    given = yaml.safe_load(cls_recipe.read_text())["model"]["name"]
+    assert f"`{given}` fine-tuned by" in card and "**lora**" in card
+    for name, value in summary["eval_after"].items():
+        assert f"| {name} | {summary['eval_before'][name]:.4f} | {value:.4f} |" in card
+    assert f"{summary['data']['train_rows']} train" in card and "## How to load" in card
+    adapter = json.loads((run_dir / "final" / "adapter_config.json").read_text())
+    meta = json.loads((run_dir / "final" / "tunesmith.json").read_text())
+    assert adapter["base_model_name_or_path"] == meta["base_model"] == given
+    assert Path(meta["base_model_path"]).is_dir()
