@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import sys
@@ -104,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--adapter", action="append", default=[], metavar="NAME=RUN_DIR",
                        help="a trained run served as model NAME (repeatable); adapters on the same base share it")
     serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
     serve.add_argument("--api-key", default=os.environ.get("TUNESMITH_API_KEY"),
                        help="require 'Authorization: Bearer KEY' (default: $TUNESMITH_API_KEY); "
                             "also enables loading/unloading adapters at run time")
@@ -320,6 +321,11 @@ def _serve(args) -> None:
         max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms, max_body_bytes=args.max_body_kb * 1024,
     )
     print(f"serving on http://{args.host}:{args.port}/v1 (Ctrl-C to stop)", flush=True)
+    # One line per request (id, model, tokens in/out, latency, status) on stderr.
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    logging.getLogger("tunesmith.serve").addHandler(handler)
+    logging.getLogger("tunesmith.serve").setLevel(logging.INFO)
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     finally:

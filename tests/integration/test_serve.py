@@ -21,6 +21,7 @@ from tunesmith.data.template import render_prompt, with_system_prompt
 from tunesmith.methods.saved import load_trained
 
 KEY = "test-key"
+SERVER_LOG = None  # set by the server fixture
 QUESTION = [{"role": "user", "content": "who are you?"}]
 
 
@@ -42,7 +43,9 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def server(runs, tiny_llama_dir, tmp_path_factory):
     port = _free_port()
-    log = (tmp_path_factory.mktemp("serve-log") / "server.log").open("w")
+    global SERVER_LOG
+    SERVER_LOG = tmp_path_factory.mktemp("serve-log") / "server.log"
+    log = SERVER_LOG.open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "tunesmith.cli", "serve", "--base", str(tiny_llama_dir),
          "--adapter", f"alpha={runs / 'alpha'}", "--adapter", f"beta={runs / 'beta'}",
@@ -245,6 +248,16 @@ BAD_REQUESTS = [
     ("/v1/classify", {"model": "sentiment", "input": []}, 400, "input"),
     ("/v1/classify", {"model": "sentiment", "input": [1]}, 400, "input.0"),
     ("/v1/adapters", {"name": "../x", "path": "runs"}, 403, "path_not_allowed"),
+    # options that would change the answer and are not implemented: refused, never ignored
+    ("/v1/chat/completions", {"model": "alpha", "messages": QUESTION, "logprobs": True}, 400, "logprobs"),
+    ("/v1/chat/completions", {"model": "alpha", "messages": QUESTION, "top_logprobs": 3}, 400, "top_logprobs"),
+    ("/v1/chat/completions", {"model": "alpha", "messages": QUESTION, "tools": [{"type": "function"}]}, 400, "tools"),
+    ("/v1/chat/completions", {"model": "alpha", "messages": QUESTION, "response_format": {"type": "json_object"}},
+     400, "response_format"),
+    ("/v1/chat/completions", {"model": "alpha", "messages": QUESTION, "frequency_penalty": 0.5}, 400,
+     "frequency_penalty"),
+    ("/v1/completions", {"model": "alpha", "prompt": "x", "presence_penalty": 1}, 400, "presence_penalty"),
+    ("/v1/completions", {"model": "alpha", "prompt": "x", "logprobs": 2}, 400, "logprobs"),
 ]
 
 
@@ -256,6 +269,34 @@ def test_bad_input_gets_a_4xx_with_an_openai_error_body(server, endpoint, body, 
     error = r.json()["error"]
     assert error["message"] and error["type"]
     assert marker in (error["param"], error["code"]) or (error["param"] or "").startswith(marker), error
+
+
+def test_unsupported_options_are_named_and_their_off_values_accepted(server, client):
+    r = httpx.post(f"{server}/v1/chat/completions", headers={"Authorization": f"Bearer {KEY}"}, timeout=60,
+                   json={"model": "alpha", "messages": QUESTION, "logprobs": True})
+    assert r.json()["error"]["message"] == ("Invalid 'logprobs': logprobs is not supported by this server; "
+                                            "leave it out (off: false).")
+    plain = _chat(client, "alpha").choices[0].message.content
+    off = _chat(client, "alpha", logprobs=False, frequency_penalty=0, presence_penalty=0,
+                response_format={"type": "text"}).choices[0].message.content
+    assert off == plain
+
+
+def test_streaming_usage_and_one_log_line_per_request(server, client):
+    stream = _chat(client, "alpha", stream=True, stream_options={"include_usage": True})
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens >= 1
+    whole = _chat(client, "alpha")
+    assert text == whole.choices[0].message.content
+    assert chunks[-1].usage.prompt_tokens == whole.usage.prompt_tokens
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+    assert all(c.usage is None for c in chunks[:-1])
+    time.sleep(0.2)
+    lines = [line for line in SERVER_LOG.read_text().splitlines() if " request " in line]
+    chat_lines = [line for line in lines if "POST /v1/chat/completions model=alpha" in line and "status=200" in line]
+    assert len(chat_lines) >= 2 and all("tokens_in=" in line and "latency_ms=" in line for line in chat_lines)
+    assert any(f"tokens_out={whole.usage.completion_tokens} " in line for line in chat_lines)
 
 
 def test_oversize_bodies_and_unknown_routes(server):

@@ -45,6 +45,15 @@ def create_app(registry: Registry, engine: Engine, *, api_key: str | None = None
     app = FastAPI(title="Tunesmith", docs_url=None, redoc_url=None)
     allowed_dirs = allowed_dirs or []
 
+    @app.middleware("http")
+    async def _request_log(request: Request, call_next):
+        request.state.started = time.perf_counter()
+        request.state.id = uuid.uuid4().hex[:12]
+        response = await call_next(request)
+        if not getattr(request.state, "streaming", False):  # a stream logs itself when it ends
+            log_request(request, response.status_code)
+        return response
+
     @app.exception_handler(ApiError)
     async def _api_error(request, exc: ApiError):
         return JSONResponse(error_body(exc.message, exc.kind, exc.param, exc.code), status_code=exc.status)
@@ -88,7 +97,8 @@ def create_app(registry: Registry, engine: Engine, *, api_key: str | None = None
             # one is the most specific ("input.0: should be a string").
             worst = max(exc.errors(), key=lambda e: len(e["loc"]))
             param = ".".join(str(p) for p in worst["loc"] if not _is_union_branch(p)) or None
-            raise ApiError(400, f"Invalid '{param}': {worst['msg']}." if param else worst["msg"], param=param,
+            message = worst["msg"].removeprefix("Value error, ")
+            raise ApiError(400, f"Invalid '{param}': {message}." if param else message, param=param,
                            code="invalid_value") from exc
 
     def entry_for(name: str, task: str):
@@ -149,8 +159,9 @@ def create_app(registry: Registry, engine: Engine, *, api_key: str | None = None
                 return {"id": ident, "object": "chat.completion.chunk", "created": created, "model": entry.name,
                         "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
             return stream_response(Job("generate", entry, [prompt], params), chunk,
-                                   lambda text: {"content": text}, {"role": "assistant", "content": ""})
+                                   lambda text: {"content": text}, {"role": "assistant", "content": ""}, req, request)
         out = await run(Job("generate", entry, [prompt], params))
+        note_usage(request, entry.name, [out])
         return {"id": ident, "object": "chat.completion", "created": created, "model": entry.name,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": out["text"]},
                              "finish_reason": out["finish_reason"]}],
@@ -170,14 +181,17 @@ def create_app(registry: Registry, engine: Engine, *, api_key: str | None = None
             def chunk(text: str, finish=None):
                 return {"id": ident, "object": "text_completion", "created": created, "model": entry.name,
                         "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}]}
-            return stream_response(Job("generate", entry, prompts, params[0]), chunk, lambda text: text, None)
+            return stream_response(Job("generate", entry, prompts, params[0]), chunk, lambda text: text, None, req,
+                                   request)
         outs = await asyncio.gather(*(run(Job("generate", entry, [p], q)) for p, q in zip(prompts, params)))
+        note_usage(request, entry.name, outs)
         return {"id": ident, "object": "text_completion", "created": created, "model": entry.name,
                 "choices": [{"index": i, "text": o["text"], "logprobs": None, "finish_reason": o["finish_reason"]}
                             for i, o in enumerate(outs)],
                 "usage": usage(outs)}
 
-    def stream_response(job: Job, chunk, wrap, first) -> StreamingResponse:
+    def stream_response(job: Job, chunk, wrap, first, req, request: Request) -> StreamingResponse:
+        request.state.streaming = True
         loop = asyncio.get_running_loop()
         deltas: asyncio.Queue = asyncio.Queue()
         done = object()
@@ -197,7 +211,13 @@ def create_app(registry: Registry, engine: Engine, *, api_key: str | None = None
                 kind = "invalid_request_error" if isinstance(exc, RequestError) else "server_error"
                 yield f"data: {json.dumps(error_body(str(exc), kind))}\n\n"
             else:
-                yield f"data: {json.dumps(chunk(wrap('') if first is None else {}, future.result()['finish_reason']))}\n\n"
+                out = future.result()
+                yield f"data: {json.dumps(chunk(wrap('') if first is None else {}, out['finish_reason']))}\n\n"
+                note_usage(request, job.entry.name, [out])
+                if req.stream_options and req.stream_options.include_usage:
+                    # OpenAI's last chunk before [DONE]: no choices, the request's token counts.
+                    yield f"data: {json.dumps(dict(chunk(wrap('') if first is None else {}), choices=[], usage=usage([out])))}\n\n"
+            log_request(request, 200 if future.exception() is None else 500)
             yield "data: [DONE]\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream")
@@ -245,6 +265,21 @@ def create_app(registry: Registry, engine: Engine, *, api_key: str | None = None
 
 def _is_union_branch(part) -> bool:
     return isinstance(part, str) and (part in {"str", "int", "float", "bool"} or "[" in part or part.startswith("function-"))
+
+
+def note_usage(request: Request, model: str, outs: list[dict]) -> None:
+    """Remember what a request used, for its log line."""
+    request.state.model, request.state.usage = model, usage(outs)
+
+
+def log_request(request: Request, status: int) -> None:
+    """One line per request: id, route, model, tokens in/out, latency, status."""
+    state = request.state
+    used = getattr(state, "usage", None) or {}
+    log.info("request %s %s %s model=%s tokens_in=%s tokens_out=%s latency_ms=%.0f status=%d",
+             getattr(state, "id", "-"), request.method, request.url.path, getattr(state, "model", "-"),
+             used.get("prompt_tokens", "-"), used.get("completion_tokens", "-"),
+             1000 * (time.perf_counter() - getattr(state, "started", time.perf_counter())), status)
 
 
 def usage(outs: list[dict]) -> dict:

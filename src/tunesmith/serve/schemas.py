@@ -1,12 +1,18 @@
 """Request bodies of the OpenAI-compatible API, validated strictly (a bad field is a 400 naming it).
 
 Unknown fields are ignored rather than refused: OpenAI clients send options (``user``,
-``logprobs: false``, ...) that do not change what this server computes.
+``metadata``, ...) that do not change what this server computes. Options that *would* change
+the answer and that this server does not implement (log-probabilities, tools, response
+formats, frequency/presence penalties) are refused with a 400 naming the field when set,
+never silently ignored; their off values (``logprobs: false``, ``frequency_penalty: 0``,
+``response_format: {"type": "text"}``) are accepted.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
+
+import json
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
 
@@ -38,6 +44,18 @@ MaxTokens = Annotated[StrictInt, Field(ge=1, le=1_000_000)]
 Seed = Annotated[StrictInt, Field(ge=0, le=2**63 - 1)]
 
 
+class StreamOptions(_Request):
+    include_usage: StrictBool = False
+
+
+# Options this server does not implement -> the values that mean "off" (accepted).
+UNSUPPORTED = {
+    "logprobs": (None, False, 0), "top_logprobs": (None, 0), "frequency_penalty": (None, 0), "presence_penalty": (None, 0),
+    "logit_bias": (None, {}), "tools": (None, []), "tool_choice": (None, "none"), "functions": (None, []),
+    "function_call": (None, "none"), "response_format": (None, {"type": "text"}),
+}
+
+
 class _Sampling(_Request):
     model: StrictStr
     temperature: Temperature = 1.0
@@ -47,6 +65,26 @@ class _Sampling(_Request):
     seed: Seed | None = None
     stream: StrictBool = False
     n: Annotated[StrictInt, Field(ge=1, le=1)] = 1
+    stream_options: StreamOptions | None = None
+    logprobs: Any = None
+    top_logprobs: Any = None
+    frequency_penalty: Any = None
+    presence_penalty: Any = None
+    logit_bias: Any = None
+    tools: Any = None
+    tool_choice: Any = None
+    functions: Any = None
+    function_call: Any = None
+    response_format: Any = None
+
+    @field_validator(*UNSUPPORTED)
+    @classmethod
+    def _unsupported(cls, value, info):
+        off = UNSUPPORTED[info.field_name]
+        if any(value == v for v in off):
+            return value
+        raise ValueError(f"{info.field_name} is not supported by this server; leave it out (off: "
+                         f"{json.dumps(off[1])})")
 
     @field_validator("stop")
     @classmethod
