@@ -20,7 +20,7 @@ from tunesmith.data.template import resolve_template
 from tunesmith.eval.evaluate import evaluate, scalar_metrics
 from tunesmith.eval.report import write_report
 from tunesmith.methods import apply_method, count_parameters, training_hooks
-from tunesmith.methods.saved import save_trained
+from tunesmith.methods.saved import continue_adapter, save_trained
 from tunesmith.models.load import load_model, load_tokenizer, resolve_model_source
 from tunesmith.models.quantize import four_bit_config, quantization_settings
 from tunesmith.objectives.tasks import task_spec
@@ -30,7 +30,13 @@ from tunesmith.train.backend import Backend
 from tunesmith.train.checkpoint import remove_stale_temp_dirs
 from tunesmith.train.loop import train
 from tunesmith.train.precision import autocast
-from tunesmith.train.preflight import check_disk_space, config_hash, find_resume_checkpoint, prepare_run_dir
+from tunesmith.train.preflight import (
+    check_disk_space,
+    config_hash,
+    find_resume_checkpoint,
+    prepare_run_dir,
+    schedule_change,
+)
 from tunesmith.train.sampler import planned_steps
 from tunesmith.train.state import TrainingInterrupted
 
@@ -67,6 +73,11 @@ def run_recipe(
     run = RunDir(run_dir, backend.is_main)
     fingerprint = config_hash(config)
     resume_from = None
+    extension = schedule_change(run_dir, config) if resume else None
+    if resume and not extension and run.read_summary().get("status") == "completed":
+        # Nothing to do: re-evaluating would only rewrite the same numbers.
+        log(f"{run_dir} already completed; nothing to resume (raise train.max_steps or train.epochs to extend it)")
+        return run.read_summary()
     if resume:
         if backend.is_main:
             remove_stale_temp_dirs(run_dir)
@@ -76,9 +87,16 @@ def run_recipe(
             run.forget_progress()
         else:
             log(f"resuming from {resume_from}")
+        if extension:
+            # The warmup/decay schedule is recomputed for the new length; the learning rate
+            # continues from the new curve at the resumed step.
+            log(f"extending the run: {extension['from']} -> {extension['to']}; the {config.train.scheduler} "
+                "schedule is recomputed for the new length")
     if backend.is_main:
         dump_recipe(config, run_dir / "config.yaml")
     summary: dict = {"status": "running", "name": config.name, "task": config.task, "method": config.method.type}
+    if extension:
+        summary["extended"] = extension  # recorded: this run is longer than it was first planned
     try:
         summary = _run(config, run, backend, summary, base_dir, show_progress, log, resume_from, fingerprint)
         summary["status"] = "completed"
@@ -143,6 +161,12 @@ def _run(config: RecipeConfig, run: RunDir, backend: Backend, summary: dict, bas
             probes = _answer_probes(objective, m, config, backend.device)
         return metrics, probes
 
+    total_steps = planned_steps(len(train_features), config.train)
+    if config.model.adapter_from:
+        # Start from that run's adapter: the "before" scores are then that adapter's.
+        model = apply_method(model, config.method, config.model_task, total_steps=total_steps)
+        continue_adapter(model, config.model.adapter_from, config.method.type, source)
+        log(f"starting from the adapter of {config.model.adapter_from}")
     # The base model's scores are kept in the run directory so a resumed run reuses them.
     saved = run.eval_before()
     if saved:
@@ -152,13 +176,13 @@ def _run(config: RecipeConfig, run: RunDir, backend: Backend, summary: dict, bas
         before, probes_before = full_eval(model)
         run.save_eval_before(before, probes_before)
 
-    total_steps = planned_steps(len(train_features), config.train)
     if config.train.eval_every and config.train.eval_every >= total_steps:
         # A quick try (--set train.max_steps=10) should not fail over an interval meant for
         # the full run: the loop always evaluates at the end.
         log(f"warning: train.eval_every={config.train.eval_every} is not below the run's {total_steps} steps: "
             "evaluating at the end only")
-    model = apply_method(model, config.method, config.model_task, total_steps=total_steps)
+    if not config.model.adapter_from:
+        model = apply_method(model, config.method, config.model_task, total_steps=total_steps)
     trainable, total = count_parameters(model)
     log(f"method {config.method.type}: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.2f}%)")
     summary.update(trainable_params=trainable, total_params=total)

@@ -212,3 +212,56 @@ def test_save_every_epoch_and_adapter_only_checkpoints_for_lora(cls_recipe, tmp_
     manifest = json.loads((run / "checkpoints" / "step-10" / "manifest.json").read_text())
     assert manifest["epoch"] == 0 and manifest["data_cursor"] == 10 and manifest["config_hash"]
     assert {"torch", "transformers", "peft"} <= set(manifest["versions"])
+
+
+def test_resuming_a_completed_run_does_nothing(cls_recipe, tmp_path, capsys):
+    run = tmp_path / "done"
+    args = ["train", str(cls_recipe), "--output-dir", str(run), "--set", "train.max_steps=4"]
+    assert main(args) == 0
+    before = sorted((p.relative_to(run), p.stat().st_mtime_ns) for p in run.rglob("*"))
+    capsys.readouterr()
+    assert main([*args, "--resume"]) == 0
+    assert "already completed; nothing to resume" in capsys.readouterr().out
+    assert before == sorted((p.relative_to(run), p.stat().st_mtime_ns) for p in run.rglob("*"))
+
+
+def test_a_finished_run_is_extended_with_the_schedule_recomputed(cls_recipe, tmp_path):
+    import math
+
+    run = tmp_path / "extended"
+    base = ["train", str(cls_recipe), "--output-dir", str(run), "--set", "train.log_every=1",
+            "--set", "train.save_every=3", "--set", "train.warmup_ratio=0", "--set", "train.lr=5e-3"]
+    assert main([*base, "--set", "train.max_steps=6"]) == 0
+    first = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert main([*base, "--set", "train.max_steps=10", "--resume"]) == 0
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == list(range(1, 11))
+    assert lines[:6] == first  # the finished part is kept as it was
+    # cosine over the new length, continued at step 7 (not the old curve, which had ended at 0)
+    for record in lines[6:]:
+        assert record["lr"] == pytest.approx(5e-3 * 0.5 * (1 + math.cos(math.pi * record["step"] / 10)))
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["train"]["steps"] == 10
+    assert summary["extended"]["from"]["max_steps"] == 6 and summary["extended"]["to"]["max_steps"] == 10
+    # another change than the length is still refused
+    assert main([*base, "--set", "train.max_steps=12", "--set", "train.lr=1e-2", "--resume"]) == 2
+
+
+def test_a_new_run_starts_from_a_finished_runs_adapter(cls_recipe, tmp_path, capsys):
+    lora = ["--set", "method={type: lora, r: 4, alpha: 8, dropout: 0.0}", "--set", "train.lr=1e-2"]
+    first = tmp_path / "first"
+    assert main(["train", str(cls_recipe), "--output-dir", str(first), "--set", "train.max_steps=8", *lora]) == 0
+    second = tmp_path / "second"
+    assert main(["train", str(cls_recipe), "--output-dir", str(second), "--set", "train.max_steps=4", *lora,
+                 "--set", f"model.adapter_from={first}"]) == 0
+    done = json.loads((first / "summary.json").read_text())
+    continued = json.loads((second / "summary.json").read_text())
+    # the second run's starting point is the first run's end, not the bare base
+    assert continued["eval_before"]["eval_loss"] == pytest.approx(done["eval_after"]["eval_loss"], rel=1e-5)
+    assert continued["eval_before"]["eval_loss"] != pytest.approx(done["eval_before"]["eval_loss"], rel=1e-3)
+    capsys.readouterr()
+    assert main(["train", str(cls_recipe), "--output-dir", str(tmp_path / "third"), "--set", "train.max_steps=2",
+                 "--set", "method={type: lora, r: 8}", "--set", f"model.adapter_from={first}"]) == 2
+    assert "adapter_from" in capsys.readouterr().err
+    assert main(["train", str(cls_recipe), "--output-dir", str(tmp_path / "fourth"), "--set", "train.max_steps=2",
+                 "--set", "method={type: full}", "--set", f"model.adapter_from={first}"]) == 2

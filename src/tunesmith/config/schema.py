@@ -15,6 +15,10 @@ from tunesmith.config.methods import LoraMethod, Method, default_lr, method_info
 from tunesmith.config.section import Section, looks_like_import_path
 from tunesmith.objectives.tasks import TASKS, task_spec, tasks_with_shape
 
+# Methods whose saved adapter has the shape of a freshly built one (PiSSA saves rank 2r,
+# AdaLoRA prunes ranks), so model.adapter_from can load it into this run's model.
+ADAPTER_CONTINUABLE = ("lora", "qlora", "ia3")
+
 # The task names of the registry (classification, causal_lm = chat SFT, pretrain, ...).
 Task = Literal[tuple(TASKS)]
 
@@ -30,6 +34,9 @@ class ModelConfig(Section):
     trust_remote_code: bool = Field(
         False, description="Allow model code from the hub to run. Off unless you trust the source."
     )
+    adapter_from: str | None = Field(
+        None, description="A finished run (its directory or final/) whose adapter this run starts from instead of "
+        "a fresh one: same base model and method type (lora, qlora, ia3). eval_before then scores that adapter.")
 
 
 class SourceConfig(Section):
@@ -308,6 +315,13 @@ class RecipeConfig(Section):
             raise ValueError(f"data.chat_template and data.loss_on only apply to task: {chat_tasks}")
         if self.data.packing and shape not in ("chat", "text"):
             raise ValueError(f"data.packing only applies to task: {' or '.join(tasks_with_shape('chat', 'text'))}")
+        if self.model.adapter_from and self.method.type not in ADAPTER_CONTINUABLE:
+            raise ValueError(f"model.adapter_from continues a {', '.join(ADAPTER_CONTINUABLE)} adapter, not "
+                             f"method {self.method.type} (a full or freeze run's final/ is a model: use it as "
+                             "model.name)")
+        if self.model.adapter_from and getattr(self.method, "init", None) == "pissa":
+            raise ValueError("model.adapter_from cannot start a PiSSA run: PiSSA changes the base weights the "
+                             "loaded adapter was trained on")
         if self.data.packing and method_info(self.method.type).prompt_based:
             raise ValueError(f"data.packing cannot be combined with method {self.method.type}: its virtual tokens "
                              "would be shared by every chat packed into a row")

@@ -82,6 +82,41 @@ def _load(final_dir: Path, meta: dict, base: str, id2label, full_precision: bool
     return model
 
 
+def continue_adapter(model: nn.Module, run: str | Path, method: str, base_path: str) -> dict:
+    """Load a finished run's adapter into ``model`` (freshly built with the same method and
+    settings), so a new run starts where that one ended; returns the run's ``tunesmith.json``.
+
+    Raises:
+        ConfigError: not a run, another method or base, or an adapter of another shape
+            (rank, target modules).
+    """
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    from tunesmith.rundir import resolve_final_dir
+
+    final_dir, _ = resolve_final_dir(run)
+    meta = read_model_meta(final_dir)
+    if meta["method"] != method:
+        raise ConfigError(f"model.adapter_from: {run} holds a {meta['method']} adapter, and this run trains "
+                          f"{method}.", f"Set method.type: {meta['method']} (with that run's settings).")
+    if str(Path(meta.get("base_model_path") or "").resolve()) != str(Path(base_path).resolve()):
+        raise ConfigError(f"model.adapter_from: {run} was trained on {meta['base_model']}, not on this run's "
+                          "base model.", f"Set model.name: {meta['base_model']}.")
+    weights = load_file(final_dir / "adapter_model.safetensors")
+    expected = set(get_peft_model_state_dict(model))
+    if set(weights) != expected:
+        raise ConfigError(f"model.adapter_from: the adapter in {final_dir} adapts other modules than this run's "
+                          f"method section ({len(set(weights) ^ expected)} tensors differ).",
+                          "Use that run's method settings (config.yaml), e.g. the same target_modules.")
+    try:
+        set_peft_model_state_dict(model, weights)
+    except RuntimeError as exc:  # size mismatch: another rank
+        raise ConfigError(f"model.adapter_from: the adapter in {final_dir} has other shapes than this run's "
+                          f"({str(exc).splitlines()[-1].strip()}).", "Use that run's method.r.") from None
+    return meta
+
+
 def _deep_prompts(meta: dict) -> bool:
     config = meta.get("method_config") or {}
     return meta["method"] == "prefix" or (meta["method"] == "ptuning" and config.get("version", 2) == 2)

@@ -13,11 +13,16 @@ from tunesmith.rundir import check_run_dir
 from tunesmith.train.checkpoint import is_valid_checkpoint, latest_valid_checkpoint, read_manifest
 
 
+# The run's length: the only trajectory settings a resume may change (to extend a run).
+SCHEDULE_LENGTH = ("epochs", "max_steps")
+
+
 def config_hash(config) -> str:
-    """Hash of what decides the training trajectory (not logging or checkpoint cadence)."""
+    """Hash of what decides the training trajectory (not logging, checkpoint cadence, or the
+    run's length, which a resume may extend)."""
     key = {k: config.model_dump(mode="json")[k] for k in ("task", "seed", "model", "data", "method")}
     key["train"] = config.train.model_dump(
-        mode="json", include={"epochs", "max_steps", "batch_size", "grad_accum", "lr", "weight_decay",
+        mode="json", include={"batch_size", "grad_accum", "lr", "weight_decay",
                               "warmup_ratio", "scheduler", "max_grad_norm", "precision", "group_by_length"})
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -60,6 +65,21 @@ def check_disk_space(run_dir: Path, model_source: str, method: str, train_cfg) -
             f"and the final model, {free / 2**20:,.0f} MiB free.",
             "Free space, lower train.keep_last_n, save less often, or use a method with smaller checkpoints (lora).",
         )
+
+
+def schedule_change(run_dir: Path, config) -> dict | None:
+    """``{"from": {...}, "to": {...}}`` when ``config`` changes the run's length (epochs,
+    max_steps) against the run directory's own config.yaml; None when it does not."""
+    import yaml
+
+    previous = run_dir / "config.yaml"
+    if not previous.is_file():
+        return None
+    old = (yaml.safe_load(previous.read_text(encoding="utf-8")) or {}).get("train", {})
+    new = config.train.model_dump(mode="json")
+    if all(old.get(k, new[k]) == new[k] for k in SCHEDULE_LENGTH):
+        return None
+    return {"from": {k: old.get(k) for k in SCHEDULE_LENGTH}, "to": {k: new[k] for k in SCHEDULE_LENGTH}}
 
 
 def find_resume_checkpoint(run_dir: Path, resume: str, expected_hash: str) -> Path | None:
