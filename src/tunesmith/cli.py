@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tunesmith",
         description="Fine-tune pretrained language models end to end from one YAML recipe.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Run 'tunesmith COMMAND --help' for each command's options.",
+        epilog="Run 'tunesmith COMMAND --help' for each command's options.\n\n" + ENVIRONMENT,
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     parser.add_argument("--version", action="version", version=f"tunesmith {__version__}")
@@ -85,8 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     data_sub = data.add_subparsers(dest="data_command", required=True)
     inspect = data_sub.add_parser("inspect", help="report rows, rejects by reason, duplicates, leakage, labels, lengths",
                                   epilog=DATA_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    inspect.add_argument("target", help="a recipe (.yaml) or a data file (.jsonl/.json/.csv/.tsv)")
-    inspect.add_argument("--shape", choices=["classification", "chat"], help="shape of a data file (default: guessed)")
+    inspect.add_argument("target", help="a recipe (.yaml), or a data file: .jsonl, .json (a list of rows), .csv, "
+                         ".tsv, .parquet, .txt (raw text), or a folder saved by datasets' save_to_disk; chat rows "
+                         "as OpenAI messages, sharegpt conversations or alpaca instruction/input/output")
+    inspect.add_argument("--shape", choices=["classification", "chat", "text", "preference"],
+                         help="shape of a data file (default: guessed between classification and chat)")
     prepare = data_sub.add_parser("prepare", help="run a recipe's data stage and write the prepared splits",
                                   epilog=DATA_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     prepare.add_argument("target", help="a recipe (.yaml)")
@@ -96,6 +99,21 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override a recipe value (repeatable)")
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors")
         _plugin_option(p)
+
+    recipe = sub.add_parser("recipe", help="the recipe reference, and starter recipes",
+                            epilog=RECIPE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    recipe_sub = recipe.add_subparsers(dest="recipe_command", required=True)
+    fields = recipe_sub.add_parser("fields", help="every recipe field with its type, default and description",
+                                   epilog=RECIPE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    fields.add_argument("section", nargs="?", help="only this section or key, e.g. train, data.clean, method[lora]")
+    new = recipe_sub.add_parser("new", help="write a commented starter recipe that runs as written",
+                                epilog=RECIPE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    new.add_argument("--task", required=True, help="classification, causal_lm (chat SFT) or pretrain")
+    new.add_argument("--method", default="lora", help="a method type (default lora), e.g. full, qlora, prefix")
+    new.add_argument("--name", help="run name (default: TASK-METHOD)")
+    new.add_argument("--out", help="file to write (default: print it)")
+    for p in (recipe, fields, new):
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors")
 
     serve = sub.add_parser(
         "serve", help="OpenAI-compatible server: one base model in memory, many adapters picked per request",
@@ -117,6 +135,24 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-body-kb", type=int, default=1024, help="largest request body accepted")
     serve.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors")
     return parser
+
+
+ENVIRONMENT = """environment variables:
+  TUNESMITH_CACHE        converted models and unpacked datasets (default ~/.cache/tunesmith)
+  TUNESMITH_DATA_CACHE   tokenized data cache (default $TUNESMITH_CACHE/data)
+  TUNESMITH_NO_PROGRESS  any value: no progress bars, plain progress lines instead
+  TUNESMITH_DEBUG        1: show every library message and warning (as --debug does)
+  TUNESMITH_API_KEY      default of serve --api-key
+  TUNESMITH_SDIST_DIR    a folder holding the vaderSentiment 3.3.2 sdist (builtin:rt-snippets offline)
+"""
+
+
+RECIPE_EXAMPLES = """examples:
+  tunesmith recipe fields                        # every field (docs/recipe-reference.md is this, as a table)
+  tunesmith recipe fields train.guard            # one section
+  tunesmith recipe fields method[adalora]        # one method's options
+  tunesmith recipe new --task causal_lm --method lora --out my-sft.yaml
+"""
 
 
 DATA_EXAMPLES = """examples:
@@ -215,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
             _serve(args)
         elif args.command == "export":
             _export(args)
+        elif args.command == "recipe":
+            _recipe(args)
         elif args.command == "demo":
             # The demo owns its run directory, so running it again simply replaces it.
             _train(DEMO_RECIPE, args, overwrite=not args.resume)
@@ -309,6 +347,33 @@ def _data(args) -> None:
     data_inspect.write_report(report, out)
     print(data_inspect.format_report(report))
     print(f"written to {out}/data_report.json and lengths.png")
+
+
+def _recipe(args) -> None:
+    from tunesmith.config.methods import METHODS
+    from tunesmith.config.reference import format_fields, starter_recipe
+    from tunesmith.objectives.tasks import TASKS
+
+    if args.recipe_command == "fields":
+        text = format_fields(args.section)
+        if not text:
+            raise TunesmithError(f"No recipe field or section {args.section!r}.",
+                                 "Sections: name, task, seed, output_dir, model, data, method[TYPE], train, eval.")
+        print(text)
+        return
+    if args.task not in TASKS:
+        raise TunesmithError(f"Unknown task {args.task!r}.", f"Choose one of {', '.join(TASKS)}.")
+    if args.method not in METHODS:
+        raise TunesmithError(f"Unknown method {args.method!r}.", f"Choose one of {', '.join(METHODS)}.")
+    text = starter_recipe(args.task, args.method, args.name)
+    if not args.out:
+        print(text, end="")
+        return
+    out = Path(args.out)
+    if out.exists():
+        raise TunesmithError(f"{out} already exists.", "Choose another --out, or delete the file.")
+    out.write_text(text, encoding="utf-8")
+    print(f"written to {out}; run it with: tunesmith train {out}")
 
 
 def _serve(args) -> None:

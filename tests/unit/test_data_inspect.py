@@ -39,3 +39,17 @@ def test_inspect_a_recipe_never_stops_at_bad_rows_and_prepare_writes_the_splits(
     assert len(written) == 160 and set(json.loads(written[0])) == {"text", "label"}
     assert len((tmp_path / "p" / "eval.jsonl").read_text().splitlines()) == 40
     assert json.loads((tmp_path / "p" / "rejects.jsonl").read_text())["line"] == 161
+
+
+def test_inspect_takes_every_shape_the_help_lists(tmp_path, capsys):
+    from tunesmith.cli import main
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text('{"prompt": "a", "chosen": "b", "rejected": "c"}\n'
+                     '{"prompt": "a", "chosen": "b", "rejected": "c"}\n', encoding="utf-8")
+    docs = tmp_path / "docs.txt"
+    docs.write_text("one document\nanother document\n", encoding="utf-8")
+    assert main(["data", "inspect", str(pairs), "--shape", "preference", "--out", str(tmp_path / "a")]) == 0
+    assert "duplicates: 1 exact" in capsys.readouterr().out
+    assert main(["data", "inspect", str(docs), "--shape", "text", "--out", str(tmp_path / "b")]) == 0
+    assert "rows read 2, valid 2" in capsys.readouterr().out

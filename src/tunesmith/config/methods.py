@@ -31,11 +31,11 @@ LOFTQ_REMOVED = ("init 'loftq' is not supported: LoftQ changes the base weights,
 
 
 class FullMethod(Section):
-    type: Literal["full"] = "full"
+    type: Literal["full"] = Field("full", description="Method full.")
 
 
 class FreezeMethod(Section):
-    type: Literal["freeze"] = "freeze"
+    type: Literal["freeze"] = Field("freeze", description="Method freeze.")
     train_last_n_layers: int = Field(
         0, ge=0, description="Transformer blocks (counted from the top) that train with the head; 0 = head only."
     )
@@ -78,11 +78,11 @@ class _LoraFields(Section):
 
 
 class LoraMethod(_LoraFields):
-    type: Literal["lora"] = "lora"
+    type: Literal["lora"] = Field("lora", description="Method lora.")
 
 
 class QloraMethod(_LoraFields):
-    type: Literal["qlora"] = "qlora"
+    type: Literal["qlora"] = Field("qlora", description="Method qlora.")
     quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type of the frozen base weights.")
     double_quant: bool = Field(True, description="Quantise the quantisation constants too (saves ~0.4 bit/parameter).")
     compute_dtype: Literal["float32", "bfloat16", "float16"] = Field(
@@ -91,7 +91,7 @@ class QloraMethod(_LoraFields):
 
 
 class AdaloraMethod(Section):
-    type: Literal["adalora"] = "adalora"
+    type: Literal["adalora"] = Field("adalora", description="Method adalora.")
     init_r: int = Field(12, ge=1, description="Rank every adapted matrix starts with.")
     target_r: int = Field(4, ge=1, description="Average rank left after the budget schedule prunes.")
     tinit: float = Field(0.1, ge=0, lt=1, description="Share of steps trained at full rank before pruning starts.")
@@ -100,8 +100,8 @@ class AdaloraMethod(Section):
     beta1: float = Field(0.85, gt=0, lt=1, description="EMA factor of the sensitivity scores.")
     beta2: float = Field(0.85, gt=0, lt=1, description="EMA factor of the score uncertainty.")
     orth_reg_weight: float = Field(0.5, ge=0, description="Weight of the orthogonality penalty on P and Q.")
-    alpha: float = Field(16, gt=0)
-    dropout: float = Field(0.05, ge=0, lt=1)
+    alpha: float = Field(16, gt=0, description="Scaling numerator, as for lora.")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the adapter input.")
     target_modules: TargetModules = Field(None, description="As for lora.")
 
     @model_validator(mode="after")
@@ -114,7 +114,7 @@ class AdaloraMethod(Section):
 
 
 class PrefixMethod(Section):
-    type: Literal["prefix"] = "prefix"
+    type: Literal["prefix"] = Field("prefix", description="Method prefix.")
     num_virtual_tokens: int = Field(20, ge=1, description="Prefix length: key/value vectors prepended in every layer.")
     projection: bool = Field(
         False, description="Reparameterise the prefix through a 2-layer MLP (the prefix-tuning paper's trick for stability)."
@@ -123,7 +123,7 @@ class PrefixMethod(Section):
 
 
 class PromptMethod(Section):
-    type: Literal["prompt"] = "prompt"
+    type: Literal["prompt"] = Field("prompt", description="Method prompt.")
     num_virtual_tokens: int = Field(20, ge=1, description="Soft-prompt length (input embeddings prepended to each example).")
     init: Literal["random", "text"] = Field("random", description="'text' starts from the embeddings of init_text.")
     init_text: str | None = Field(None, description="Text whose token embeddings initialise the soft prompt.")
@@ -136,18 +136,18 @@ class PromptMethod(Section):
 
 
 class PtuningMethod(Section):
-    type: Literal["ptuning"] = "ptuning"
+    type: Literal["ptuning"] = Field("ptuning", description="Method ptuning.")
     version: Literal[1, 2] = Field(
         2, description="1: P-tuning (input prompts produced by a prompt encoder); "
         "2: P-tuning v2 (deep prompts: trainable key/value prompts in every layer)."
     )
-    num_virtual_tokens: int = Field(20, ge=1)
+    num_virtual_tokens: int = Field(20, ge=1, description="Prompt length in virtual tokens.")
     encoder: Literal["mlp", "lstm"] = Field("mlp", description="Prompt encoder of version 1.")
     encoder_hidden_size: int = Field(128, ge=1, description="Hidden width of the version-1 prompt encoder.")
 
 
 class Ia3Method(Section):
-    type: Literal["ia3"] = "ia3"
+    type: Literal["ia3"] = Field("ia3", description="Method ia3.")
     target_modules: TargetModules = Field(None, description="Modules whose activations get learned scales; default per architecture.")
     feedforward_modules: list[str] | None = Field(
         None, description="Which of target_modules are feed-forward (scaled on their input); default per architecture."
@@ -155,19 +155,20 @@ class Ia3Method(Section):
 
 
 class AdapterMethod(Section):
-    type: Literal["adapter"] = "adapter"
+    type: Literal["adapter"] = Field("adapter", description="Method adapter.")
     style: Literal["houlsby", "pfeiffer", "parallel"] = Field(
         "houlsby",
         description="houlsby: after attention and feed-forward; pfeiffer: after feed-forward only; "
         "parallel: beside the feed-forward block, reading its input.",
     )
     reduction_factor: int = Field(16, ge=1, description="Bottleneck width = hidden size / reduction_factor.")
-    non_linearity: Literal["relu", "gelu", "silu", "tanh"] = "relu"
+    non_linearity: Literal["relu", "gelu", "silu", "tanh"] = Field(
+        "relu", description="Activation inside the bottleneck.")
     scaling: float = Field(1.0, gt=0, description="Multiplier on the adapter output (parallel adapters often use 4).")
 
 
 class BitfitMethod(Section):
-    type: Literal["bitfit"] = "bitfit"
+    type: Literal["bitfit"] = Field("bitfit", description="Method bitfit.")
     train_head: bool | None = Field(
         None, description="Also train the task head; default: yes for classification, no for causal_lm (the LM head is huge)."
     )

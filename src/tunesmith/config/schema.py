@@ -227,9 +227,10 @@ class TrainConfig(Section):
     batch_size: int = Field(16, ge=1, description="Examples per forward pass.")
     grad_accum: int = Field(1, ge=1, description="Forward passes per optimizer step.")
     lr: float | None = Field(None, gt=0, description="Peak learning rate; default depends on the method.")
-    weight_decay: float = Field(0.0, ge=0)
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay (not on biases and norms).")
     warmup_ratio: float = Field(0.06, ge=0, lt=1, description="Share of steps with linear warmup.")
-    scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    scheduler: Literal["cosine", "linear", "constant"] = Field(
+        "cosine", description="Learning-rate decay after warmup (to 0 for cosine and linear).")
     max_grad_norm: float | None = Field(1.0, gt=0, description="Clip the gradient norm; null disables.")
     precision: Literal["fp32", "bf16", "fp16"] = Field(
         "fp32", description="bf16/fp16 run forward passes under autocast; fp16 adds dynamic loss scaling."
@@ -250,9 +251,9 @@ class TrainConfig(Section):
     early_stopping_patience: int | None = Field(
         None, ge=1, description="Stop after this many evaluations without improvement of best_metric."
     )
-    guard: GuardConfig = Field(default_factory=GuardConfig)
+    guard: GuardConfig = Field(default_factory=GuardConfig, description="Skip bad steps, roll back, stop.")
     log_every: int = Field(10, ge=1, description="Write a metrics line every N optimizer steps.")
-    eval_batch_size: int = Field(64, ge=1)
+    eval_batch_size: int = Field(64, ge=1, description="Examples per forward pass when evaluating.")
     group_by_length: bool = Field(
         True, description="Batch examples of similar length together (less padding, same randomness per epoch)."
     )
@@ -286,14 +287,15 @@ class EvalConfig(Section):
 
 class RecipeConfig(Section):
     name: str = Field(description="Run name; the run directory is <output_dir>/<name>.")
-    task: Task
-    seed: int = 42
+    task: Task = Field(description="The training stage: classification (a label per text), causal_lm (chat SFT, "
+                       "loss on answers) or pretrain (raw text, loss on every token).")
+    seed: int = Field(42, description="Seeds data order, splits, sampling and initialisation: same seed, same run.")
     output_dir: str = Field("runs", description="Parent folder of run directories.")
-    model: ModelConfig
-    data: DataConfig
-    method: Method = Field(default_factory=LoraMethod)
-    train: TrainConfig = Field(default_factory=TrainConfig)
-    eval: EvalConfig = Field(default_factory=EvalConfig)
+    model: ModelConfig = Field(description="The base model.")
+    data: DataConfig = Field(description="Sources, validation, cleaning, splits, mixing, tokenization.")
+    method: Method = Field(default_factory=LoraMethod, description="The fine-tuning method; `type` picks it.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="The training loop.")
+    eval: EvalConfig = Field(default_factory=EvalConfig, description="Probes answered before and after training.")
 
     @field_validator("method", mode="before")
     @classmethod
