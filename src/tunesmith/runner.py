@@ -18,6 +18,7 @@ from tunesmith.data.dedup import leakage_summary
 from tunesmith.data.pipeline import prepare_data
 from tunesmith.data.template import resolve_template
 from tunesmith.eval.evaluate import evaluate, scalar_metrics
+from tunesmith.environment import library_versions, machine
 from tunesmith.eval.report import write_report
 from tunesmith.methods import apply_method, count_parameters, training_hooks
 from tunesmith.methods.saved import continue_adapter, save_trained
@@ -94,7 +95,9 @@ def run_recipe(
                 "schedule is recomputed for the new length")
     if backend.is_main:
         dump_recipe(config, run_dir / "config.yaml")
-    summary: dict = {"status": "running", "name": config.name, "task": config.task, "method": config.method.type}
+    summary: dict = {"status": "running", "name": config.name, "task": config.task, "method": config.method.type,
+                     "environment": {"versions": library_versions(), "machine": machine(),
+                                     "started": time.strftime("%Y-%m-%d %H:%M:%S %z")}}
     if extension:
         summary["extended"] = extension  # recorded: this run is longer than it was first planned
     try:
@@ -112,6 +115,7 @@ def run_recipe(
         raise
     finally:
         summary["run_dir"] = str(run_dir)
+        summary["environment"]["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %z")
         run.write_summary(summary)
     if backend.is_main:
         write_report(run_dir, summary)
@@ -195,6 +199,9 @@ def _run(config: RecipeConfig, run: RunDir, backend: Backend, summary: dict, bas
     )
     model = backend.unwrap(model)
     after, probes_after = full_eval(model)
+    if spec.shape == "chat":
+        with autocast(backend.device, config.train.precision):
+            summary["samples"] = _held_out_samples(objective, model, data.eval, config, backend.device)
 
     if backend.is_main:
         save_final(model, tokenizer, run.final, config, source, data.labels)
@@ -295,6 +302,20 @@ def _answer_probes(objective, model, config: RecipeConfig, device) -> list:
     return [
         {"label": objective.labels[int(p.argmax())], "probability": round(float(p.max()), 4)} for p in probs
     ]
+
+
+def _held_out_samples(objective, model, rows: list[dict], config: RecipeConfig, device, limit: int = 5) -> list:
+    """The first held-out chats answered by the trained model, next to their reference answers."""
+    samples = []
+    for row in rows[:limit]:
+        messages = row["messages"]
+        last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+        if not any(m["role"] == "user" for m in messages[:last]):
+            continue
+        (generated,) = objective.answer(model, [messages[:last]], config.eval.max_new_tokens, device)
+        prompt = next(m["content"] for m in reversed(messages[:last]) if m["role"] == "user")
+        samples.append({"prompt": prompt, "reference": messages[last]["content"], "generated": generated})
+    return samples
 
 
 def _merge_probes(prompts: list[str], before: list, after: list) -> list[dict]:

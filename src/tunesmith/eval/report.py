@@ -1,4 +1,12 @@
-"""Run report: PNG plots (loss curve, eval metrics, confusion matrix) and a short report.html."""
+"""report.html: what a practitioner asks of a run, on one page.
+
+Status and a red box when eval rows leaked into training; before/after metrics; for
+classifiers per-class precision/recall and the most confidently wrong examples, for chat
+models held-out prompts with the reference and the generated answer; the training curves
+(smoothed loss, learning rate, gradient norm, eval metric); the best checkpoint and how to
+load ``final/``; the data (sources, mix, splits, label balance, truncation, leakage); guard
+events; probes; the resolved config and the environment. Plots come from ``eval/plots.py``.
+"""
 
 from __future__ import annotations
 
@@ -6,128 +14,35 @@ import html
 import json
 from pathlib import Path
 
-import matplotlib
+from tunesmith.data.dedup import leakage_summary
+from tunesmith.eval import plots
+from tunesmith.objectives.tasks import TASKS, task_spec
+from tunesmith.rundir import RunDir
 
-matplotlib.use("Agg")  # no display on servers/CI
-import matplotlib.pyplot as plt  # noqa: E402
-
-from tunesmith.rundir import RunDir  # noqa: E402
-from tunesmith.data.dedup import leakage_summary  # noqa: E402
-from tunesmith.objectives.tasks import TASKS, task_spec  # noqa: E402
-
-
-def plot_loss(run_dir: Path, summary: dict) -> Path | None:
-    """loss.png: training loss, and eval loss before training, at each eval step and after."""
-    rows = RunDir(run_dir).log("metrics")
-    if not rows:
-        return None
-    evals = [r for r in RunDir(run_dir).log("eval") if "eval_loss" in r]
-    if "eval_loss" in (summary.get("eval_before") or {}):
-        evals = [{"step": 0, "eval_loss": summary["eval_before"]["eval_loss"]}] + evals
-    if "eval_loss" in (summary.get("eval_after") or {}):
-        evals.append({"step": summary["train"]["steps"], "eval_loss": summary["eval_after"]["eval_loss"]})
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], label="train loss")
-    if evals:
-        ax.plot([r["step"] for r in evals], [r["eval_loss"] for r in evals], "o-", label="eval loss")
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("loss")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    out = run_dir / "loss.png"
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+esc = html.escape
+STYLE = """body{font-family:sans-serif;max-width:64em;margin:2em auto;color:#222}table{border-collapse:collapse;margin:.5em 0}
+td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top}th{background:#f2f2f2}
+td.num{text-align:right;font-variant-numeric:tabular-nums}pre{background:#f7f7f7;padding:.8em;overflow:auto}
+.alert{border:2px solid #c62828;background:#fdecea;color:#7f0000;padding:.6em 1em;margin:1em 0}
+img{max-width:100%}"""
 
 
-def plot_eval(run_dir: Path, summary: dict) -> Path | None:
-    """eval.png: the headline eval metric before training, at each eval step, and after."""
-    before, after = summary.get("eval_before") or {}, summary.get("eval_after") or {}
-    key = task_spec(summary["task"]).headline if summary.get("task") in TASKS else None
-    if key not in after:
-        return None
-    points = [(0, before[key])] + [(r["step"], r[key]) for r in RunDir(run_dir).log("eval") if key in r]
-    points.append((summary["train"]["steps"], after[key]))
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(*zip(*points), "o-")
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel(key)
-    ax.set_title(f"eval {key}: {before[key]:.4f} -> {after[key]:.4f}")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    out = run_dir / "eval.png"
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+def _num(value, digits: int = 1) -> str:
+    """A number for people: thousands separators, fixed decimals; integers stay whole."""
+    if isinstance(value, bool) or value is None:
+        return "–" if value is None else str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return esc(str(value))
 
 
-def plot_confusion(run_dir: Path, summary: dict) -> Path | None:
-    """confusion.png: confusion matrices before and after training (classification)."""
-    matrices = summary.get("confusion_matrix") or {}
-    labels = summary.get("labels")
-    if not labels or not matrices.get("after"):
-        return None
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3.8))
-    for ax, when in zip(axes, ("before", "after")):
-        matrix = matrices[when]
-        ax.imshow(matrix, cmap="Blues")
-        for i, row in enumerate(matrix):
-            for j, value in enumerate(row):
-                ax.text(j, i, str(value), ha="center", va="center")
-        ax.set_xticks(range(len(labels)), labels, rotation=30)
-        ax.set_yticks(range(len(labels)), labels)
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("gold")
-        ax.set_title(when)
-    fig.tight_layout()
-    out = run_dir / "confusion.png"
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
-
-
-def write_report(run_dir: Path, summary: dict) -> Path:
-    """Draw the plots and write report.html summarising the run."""
-    images = [p for p in (plot_loss(run_dir, summary), plot_eval(run_dir, summary), plot_confusion(run_dir, summary)) if p]
-    esc = html.escape
-    rows = "".join(
-        f"<tr><td>{esc(k)}</td><td>{_fmt(summary['eval_before'].get(k))}</td><td>{_fmt(v)}</td></tr>"
-        for k, v in (summary.get("eval_after") or {}).items()
-    )
-    train = summary.get("train", {})
-    probes = "".join(
-        f"<tr><td>{esc(p['input'])}</td><td>{esc(_probe(p['before']))}</td><td>{esc(_probe(p['after']))}</td></tr>"
-        for p in summary.get("probes", [])
-    )
-    events = RunDir(run_dir).log("events")
-    event_rows = "".join(
-        f"<tr><td>{e.get('step')}</td><td>{esc(e.get('event', ''))}</td>"
-        f"<td>{esc(json.dumps({k: v for k, v in e.items() if k not in ('step', 'event', 'sample_ids')}))}</td></tr>"
-        for e in events
-    )
-    events_html = (
-        f"<h2>Events</h2><table><tr><th>step</th><th>event</th><th>details</th></tr>{event_rows}</table>"
-        if events else "<h2>Events</h2><p>None: no skipped batches, rollbacks or early stop.</p>"
-    )
-    body = f"""<!doctype html><html><head><meta charset="utf-8"><title>{esc(summary.get('name', 'run'))}</title>
-<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}}
-.alert{{border:2px solid #c62828;background:#fdecea;color:#7f0000;padding:.6em 1em;margin:1em 0}}</style></head><body>
-<h1>{esc(summary.get('name', 'run'))}</h1>
-<p>Status <b>{esc(summary.get('status', '?'))}</b>: task {esc(summary.get('task', '?'))}, method {esc(summary.get('method', '?'))},
-{summary.get('trainable_params', 0):,} trainable of {summary.get('total_params', 0):,} parameters.</p>
-{_leakage_alert(summary)}
-<h2>Evaluation</h2><table><tr><th>metric</th><th>before</th><th>after</th></tr>{rows}</table>
-<h2>Training</h2><p>{train.get('steps', 0)} steps in {_fmt(train.get('wall_s'))} s,
-{_fmt(train.get('samples_per_s'))} samples/s, {_fmt(train.get('tokens_per_s'))} tokens/s, peak RSS {_fmt(train.get('peak_rss_mb'))} MB.</p>
-{''.join(f'<img src="{p.name}" alt="{p.stem}">' for p in images)}
-{events_html}
-<h2>Probes</h2><table><tr><th>input</th><th>before</th><th>after</th></tr>{probes}</table>
-</body></html>"""
-    out = run_dir / "report.html"
-    out.write_text(body, encoding="utf-8")
-    return out
+def _table(header: list[str], rows: list[list], numeric: set[int] = frozenset()) -> str:
+    head = "".join(f"<th>{esc(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f'<td class="num">{c}</td>' if i in numeric else f"<td>{c}</td>"
+                                    for i, c in enumerate(row)) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
 
 
 def _leakage_alert(summary: dict) -> str:
@@ -135,12 +50,140 @@ def _leakage_alert(summary: dict) -> str:
     leak = (summary.get("data") or {}).get("leakage")
     if not leak or leak["exact"] + leak["near"] <= leak.get("removed", 0):
         return ""
-    return (f'<div class="alert" id="leakage"><b>Leakage:</b> {html.escape(leakage_summary(leak))}. The eval '
+    return (f'<div class="alert" id="leakage"><b>Leakage:</b> {esc(leakage_summary(leak))}. The eval '
             "metrics below are inflated; deduplicate the data (data.dedup) or set data.leakage: remove.</div>")
 
 
-def _fmt(value) -> str:
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
+def _per_class(summary: dict) -> str:
+    matrix, labels = (summary.get("confusion_matrix") or {}).get("after"), summary.get("labels")
+    if not matrix or not labels:
+        return ""
+    rows = []
+    for k, label in enumerate(labels):
+        tp, predicted, actual = matrix[k][k], sum(r[k] for r in matrix), sum(matrix[k])
+        precision, recall = (tp / predicted if predicted else 0.0), (tp / actual if actual else 0.0)
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        rows.append([esc(label), _num(precision, 3), _num(recall, 3), _num(f1, 3), _num(actual)])
+    return '<h3 id="per-class">Per class (after training)</h3>' + _table(
+        ["label", "precision", "recall", "F1", "eval rows"], rows, {1, 2, 3, 4})
+
+
+def _worst_errors(run_dir: Path, limit: int = 10) -> str:
+    wrong = [r for r in RunDir(run_dir).log("predictions") if r["predicted"] != r["label"]]
+    if not wrong:
+        return ""
+    wrong.sort(key=lambda r: -r["probs"][r["predicted"]])
+    rows = [[esc(r["text"]), esc(r["label"]), esc(r["predicted"]), _num(r["probs"][r["predicted"]], 3)]
+            for r in wrong[:limit]]
+    return (f'<h3 id="errors">Most confidently wrong ({len(wrong)} errors in all)</h3>'
+            + _table(["text", "gold", "predicted", "confidence"], rows, {3}))
+
+
+def _samples(summary: dict) -> str:
+    samples = summary.get("samples") or []
+    if not samples:
+        return ""
+    rows = [[esc(s["prompt"]), esc(s["reference"]), esc(s["generated"])] for s in samples]
+    return '<h3 id="samples">Held-out prompts</h3>' + _table(["prompt", "reference", "generated"], rows)
+
+
+def _evaluation(run_dir: Path, summary: dict) -> str:
+    before, after = summary.get("eval_before") or {}, summary.get("eval_after") or {}
+    rows = [[esc(k), _num(before.get(k), 4), _num(v, 4), _num(v - before[k], 4) if k in before else "–"]
+            for k, v in after.items()]
+    return ('<h2 id="evaluation">Evaluation (held-out rows)</h2>'
+            + _table(["metric", "before", "after", "change"], rows, {1, 2, 3})
+            + _per_class(summary) + _worst_errors(run_dir) + _samples(summary))
+
+
+def _training(summary: dict, images: list[Path]) -> str:
+    train = summary.get("train") or {}
+    text = (f"{_num(train.get('steps'))} steps in {_num(train.get('wall_s'))} s; {_num(train.get('samples_per_s'))} "
+            f"samples/s, {_num(train.get('tokens_per_s'), 0)} tokens/s; peak RSS {_num(train.get('peak_rss_mb'), 0)} MB"
+            f"{'; peak GPU ' + _num(train.get('peak_gpu_mb'), 0) + ' MB' if train.get('peak_gpu_mb') else ''}; "
+            f"peak learning rate {train.get('lr')}; {_num(train.get('rollbacks', 0))} rollbacks, "
+            f"{_num(train.get('skipped_batches', 0))} skipped batches.")
+    pictures = "".join(f'<img src="{p.name}" alt="{p.stem}">' for p in images)
+    return f'<h2 id="training">Training</h2><p>{text}</p>{pictures}'
+
+
+def _loading(run_dir: Path, summary: dict) -> str:
+    best = (summary.get("train") or {}).get("best")
+    best_text = "No evaluation during training, so no best checkpoint (final/ is the end of the run)."
+    if best:
+        path = run_dir / "checkpoints" / f"step-{best['step']}"
+        where = f" (<code>{esc(str(path))}</code>)" if path.is_dir() else " (its checkpoint was pruned)"
+        best_text = f"Best {esc(best['metric'])} {_num(best['value'], 4)} at step {best['step']}{where}."
+    code = (f'from tunesmith.methods.saved import load_trained\n'
+            f'model, tokenizer, meta = load_trained("{run_dir / "final"}")')
+    return (f'<h2 id="loading">Best checkpoint and final/</h2><p>{best_text}</p>'
+            f"<p>final/ holds the trained model (and a model card, README.md). Load it:</p><pre>{esc(code)}</pre>")
+
+
+def _data(summary: dict) -> str:
+    data = summary.get("data") or {}
+    rows = [["sources", ", ".join(f"{esc(s)}: {_num(n)}" for s, n in (data.get("sources") or {}).items())]]
+    if data.get("mix"):
+        rows.append(["mix (rows drawn)", ", ".join(f"{esc(s)}: {_num(n)}" for s, n in data["mix"].items())])
+    split = data.get("split") or {}
+    rows.append(["rows", f"{_num(data.get('train_rows'))} train, {_num(data.get('eval_rows'))} eval, "
+                         f"{_num(data.get('test_rows', 0))} test" + (f" (split: {esc(split['method'])})" if split else "")])
+    for name, counts in (data.get("label_counts") or {}).items():
+        rows.append([f"labels ({name})", ", ".join(f"{esc(k)}: {_num(v)}" for k, v in counts.items())])
+    for split_name in ("train", "eval"):
+        over = data.get(f"overlength_{split_name}") or {}
+        if over:
+            rows.append([f"longer than {over.get('max_length')} tokens ({split_name})",
+                         f"{_num(over.get('rows'))} rows ({esc(str(over.get('policy')))})"])
+    leak = data.get("leakage")
+    if leak:
+        rows.append(["leakage", esc(leakage_summary(leak))])
+    if data.get("dedup"):
+        rows.append(["duplicates removed", f"{_num(data['dedup']['exact_duplicates'])} exact, "
+                                           f"{_num(data['dedup']['near_duplicates'])} near"])
+    return '<h2 id="data">Data</h2>' + _table(["", ""], rows)
+
+
+def _events(run_dir: Path) -> str:
+    events = RunDir(run_dir).log("events")
+    if not events:
+        return '<h2 id="events">Events</h2><p>None: no skipped batches, rollbacks or early stop.</p>'
+    rows = [[_num(e.get("step")), esc(e.get("event", "")),
+             esc(json.dumps({k: v for k, v in e.items() if k not in ("step", "event", "sample_ids")}))] for e in events]
+    return '<h2 id="events">Events</h2>' + _table(["step", "event", "details"], rows)
+
+
+def _probes(summary: dict) -> str:
+    rows = [[esc(p["input"]), esc(_probe(p["before"])), esc(_probe(p["after"]))] for p in summary.get("probes", [])]
+    return '<h2 id="probes">Probes</h2>' + _table(["input", "before", "after"], rows) if rows else ""
+
+
+def _config_and_environment(run_dir: Path, summary: dict) -> str:
+    config = run_dir / "config.yaml"
+    env = summary.get("environment") or {}
+    rows = [[esc(k), esc(str(v))] for k, v in {**env.get("machine", {}), **env.get("versions", {})}.items()]
+    rows += [[esc(k), esc(str(env[k]))] for k in ("started", "finished") if k in env]
+    return ('<h2 id="environment">Environment</h2>' + _table(["", ""], rows)
+            + f'<h2 id="config">Resolved config</h2><pre>{esc(config.read_text(encoding="utf-8")) if config.is_file() else ""}</pre>')
+
+
+def write_report(run_dir: Path, summary: dict) -> Path:
+    """Draw the plots and write report.html for the run in ``run_dir``."""
+    headline = task_spec(summary["task"]).headline if summary.get("task") in TASKS else None
+    images = [p for p in (plots.plot_loss(run_dir, summary), plots.plot_optimizer(run_dir),
+                          plots.plot_eval(run_dir, summary, headline), plots.plot_confusion(run_dir, summary)) if p]
+    name = esc(summary.get("name", "run"))
+    header = (f"<h1>{name}</h1><p>Status <b>{esc(summary.get('status', '?'))}</b>: task "
+              f"{esc(summary.get('task', '?'))}, method {esc(summary.get('method', '?'))}, "
+              f"{_num(summary.get('trainable_params', 0))} trainable of {_num(summary.get('total_params', 0))} "
+              f"parameters; {_num(summary.get('total_wall_s'))} s in all.</p>")
+    body = "".join([header, _leakage_alert(summary), _evaluation(run_dir, summary), _training(summary, images),
+                    _loading(run_dir, summary), _data(summary), _events(run_dir), _probes(summary),
+                    _config_and_environment(run_dir, summary)])
+    out = run_dir / "report.html"
+    out.write_text(f'<!doctype html><html><head><meta charset="utf-8"><title>{name}</title><style>{STYLE}</style>'
+                   f"</head><body>{body}</body></html>", encoding="utf-8")
+    return out
 
 
 def _probe(value) -> str:

@@ -139,15 +139,17 @@ class CausalLMObjective:
             count += self.count_targets(batch)
         return {"loss": total / max(count, 1), "tokens": count}
 
-    def prompt_ids(self, prompt: str) -> torch.Tensor:
-        """Token ids of a single-turn prompt, rendered with the training chat template."""
-        messages = with_system_prompt([{"role": "user", "content": prompt}], self.system_prompt)
+    def prompt_ids(self, prompt: str | list[dict]) -> torch.Tensor:
+        """Token ids of a prompt (a single user turn, or a conversation ending with a user
+        turn), rendered with the training chat template and system prompt."""
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+        messages = with_system_prompt(messages, self.system_prompt)
         return self.tokenizer(render_prompt(self.tokenizer, messages), add_special_tokens=False,
                               return_tensors="pt")["input_ids"]
 
     @torch.inference_mode()
-    def answer(self, model, prompts: list[str], max_new_tokens: int, device) -> list[str]:
-        """Greedy answers to single-turn prompts (see ``prompt_ids``)."""
+    def answer(self, model, prompts: list, max_new_tokens: int, device) -> list[str]:
+        """Greedy answers to prompts: strings, or conversations ending with a user turn (see ``prompt_ids``)."""
         model.eval()
         answers = []
         for prompt in prompts:

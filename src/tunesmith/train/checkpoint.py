@@ -19,29 +19,16 @@ import os
 import random
 import shutil
 import time
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from tunesmith.environment import library_versions
 from tunesmith.storage import fsync_tree, sha256_file
 
 MANIFEST = "manifest.json"
-LIBRARIES = ("torch", "transformers", "peft", "accelerate", "tunesmith")
-
-
-def _versions() -> dict[str, str]:
-    out = {}
-    for name in LIBRARIES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
-
-
 def rng_states() -> dict:
     """Python, numpy and torch RNG states as tensors and plain containers (weights_only-safe)."""
     np_state = np.random.get_state()
@@ -89,7 +76,7 @@ def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, state
     torch.save(trainer_state, tmp / "trainer_state.pt")
     files = {str(p.relative_to(tmp)): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
     manifest = {"step": step, "epoch": state.get("epoch"), "data_cursor": state.get("cursor"),
-                "saved_at": time.time(), "config_hash": config_hash, "versions": _versions(),
+                "saved_at": time.time(), "config_hash": config_hash, "versions": library_versions(),
                 "state": state, "files": files}
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
     fsync_tree(tmp)
