@@ -267,6 +267,12 @@ def main(argv: list[str] | None = None) -> int:
         where = f" at step {step}; checkpoint saved" if step is not None else ""
         print(f"interrupted{where}. Continue with the same command plus --resume.", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - a bug, not bad input: one line, the traceback with --debug
+        if args.debug:
+            raise
+        print(f"error: unexpected {type(exc).__name__}: {exc} (this is a bug in Tunesmith or a library; run again "
+              "with --debug for the traceback and report it)", file=sys.stderr)
+        return 1
 
 
 def _raise_interrupt(signum, frame):

@@ -218,3 +218,17 @@ def test_final_has_a_real_model_card_and_a_portable_base(cls_recipe):
     meta = json.loads((run_dir / "final" / "tunesmith.json").read_text())
     assert adapter["base_model_name_or_path"] == meta["base_model"] == given
     assert Path(meta["base_model_path"]).is_dir()
+
+
+def test_an_unexpected_failure_is_one_error_line_and_debug_shows_the_traceback(cls_recipe, capsys, monkeypatch):
+    import tunesmith.runner
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("something broke")
+
+    monkeypatch.setattr(tunesmith.runner, "run_recipe", broken)
+    assert main(["train", str(cls_recipe)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: unexpected RuntimeError: something broke") and "Traceback" not in err
+    with pytest.raises(RuntimeError, match="something broke"):
+        main(["--debug", "train", str(cls_recipe)])
