@@ -249,15 +249,18 @@ BAD_REQUESTS = [
     ("/v1/classify", {"model": "sentiment", "input": [1]}, 400, "input.0"),
     ("/v1/adapters", {"name": "../x", "path": "runs"}, 403, "path_not_allowed"),
     # options that would change the answer and are not implemented: refused, never ignored
-    ("/v1/chat/completions", {"model": "alpha", "messages": QUESTION, "logprobs": True}, 400, "logprobs"),
-    ("/v1/chat/completions", {"model": "alpha", "messages": QUESTION, "top_logprobs": 3}, 400, "top_logprobs"),
+    ("/v1/chat/completions", {"model": "alpha", "messages": QUESTION, "logprobs": True, "stream": True}, 400,
+     "logprobs"),
+    ("/v1/chat/completions", {"model": "alpha", "messages": QUESTION, "top_logprobs": 3}, 400, "invalid_value"),
+    ("/v1/chat/completions", {"model": "alpha", "messages": QUESTION, "logprobs": True, "top_logprobs": 21}, 400,
+     "top_logprobs"),
     ("/v1/chat/completions", {"model": "alpha", "messages": QUESTION, "tools": [{"type": "function"}]}, 400, "tools"),
     ("/v1/chat/completions", {"model": "alpha", "messages": QUESTION, "response_format": {"type": "json_object"}},
      400, "response_format"),
     ("/v1/chat/completions", {"model": "alpha", "messages": QUESTION, "frequency_penalty": 0.5}, 400,
      "frequency_penalty"),
     ("/v1/completions", {"model": "alpha", "prompt": "x", "presence_penalty": 1}, 400, "presence_penalty"),
-    ("/v1/completions", {"model": "alpha", "prompt": "x", "logprobs": 2}, 400, "logprobs"),
+    ("/v1/completions", {"model": "alpha", "prompt": "x", "logprobs": 6}, 400, "logprobs"),
 ]
 
 
@@ -273,13 +276,36 @@ def test_bad_input_gets_a_4xx_with_an_openai_error_body(server, endpoint, body, 
 
 def test_unsupported_options_are_named_and_their_off_values_accepted(server, client):
     r = httpx.post(f"{server}/v1/chat/completions", headers={"Authorization": f"Bearer {KEY}"}, timeout=60,
-                   json={"model": "alpha", "messages": QUESTION, "logprobs": True})
-    assert r.json()["error"]["message"] == ("Invalid 'logprobs': logprobs is not supported by this server; "
-                                            "leave it out (off: false).")
+                   json={"model": "alpha", "messages": QUESTION, "tools": [{"type": "function"}]})
+    assert r.json()["error"]["message"] == "Invalid 'tools': tools is not supported by this server; leave it out (off: [])."
     plain = _chat(client, "alpha").choices[0].message.content
     off = _chat(client, "alpha", logprobs=False, frequency_penalty=0, presence_penalty=0,
                 response_format={"type": "text"}).choices[0].message.content
     assert off == plain
+
+
+@torch.inference_mode()
+def test_logprobs_are_the_models_own(client, runs):
+    answer = _chat(client, "alpha", logprobs=True, top_logprobs=3)
+    content = answer.choices[0].logprobs.content
+    assert len(content) == answer.usage.completion_tokens
+    # the reference: greedy decoding outside the server, then one forward pass over prompt + answer
+    model, tokenizer, meta = load_trained(runs / "alpha" / "final")
+    prompt = render_prompt(tokenizer, with_system_prompt(QUESTION, meta.get("system_prompt")))
+    prompt_ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    ids = model.generate(input_ids=prompt_ids, attention_mask=torch.ones_like(prompt_ids), max_new_tokens=len(content),
+                         do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    start = prompt_ids.shape[1]
+    expected = torch.log_softmax(model(input_ids=ids).logits[0, start - 1 : -1].float(), -1)
+    for position, token in enumerate(content):
+        chosen = int(ids[0, start + position])
+        assert token.token == tokenizer.decode([chosen])
+        assert token.logprob == pytest.approx(float(expected[position, chosen]), abs=1e-4)
+        assert [t.logprob for t in token.top_logprobs] == sorted((t.logprob for t in token.top_logprobs), reverse=True)
+        assert len(token.top_logprobs) == 3 and token.top_logprobs[0].token == token.token  # greedy: the most likely
+    legacy = client.completions.create(model="alpha", prompt="who are you?", max_tokens=4, temperature=0, logprobs=2)
+    assert len(legacy.choices[0].logprobs.tokens) == legacy.usage.completion_tokens
+    assert all(len(top) == 2 for top in legacy.choices[0].logprobs.top_logprobs)
 
 
 def test_streaming_usage_and_one_log_line_per_request(server, client):

@@ -122,8 +122,12 @@ def create_app(registry: Registry, engine: Engine, *, api_key: str | None = None
             raise ApiError(400, f"max_tokens={max_tokens} plus the prompt's {prompt_tokens} tokens exceeds the "
                                 f"model's context of {entry.context_length} tokens.", param="max_tokens",
                            code="context_length_exceeded")
+        if req.stream and req.logprob_count is not None:
+            raise ApiError(400, "logprobs are returned with whole answers, not streams.", param="logprobs",
+                           code="invalid_value")
         return GenerationParams(max_tokens=max_tokens or min(default, room), temperature=req.temperature,
-                                top_p=req.top_p, stop=list(req.stop or []), seed=req.seed)
+                                top_p=req.top_p, stop=list(req.stop or []), seed=req.seed,
+                                logprobs=req.logprob_count)
 
     async def run(job: Job):
         try:
@@ -164,7 +168,7 @@ def create_app(registry: Registry, engine: Engine, *, api_key: str | None = None
         note_usage(request, entry.name, [out])
         return {"id": ident, "object": "chat.completion", "created": created, "model": entry.name,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": out["text"]},
-                             "finish_reason": out["finish_reason"]}],
+                             "logprobs": chat_logprobs(out.get("logprobs")), "finish_reason": out["finish_reason"]}],
                 "usage": usage([out])}
 
     @v1.post("/completions")
@@ -186,8 +190,8 @@ def create_app(registry: Registry, engine: Engine, *, api_key: str | None = None
         outs = await asyncio.gather(*(run(Job("generate", entry, [p], q)) for p, q in zip(prompts, params)))
         note_usage(request, entry.name, outs)
         return {"id": ident, "object": "text_completion", "created": created, "model": entry.name,
-                "choices": [{"index": i, "text": o["text"], "logprobs": None, "finish_reason": o["finish_reason"]}
-                            for i, o in enumerate(outs)],
+                "choices": [{"index": i, "text": o["text"], "logprobs": completion_logprobs(o.get("logprobs")),
+                             "finish_reason": o["finish_reason"]} for i, o in enumerate(outs)],
                 "usage": usage(outs)}
 
     def stream_response(job: Job, chunk, wrap, first, req, request: Request) -> StreamingResponse:
@@ -280,6 +284,31 @@ def log_request(request: Request, status: int) -> None:
              getattr(state, "id", "-"), request.method, request.url.path, getattr(state, "model", "-"),
              used.get("prompt_tokens", "-"), used.get("completion_tokens", "-"),
              1000 * (time.perf_counter() - getattr(state, "started", time.perf_counter())), status)
+
+
+def _bytes(text: str) -> list[int]:
+    return list(text.encode("utf-8"))
+
+
+def chat_logprobs(entries: list[dict] | None) -> dict | None:
+    """OpenAI's chat ``logprobs``: ``{"content": [{token, logprob, bytes, top_logprobs}]}``."""
+    if entries is None:
+        return None
+    return {"content": [{"token": e["token"], "logprob": e["logprob"], "bytes": _bytes(e["token"]),
+                         "top_logprobs": [{"token": t["token"], "logprob": t["logprob"], "bytes": _bytes(t["token"])}
+                                          for t in e["top"]]} for e in entries]}
+
+
+def completion_logprobs(entries: list[dict] | None) -> dict | None:
+    """The completions API's legacy ``logprobs``: tokens, token_logprobs, top_logprobs, text_offset."""
+    if entries is None:
+        return None
+    offsets, position = [], 0
+    for e in entries:
+        offsets.append(position)
+        position += len(e["token"])
+    return {"tokens": [e["token"] for e in entries], "token_logprobs": [e["logprob"] for e in entries],
+            "top_logprobs": [{t["token"]: t["logprob"] for t in e["top"]} for e in entries], "text_offset": offsets}
 
 
 def usage(outs: list[dict]) -> dict:

@@ -45,6 +45,9 @@ class GenerationParams:
     top_p: float = 1.0
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
+    # None: no log-probabilities; k >= 0: each generated token's log-probability and the k
+    # most likely tokens at its position (the model's own distribution, before temperature/top_p).
+    logprobs: int | None = None
 
 
 @dataclass
@@ -62,8 +65,8 @@ class Job:
             return (self.kind, id(self.entry))
         p = self.params
         deep_prompts = self.entry.model is not None and uses_deep_prompts(self.entry.model)
-        if self.stream is not None or deep_prompts or (p.temperature > 0 and p.seed is not None):
-            return ("alone", id(self))  # streamed, seeded or decoded without a cache: one at a time
+        if self.stream is not None or deep_prompts or (p.temperature > 0 and p.seed is not None) or p.logprobs is not None:
+            return ("alone", id(self))  # streamed, seeded, with log-probs, or decoded without a cache: one at a time
         sampling = (p.temperature, p.top_p) if p.temperature > 0 else None
         # LoRA adapters on one base decode together, each row with its own adapter.
         model_key = self.entry.mixed_batch_key() or id(self.entry)
@@ -247,6 +250,10 @@ def generate_batch(jobs: list[Job]) -> list[dict]:
     watcher = None
     if jobs[0].stream is not None:
         watcher = _StopWatcher(tokenizer, params.stop, jobs[0].stream, stop_ids)
+    if params.logprobs is not None and uses_deep_prompts(model):
+        raise RequestError("logprobs are not available for prefix-tuned and P-tuning v2 models.", "logprobs",
+                           "unsupported_parameter")
+    logits = None
     with context:
         if uses_deep_prompts(model):  # PEFT's generate() drops deep prompts under transformers 5
             out = greedy_without_cache(model, enc["input_ids"], max_new, stop_ids)  # batch_key runs these alone
@@ -260,17 +267,38 @@ def generate_batch(jobs: list[Job]) -> list[dict]:
             kwargs.update(_sampling(params))
             if watcher is not None:
                 kwargs.update(streamer=_Streamer(watcher), stopping_criteria=_stopping(watcher))
+            if params.logprobs is not None:
+                kwargs.update(output_logits=True, return_dict_in_generate=True)  # raw logits of every step
             out = model.generate(**kwargs)
+            if params.logprobs is not None:
+                out, logits = out.sequences, out.logits
             new_tokens = out[:, enc["input_ids"].shape[1] :]
     results = []
     for i, job in enumerate(jobs):
         ids = new_tokens[i].tolist()[: job.params.max_tokens]
         results.append(_finish(tokenizer, ids, job, stop_ids, int(enc["attention_mask"][i].sum())))
+        if logits is not None:
+            kept = results[-1]["completion_tokens"]
+            results[-1]["logprobs"] = token_logprobs(tokenizer, [step[i] for step in logits[:kept]], ids[:kept],
+                                                     params.logprobs)
     if watcher is not None:
         watcher.finish()
         results[0]["text"] = watcher.text
         results[0]["finish_reason"] = "stop" if watcher.stopped else "length"
     return results
+
+
+def token_logprobs(tokenizer, step_logits: list[torch.Tensor], ids: list[int], top: int) -> list[dict]:
+    """Per generated token: its text, log-probability, and the ``top`` most likely tokens."""
+    entries = []
+    for logits, token in zip(step_logits, ids):
+        logprobs = torch.log_softmax(logits.float(), -1)
+        best = logprobs.topk(top) if top else None
+        entries.append({
+            "token": tokenizer.decode([token]), "id": token, "logprob": float(logprobs[token]),
+            "top": [] if best is None else [{"token": tokenizer.decode([j]), "id": j, "logprob": float(v)}
+                                             for v, j in zip(best.values.tolist(), best.indices.tolist())]})
+    return entries
 
 
 def _sampling(params: GenerationParams) -> dict:

@@ -2,8 +2,8 @@
 
 Unknown fields are ignored rather than refused: OpenAI clients send options (``user``,
 ``metadata``, ...) that do not change what this server computes. Options that *would* change
-the answer and that this server does not implement (log-probabilities, tools, response
-formats, frequency/presence penalties) are refused with a 400 naming the field when set,
+the answer and that this server does not implement (tools, response formats,
+frequency/presence penalties, logit bias) are refused with a 400 naming the field when set,
 never silently ignored; their off values (``logprobs: false``, ``frequency_penalty: 0``,
 ``response_format: {"type": "text"}``) are accepted.
 """
@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 import json
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator, model_validator
 
 MAX_STOP = 4
 
@@ -50,7 +50,7 @@ class StreamOptions(_Request):
 
 # Options this server does not implement -> the values that mean "off" (accepted).
 UNSUPPORTED = {
-    "logprobs": (None, False, 0), "top_logprobs": (None, 0), "frequency_penalty": (None, 0), "presence_penalty": (None, 0),
+    "frequency_penalty": (None, 0), "presence_penalty": (None, 0),
     "logit_bias": (None, {}), "tools": (None, []), "tool_choice": (None, "none"), "functions": (None, []),
     "function_call": (None, "none"), "response_format": (None, {"type": "text"}),
 }
@@ -66,8 +66,6 @@ class _Sampling(_Request):
     stream: StrictBool = False
     n: Annotated[StrictInt, Field(ge=1, le=1)] = 1
     stream_options: StreamOptions | None = None
-    logprobs: Any = None
-    top_logprobs: Any = None
     frequency_penalty: Any = None
     presence_penalty: Any = None
     logit_bias: Any = None
@@ -102,6 +100,18 @@ class _Sampling(_Request):
 class ChatRequest(_Sampling):
     messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=1000)]
     max_completion_tokens: MaxTokens | None = None
+    logprobs: StrictBool = False
+    top_logprobs: Annotated[StrictInt, Field(ge=0, le=20)] | None = None
+
+    @model_validator(mode="after")
+    def _top_needs_logprobs(self):
+        if self.top_logprobs and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs: true")
+        return self
+
+    @property
+    def logprob_count(self) -> int | None:
+        return (self.top_logprobs or 0) if self.logprobs else None
 
     @field_validator("messages")
     @classmethod
@@ -113,6 +123,11 @@ class ChatRequest(_Sampling):
 
 class CompletionRequest(_Sampling):
     prompt: StrictStr | Annotated[list[StrictStr], Field(min_length=1, max_length=64)]
+    logprobs: Annotated[StrictInt, Field(ge=0, le=5)] | None = None  # the legacy API: the top-k count
+
+    @property
+    def logprob_count(self) -> int | None:
+        return self.logprobs
 
 
 class ClassifyRequest(_Request):
