@@ -26,7 +26,7 @@ from tunesmith.models.load import load_model, load_tokenizer, resolve_model_sour
 from tunesmith.models.quantize import four_bit_config, quantization_settings
 from tunesmith.objectives.tasks import task_spec
 from tunesmith.modelcard import portable_adapter_config, write_model_card
-from tunesmith.rundir import RunDir, read_model_meta, resolve_run_dir, write_model_meta
+from tunesmith.rundir import RunDir, has_model_meta, read_model_meta, resolve_run_dir, write_model_meta
 from tunesmith.train.backend import Backend
 from tunesmith.train.checkpoint import remove_stale_temp_dirs
 from tunesmith.train.loop import train
@@ -75,7 +75,8 @@ def run_recipe(
     fingerprint = config_hash(config)
     resume_from = None
     extension = schedule_change(run_dir, config) if resume else None
-    if resume and not extension and run.read_summary().get("status") == "completed":
+    if resume == "auto" and not extension and run.read_summary().get("status") == "completed" \
+            and has_model_meta(run.final):
         # Nothing to do: re-evaluating would only rewrite the same numbers.
         log(f"{run_dir} already completed; nothing to resume (raise train.max_steps or train.epochs to extend it)")
         return run.read_summary()
