@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 
 from tunesmith import __version__
+from tunesmith.cli_eval import add_eval_parser, is_review, review_parser, run_eval_command, run_review_command
 from tunesmith.cli_text import (
     COMPARE_EXAMPLES,
     DATA_EXAMPLES,
@@ -116,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     for p in (recipe, fields, new):
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors")
 
+    add_eval_parser(sub)
     serve = sub.add_parser(
         "serve", help="OpenAI-compatible server: one base model in memory, many adapters picked per request",
         epilog=SERVE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -173,7 +175,12 @@ def _plugin_option(p: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (0 success, 2 bad input, 1 unexpected failure)."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if is_review(argv):  # `eval review-export|review-import`: a parser of their own (see cli_eval)
+        args = review_parser().parse_args(argv[1:])
+        args.command = "review"
+    else:
+        args = build_parser().parse_args(argv)
     from tunesmith import quiet
 
     if args.debug:
@@ -201,6 +208,10 @@ def main(argv: list[str] | None = None) -> int:
             _export(args)
         elif args.command == "recipe":
             _recipe(args)
+        elif args.command == "eval":
+            run_eval_command(args)
+        elif args.command == "review":
+            run_review_command(args)
         elif args.command == "demo":
             # The demo owns its run directory, so running it again simply replaces it.
             _train(DEMO_RECIPE, args, overwrite=not args.resume)

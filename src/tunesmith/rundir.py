@@ -155,6 +155,12 @@ class RunDir:
                           "probs": dict(zip(labels, p))})
         write_jsonl(self.path / "predictions.jsonl", lines)
 
+    def write_generations(self, rows: list[dict]) -> None:
+        """A chat run's predictions.jsonl: per held-out prompt the reference, the trained and the
+        base model's answers and their scores (see eval/chat_eval.py)."""
+        if self.is_main and rows:
+            write_jsonl(self.path / "predictions.jsonl", rows)
+
     # ---- data -------------------------------------------------------------------------------
     def write_rows(self, name: str, rows: list[dict]) -> None:
         """``eval_set`` (what exports re-measure on and reviewers read), ``test_set`` (never

@@ -17,9 +17,11 @@ from tunesmith.data.packing import pack_features, packing_efficiency
 from tunesmith.data.dedup import leakage_summary
 from tunesmith.data.pipeline import prepare_data
 from tunesmith.data.template import resolve_template
+from tunesmith.eval.chat_eval import chat_checks, chat_summary, flat_scores, prediction_rows
 from tunesmith.eval.evaluate import evaluate, scalar_metrics
 from tunesmith.environment import library_versions, machine
 from tunesmith.eval.report import write_report
+from tunesmith.eval.scorecard import run_scorecard
 from tunesmith.methods import apply_method, count_parameters, training_hooks
 from tunesmith.methods.saved import continue_adapter, save_trained
 from tunesmith.models.load import load_model, load_tokenizer, resolve_model_source
@@ -164,6 +166,9 @@ def _run(config: RecipeConfig, run: RunDir, backend: Backend, summary: dict, bas
         metrics = scores(m)
         with autocast(backend.device, config.train.precision):
             probes = _answer_probes(objective, m, config, backend.device)
+            if spec.shape == "chat":  # answers scored against references, and the general questions
+                metrics["_chat"] = chat_checks(objective, m, config, data.eval, data.train, backend.device)
+                metrics.update(flat_scores(metrics["_chat"]))
         return metrics, probes
 
     total_steps = planned_steps(len(train_features), config.train)
@@ -201,8 +206,12 @@ def _run(config: RecipeConfig, run: RunDir, backend: Backend, summary: dict, bas
     model = backend.unwrap(model)
     after, probes_after = full_eval(model)
     if spec.shape == "chat":
-        with autocast(backend.device, config.train.precision):
-            summary["samples"] = _held_out_samples(objective, model, data.eval, config, backend.device)
+        summary.update(chat_summary(before.get("_chat", {}), after["_chat"], config))
+        generations = prediction_rows(before.get("_chat", {}), after["_chat"])
+        summary["samples"] = [{"prompt": g["prompt"], "reference": g["reference"], "generated": g["prediction"]}
+                              for g in generations[:5]]
+        if summary.get("forgetting", {}).get("warning"):
+            log(f"warning: {summary['forgetting']['warning']}")
 
     if backend.is_main:
         save_final(model, tokenizer, run.final, config, source, data.labels)
@@ -229,11 +238,14 @@ def _run(config: RecipeConfig, run: RunDir, backend: Backend, summary: dict, bas
         confusion_matrix={"before": before.get("confusion_matrix"), "after": after.get("confusion_matrix")},
         probes=_merge_probes(config.eval.probes, probes_before, probes_after),
     )
+    summary["scorecard"] = run_scorecard(summary, config.eval.scorecard, config.train.best_metric or spec.headline)
     run.write_rows("eval_set", data.eval)
     if data.test:
         run.write_rows("test_set", data.test)
     if "_probs" in after:
         run.write_predictions(data.eval, data.labels, after["_probs"])
+    if spec.shape == "chat":
+        run.write_generations(generations)
     run.write_probes(summary["probes"])
     return summary
 
@@ -303,20 +315,6 @@ def _answer_probes(objective, model, config: RecipeConfig, device) -> list:
     return [
         {"label": objective.labels[int(p.argmax())], "probability": round(float(p.max()), 4)} for p in probs
     ]
-
-
-def _held_out_samples(objective, model, rows: list[dict], config: RecipeConfig, device, limit: int = 5) -> list:
-    """The first held-out chats answered by the trained model, next to their reference answers."""
-    samples = []
-    for row in rows[:limit]:
-        messages = row["messages"]
-        last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
-        if not any(m["role"] == "user" for m in messages[:last]):
-            continue
-        (generated,) = objective.answer(model, [messages[:last]], config.eval.max_new_tokens, device)
-        prompt = next(m["content"] for m in reversed(messages[:last]) if m["role"] == "user")
-        samples.append({"prompt": prompt, "reference": messages[last]["content"], "generated": generated})
-    return samples
 
 
 def _merge_probes(prompts: list[str], before: list, after: list) -> list[dict]:

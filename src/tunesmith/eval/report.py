@@ -69,7 +69,8 @@ def _per_class(summary: dict) -> str:
 
 
 def _worst_errors(run_dir: Path, limit: int = 10) -> str:
-    wrong = [r for r in RunDir(run_dir).log("predictions") if r["predicted"] != r["label"]]
+    # A chat run's predictions.jsonl holds generated answers (see _generation), not labels.
+    wrong = [r for r in RunDir(run_dir).log("predictions") if "predicted" in r and r["predicted"] != r["label"]]
     if not wrong:
         return ""
     wrong.sort(key=lambda r: -r["probs"][r["predicted"]])
@@ -93,7 +94,58 @@ def _evaluation(run_dir: Path, summary: dict) -> str:
             for k, v in after.items()]
     return ('<h2 id="evaluation">Evaluation (held-out rows)</h2>'
             + _table(["metric", "before", "after", "change"], rows, {1, 2, 3})
+            + _generation(summary) + _forgetting(summary) + _scorecard(summary)
             + _per_class(summary) + _worst_errors(run_dir) + _samples(summary))
+
+
+def _interval(entry: dict | None) -> str:
+    ci = (entry or {}).get("ci95")
+    return f"[{ci[0]:.4g}, {ci[1]:.4g}]" if ci and ci[0] is not None else "–"
+
+
+def _generation(summary: dict) -> str:
+    """Held-out answers scored before and after, each with its 95% interval, and the paired difference."""
+    gen = summary.get("generation")
+    if not gen:
+        return ""
+    rows = []
+    for name, after in gen["after"].items():
+        before, delta = gen["before"].get(name) or {}, (gen.get("deltas") or {}).get(name) or {}
+        rows.append([esc(name), _num(before.get("value"), 4), _interval(before), _num(after.get("value"), 4),
+                     _interval(after), _num(delta.get("delta"), 4), _interval({"ci95": delta.get("ci95")}),
+                     _num(delta.get("p_value"), 3)])
+    return (f'<h3 id="generation">Generated answers ({_num(gen["items"])} held-out prompts, '
+            f'{esc(gen["decoding"]["strategy"])} decoding)</h3>'
+            + _table(["metric", "before", "95% interval", "after", "95% interval", "change", "95% interval",
+                      "p-value"], rows, {1, 3, 5, 7}))
+
+
+def _forgetting(summary: dict) -> str:
+    """The general questions before and after training, with a red box past the threshold."""
+    report = summary.get("forgetting")
+    if not report:
+        return ""
+    rows = [[esc(name), _num(m["before"], 4), _num(m["after"], 4), f"{100 * m['relative']:+.1f}%",
+             _interval({"ci95": (report.get("deltas") or {}).get(name, {}).get("ci95")})]
+            for name, m in report["metrics"].items()]
+    warning = f'<div class="alert" id="forgetting-warning">{esc(report["warning"])}</div>' if report.get("warning") else ""
+    excluded = report.get("excluded_seen_in_training")
+    note = f" ({_num(excluded)} left out: their questions occur in the training data)" if excluded else ""
+    return (f'<h3 id="forgetting">Forgetting check: {_num(report["items"])} general questions{note}</h3>' + warning
+            + _table(["metric", "before", "after", "change", "95% interval of the change"], rows, {1, 2, 3}))
+
+
+def _scorecard(summary: dict) -> str:
+    card = summary.get("scorecard")
+    if not card:
+        return ""
+    pct = lambda v: "–" if v is None else f"{100 * v:+.1f}%"  # noqa: E731
+    rows = [[esc(r["measures"]), _num(r["baseline"], 4), _num(r["finetuned"], 4), pct(r["change"]),
+             _num(r["weight"], 2), pct(r["weighted"])] for r in card["rows"]]
+    rows.append(["<b>weighted total</b>", "", "", "", "", f"<b>{pct(card['total'])}</b>"])
+    return ('<h3 id="scorecard">Composite scorecard</h3><p>Change is relative and signed so that positive is better; '
+            "rows without a baseline do not count towards the total.</p>"
+            + _table(["dimension", "baseline", "fine-tuned", "change", "weight", "weighted"], rows, {1, 2, 3, 4, 5}))
 
 
 def _training(summary: dict, images: list[Path]) -> str:

@@ -1,0 +1,159 @@
+"""``tunesmith eval``: evaluate a model on a dataset, optionally against a second model.
+
+TARGET is a run directory, a ``final/`` folder, a merged export or a base model spec.
+A chat model answers every prompt (batched decoding) and is scored with BLEU, chrF,
+ROUGE, exact match, token F1, the perplexity of the references and answer length; a
+classifier gets per-class precision/recall/F1, macro/micro/weighted F1, ROC-AUC, PR-AUC
+and calibration. Every number carries a bootstrap 95% interval; against a second model,
+each difference carries a paired-bootstrap interval and p-value. The stage writes
+``metrics.json``, ``predictions.jsonl`` and ``report.html`` to the output folder.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from tunesmith.errors import ConfigError, DataError
+from tunesmith.eval.decode import DecodeSettings
+from tunesmith.eval.generation import GENERATION_METRICS, chat_items, generation_eval, paired_deltas
+from tunesmith.eval.targets import Target, base_of, load_target
+from tunesmith.jsonl import write_jsonl
+from tunesmith.storage import atomic_write_text
+
+
+def run_eval(target_spec: str, *, data: str | None = None, against: str | None = "auto", out: Path,
+             settings: DecodeSettings = DecodeSettings(), metrics: list[str] | None = None, limit: int | None = None,
+             on_error: str = "raise", resamples: int = 1000, show_progress: bool = True, log=print) -> dict:
+    """Evaluate ``target_spec`` and write the results to ``out``; returns metrics.json's content.
+
+    ``against``: "auto" (a chat run's base model; nothing for other targets), "base", a
+    model spec, or None. ``data``: a dataset spec (builtin:NAME or a file); default the
+    run's held-out rows (eval_set.jsonl).
+
+    Raises:
+        ConfigError / DataError / ModelError: bad arguments, rows or models, in one line.
+    """
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    started = time.perf_counter()
+    log(f"loading {target_spec} ...")
+    target = load_target(target_spec, device)
+    _check_metrics(target, metrics)
+    rows, rejects, source = _rows(target, data, on_error)
+    if limit:
+        rows = rows[:limit]
+    log(f"data: {len(rows)} rows from {source}" + (f" ({len(rejects)} invalid rows left out)" if rejects else ""))
+    other = _against(target, against, device)
+    result = {"target": target.name, "task": target.task, "data": source, "rows": len(rows),
+              "rejected_rows": len(rejects), "against": other.name if other else None}
+    if target.task == "classification":
+        from tunesmith.eval.classify import classification_deltas, classification_eval
+
+        own = classification_eval(target, rows, resamples=resamples, seed=settings.seed)
+        theirs = classification_eval(other, rows, resamples=resamples, seed=settings.seed) if other else None
+        deltas = classification_deltas(theirs, own, resamples, settings.seed) if other else None
+        result.update({k: own[k] for k in ("labels", "per_class", "confusion_matrix", "top_confusions",
+                                           "reliability")})
+    else:
+        items = chat_items(rows)
+        if not items:
+            raise DataError(f"{source} has no chat with a user turn to answer.", "Pass chat rows with --data.")
+        own = _answer(target, items, settings, resamples, show_progress, log)
+        theirs = _answer(other, items, settings, resamples, show_progress, log) if other else None
+        deltas = paired_deltas(theirs["predictions"], own["predictions"], resamples, settings.seed) if other else None
+        result["decoding"] = settings.describe()
+    result["metrics"] = _select(own["metrics"], metrics)
+    result["notes"] = own.get("notes", [])
+    if theirs is not None:
+        result["against_metrics"] = _select(theirs["metrics"], metrics)
+        result["deltas"] = _select(deltas, metrics)
+    result["wall_s"] = round(time.perf_counter() - started, 2)
+    _write(out, result, own, theirs, rejects)
+    return result
+
+
+def _answer(target: Target, items, settings, resamples, show_progress, log) -> dict:
+    from tqdm.auto import tqdm
+
+    log(f"answering {len(items)} prompts with {target.name} ...")
+    with tqdm(total=len(items), disable=not show_progress, unit="prompt", leave=False) as bar:
+        return generation_eval(target.objective(), target.model, items, settings, target.model.device,
+                               resamples, progress=bar.update)
+
+
+def _check_metrics(target: Target, metrics: list[str] | None) -> None:
+    if not metrics:
+        return
+    from tunesmith.eval.classify import CLASSIFICATION_METRICS
+
+    known = CLASSIFICATION_METRICS if target.task == "classification" else GENERATION_METRICS
+    wrong = [m for m in metrics if m not in known]
+    if wrong and target.task == "classification" and set(wrong) <= set(GENERATION_METRICS):
+        raise ConfigError(f"{target.name} is a classifier: it cannot generate, so it has no {', '.join(wrong)}.",
+                          f"Ask for classification metrics: {', '.join(CLASSIFICATION_METRICS)}.")
+    if wrong:
+        raise ConfigError(f"Unknown metric(s) {', '.join(wrong)} for a {target.task} model.",
+                          f"Choose from {', '.join(known)}.")
+
+
+def _rows(target: Target, data: str | None, on_error: str) -> tuple[list[dict], list[dict], str]:
+    from tunesmith.data.sources import load_records
+    from tunesmith.rundir import RunDir
+
+    shape = "classification" if target.task == "classification" else "chat"
+    if data is None:
+        if target.run_dir is None or not (target.run_dir / "eval_set.jsonl").is_file():
+            raise ConfigError(f"{target.name} has no held-out rows of its own.",
+                              "Pass the rows to evaluate on with --data (a file or builtin:NAME).")
+        return RunDir(target.run_dir).eval_rows(), [], str(target.run_dir / "eval_set.jsonl")
+    rejects: list[dict] = []
+    rows = load_records(data, shape, on_error=on_error, rejects=rejects, keep_fields=())
+    if shape == "classification":
+        unknown = [(i, r["label"]) for i, r in enumerate(rows, 1) if r["label"] not in target.labels]
+        if unknown:
+            row, label = unknown[0]
+            raise DataError(f"{data} row {row}: label {label!r} is not one of the model's labels "
+                            f"({', '.join(target.labels)}); {len(unknown)} rows have unknown labels.",
+                            "Evaluate on data with the labels the model was trained on.")
+    return rows, rejects, data
+
+
+def _against(target: Target, against: str | None, device) -> Target | None:
+    if against in (None, "none"):
+        return None
+    if against == "auto":
+        return base_of(target, device) if target.task == "causal_lm" and target.meta.get("method") else None
+    if against == "base":
+        return base_of(target, device)
+    other = load_target(against, device)
+    if other.task != target.task:
+        raise ConfigError(f"{against} is a {other.task} model and {target.name} a {target.task} model.",
+                          "Compare models of the same kind.")
+    return other
+
+
+def _select(metrics: dict, names: list[str] | None) -> dict:
+    return {k: v for k, v in metrics.items() if not names or k in names}
+
+
+def _write(out: Path, result: dict, own: dict, theirs: dict | None, rejects: list[dict]) -> None:
+    from tunesmith.eval.eval_report import write_eval_report
+
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "metrics.json", json.dumps(result, indent=2, ensure_ascii=False))
+    rows = own["predictions"]
+    if theirs is not None:
+        other = {p["id"]: p for p in theirs["predictions"]}
+        rows = [dict(p, against_prediction=other.get(p["id"], {}).get("prediction"),
+                     against_scores=other.get(p["id"], {}).get("scores")) for p in rows]
+    write_jsonl(out / "predictions.jsonl", rows)
+    if rejects:
+        write_jsonl(out / "rejects.jsonl", rejects)
+    if "reliability" in own:
+        from tunesmith.eval.class_metrics import reliability_plot
+
+        reliability_plot(own["reliability"], out / "reliability.png")
+    write_eval_report(out, result, own, theirs)
