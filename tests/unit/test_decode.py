@@ -79,3 +79,27 @@ def test_left_padding_puts_tokens_on_the_right():
     ids, mask = left_padded([[5, 6, 7], [9]], pad=0)
     assert ids.tolist() == [[5, 6, 7], [0, 0, 9]]
     assert mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+
+
+def test_rows_that_stop_early_leave_the_batch_without_changing_any_answer(tiny):
+    """A token common in the answers is made a stop token: rows end at different steps,
+    leave the batch (their cache rows dropped), and every answer still equals generate's."""
+    from tunesmith.eval.decode import decode_batch
+
+    model, tokenizer = tiny
+    prompts = _prompts(tokenizer)
+    stops = end_ids(model, tokenizer)
+    ids, mask = left_padded(prompts, tokenizer.pad_token_id)
+    full = decode_batch(model, ids, mask, DecodeSettings(max_new_tokens=12), stops, torch.Generator())
+    # the most common token among the answers becomes an extra stop token
+    counts = {}
+    for row in full:
+        for t in row[1:]:
+            counts[t] = counts.get(t, 0) + 1
+    extra = max(counts, key=counts.get)
+    cut = decode_batch(model, ids, mask, DecodeSettings(max_new_tokens=12), stops | {extra}, torch.Generator())
+    lengths = {len(row) for row in cut}
+    assert len(lengths) > 1  # rows really stopped at different steps
+    for row, whole in zip(cut, full):
+        end = next((k for k, t in enumerate(whole) if t == extra), len(whole) - 1)
+        assert row == whole[: end + 1]  # the same tokens up to (and with) the stop token

@@ -23,9 +23,11 @@ SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistan
                   "chatgpt": "assistant", "bard": "assistant", "system": "system"}
 
 
-def chat_record(row: Row, errors: RowErrors, from_csv: bool, messages_field: str = "messages") -> dict | None:
+def chat_record(row: Row, errors: RowErrors, from_csv: bool, messages_field: str = "messages",
+                require_assistant: bool = True) -> dict | None:
     """One chat row, in whichever dialect it is written, as ``{"messages": [...]}``; None
-    (with the problems reported to ``errors``) when it is invalid."""
+    (with the problems reported to ``errors``) when it is invalid. ``require_assistant``
+    False accepts prompts without an answer (evaluation prompts; "prompt" shape)."""
     obj = row.value
     if not isinstance(obj, dict):
         errors.add(row.where, f"expected an object with 'messages' (or alpaca 'instruction'/"
@@ -46,7 +48,7 @@ def chat_record(row: Row, errors: RowErrors, from_csv: bool, messages_field: str
             except json.JSONDecodeError as exc:
                 errors.add(row.where, f"field 'messages' is not a valid JSON list ({exc.msg})")
                 return None
-        return validate_messages(messages, row, errors)
+        return validate_messages(messages, row, errors, require_assistant=require_assistant)
     if "conversations" in obj:
         return _sharegpt_record(obj["conversations"], row, errors)
     if "instruction" in obj or "output" in obj:

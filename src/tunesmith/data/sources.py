@@ -24,7 +24,8 @@ from tunesmith.data.formats import SUPPORTED_EXTENSIONS
 from tunesmith.data.validate import load_file
 from tunesmith.errors import DataError
 
-SHAPES = ("classification", "chat", "text", "preference")
+# "prompt": chat rows to answer, for evaluation; the last answer (the reference) may be missing.
+SHAPES = ("classification", "chat", "text", "preference", "prompt")
 
 
 # --------------------------------------------------------------------------------------
@@ -65,7 +66,7 @@ def load_records(spec: str, shape: str, *, base_dir: Path | None = None, text_fi
         builtin = BUILTIN_DATASETS.get(name)
         if builtin is None:
             raise DataError(f"Unknown builtin dataset {spec!r}.", f"Available: {_builtin_list()}.")
-        if builtin.shape != shape:
+        if builtin.shape != shape and not (shape == "prompt" and builtin.shape == "chat"):
             raise DataError(
                 f"{spec} is a {builtin.shape} dataset, but a {shape} dataset was asked for.",
                 f"Use it with the {builtin.shape} task, or pick a {shape} dataset: "

@@ -289,8 +289,9 @@ def load_file(path: Path, display: str, shape: str, text_field: str = "text", la
             rec = _text_record(row, errors, text_field)
         elif shape == "preference":
             rec = _preference_record(row, errors)
-        else:
-            rec = chat_record(row, errors, from_csv=header is not None, messages_field=messages_field)
+        else:  # chat, or prompt: chat rows whose answer (the reference) may be missing
+            rec = chat_record(row, errors, from_csv=header is not None, messages_field=messages_field,
+                              require_assistant=shape != "prompt")
         if rec is not None and keep_fields:
             _keep_fields(rec, row, keep_fields, errors)
         if not errors.close_row(row) and rec is not None:

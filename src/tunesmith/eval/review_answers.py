@@ -26,7 +26,7 @@ def export_review_of_models(a: str, b: str, data: str, out: Path, settings: Deco
 
     from tunesmith.data.sources import load_records
 
-    items = chat_items(load_records(data, "chat"), limit)
+    items = chat_items(load_records(data, "prompt"), limit)
     if not items:
         raise DataError(f"{data} has no chat with a user turn to answer.", "Pass chat rows with --data.")
     device = "cuda" if torch.cuda.is_available() else "cpu"

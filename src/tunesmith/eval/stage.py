@@ -103,7 +103,7 @@ def _rows(target: Target, data: str | None, on_error: str) -> tuple[list[dict], 
     from tunesmith.data.sources import load_records
     from tunesmith.rundir import RunDir
 
-    shape = "classification" if target.task == "classification" else "chat"
+    shape = "classification" if target.task == "classification" else "prompt"
     if data is None:
         if target.run_dir is None or not (target.run_dir / "eval_set.jsonl").is_file():
             raise ConfigError(f"{target.name} has no held-out rows of its own.",
