@@ -119,7 +119,8 @@ def run_eval_command(args) -> None:
 
 def run_review_command(args) -> None:
     """``tunesmith eval review-export`` / ``review-import``."""
-    from tunesmith.eval.review import format_review_report, import_reviews
+    from tunesmith.eval.agreement import format_review_report
+    from tunesmith.eval.review_import import import_reviews
 
     if args.review_command == "review-export":
         from tunesmith.eval.review_answers import export_review_of_models
@@ -179,8 +180,10 @@ def _settings(args):
 
 
 def _default_out(target: str) -> Path:
+    from tunesmith.rundir import RunDir
+
     path = Path(target)
-    if path.is_dir() and (path / "summary.json").is_file():
+    if path.is_dir() and RunDir(path).is_run():
         return path / "eval"
     name = path.name if path.exists() else target.replace("builtin:", "").replace("/", "-")
     return Path("runs") / f"eval-{name}"

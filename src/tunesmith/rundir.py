@@ -168,6 +168,25 @@ class RunDir:
         if self.is_main:
             write_jsonl(self.path / f"{name}.jsonl", rows, drop_private=True)
 
+    @property
+    def eval_set(self) -> Path:
+        """The held-out rows file (``eval_set.jsonl``); it may not exist."""
+        return self.path / "eval_set.jsonl"
+
+    def is_run(self) -> bool:
+        """Whether the folder is a run directory (it has a summary.json)."""
+        return (self.path / SUMMARY).is_file()
+
     def eval_rows(self) -> list[dict]:
         """The run's held-out rows (``eval_set.jsonl``), or [] when the run has none."""
         return read_jsonl(self.path / "eval_set.jsonl")
+
+
+def write_eval_output(out: Path, metrics: dict, predictions: list[dict], rejects: list[dict]) -> None:
+    """The files of ``tunesmith eval``: ``metrics.json``, ``predictions.jsonl`` (one line per
+    item, with per-example scores) and, when rows were left out, ``rejects.jsonl``."""
+    out.mkdir(parents=True, exist_ok=True)
+    _write_json(out / "metrics.json", metrics)
+    write_jsonl(out / "predictions.jsonl", predictions)
+    if rejects:
+        write_jsonl(out / "rejects.jsonl", rejects)

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tunesmith.eval.review import export_review, import_reviews
+from tunesmith.eval.review import export_review
+from tunesmith.eval.review_import import import_reviews
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")

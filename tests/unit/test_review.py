@@ -14,7 +14,9 @@ from sklearn.metrics import cohen_kappa_score
 
 from tunesmith.errors import TunesmithError
 from tunesmith.eval.agreement import fleiss_kappa, wilson_interval
-from tunesmith.eval.review import export_review, format_review_report, import_reviews
+from tunesmith.eval.agreement import format_review_report
+from tunesmith.eval.review import export_review
+from tunesmith.eval.review_import import import_reviews
 
 NAMES = ("basemodel", "runs/sft-identity-lora")
 HOSTILE = '</script><script>window.pwned = 1</script><!-- <img src=x onerror="window.pwned = 2">'

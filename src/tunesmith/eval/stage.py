@@ -11,7 +11,6 @@ each difference carries a paired-bootstrap interval and p-value. The stage write
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -19,8 +18,7 @@ from tunesmith.errors import ConfigError, DataError
 from tunesmith.eval.decode import DecodeSettings
 from tunesmith.eval.generation import GENERATION_METRICS, chat_items, generation_eval, paired_deltas
 from tunesmith.eval.targets import Target, base_of, load_target
-from tunesmith.jsonl import write_jsonl
-from tunesmith.storage import atomic_write_text
+from tunesmith.rundir import write_eval_output
 
 
 def run_eval(target_spec: str, *, data: str | None = None, against: str | None = "auto", out: Path,
@@ -105,10 +103,11 @@ def _rows(target: Target, data: str | None, on_error: str) -> tuple[list[dict], 
 
     shape = "classification" if target.task == "classification" else "prompt"
     if data is None:
-        if target.run_dir is None or not (target.run_dir / "eval_set.jsonl").is_file():
+        run = RunDir(target.run_dir) if target.run_dir is not None else None
+        if run is None or not run.eval_set.is_file():
             raise ConfigError(f"{target.name} has no held-out rows of its own.",
                               "Pass the rows to evaluate on with --data (a file or builtin:NAME).")
-        return RunDir(target.run_dir).eval_rows(), [], str(target.run_dir / "eval_set.jsonl")
+        return run.eval_rows(), [], str(run.eval_set)
     rejects: list[dict] = []
     rows = load_records(data, shape, on_error=on_error, rejects=rejects, keep_fields=())
     if shape == "classification":
@@ -142,16 +141,12 @@ def _select(metrics: dict, names: list[str] | None) -> dict:
 def _write(out: Path, result: dict, own: dict, theirs: dict | None, rejects: list[dict]) -> None:
     from tunesmith.eval.eval_report import write_eval_report
 
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "metrics.json", json.dumps(result, indent=2, ensure_ascii=False))
     rows = own["predictions"]
     if theirs is not None:
         other = {p["id"]: p for p in theirs["predictions"]}
         rows = [dict(p, against_prediction=other.get(p["id"], {}).get("prediction"),
                      against_scores=other.get(p["id"], {}).get("scores")) for p in rows]
-    write_jsonl(out / "predictions.jsonl", rows)
-    if rejects:
-        write_jsonl(out / "rejects.jsonl", rejects)
+    write_eval_output(out, result, rows, rejects)
     if "reliability" in own:
         from tunesmith.eval.class_metrics import reliability_plot
 
