@@ -45,6 +45,9 @@ def add_eval_parser(sub) -> argparse.ArgumentParser:
                         "spec, or none (default: base for a chat run, none otherwise)")
     p.add_argument("--out", help="output folder (default: <run>/eval, or runs/eval-<name>)")
     p.add_argument("--metrics", help="comma-separated metrics to report (default: all for the model's task)")
+    p.add_argument("--judge", metavar="MODEL", help="also let a model judge each pair of answers (with --against), "
+                   "both orders to cancel position bias: a run, a model spec, or http://HOST:PORT/v1#MODEL of an "
+                   "OpenAI-compatible server; weak with small models")
     _decoding_options(p)
     p.add_argument("--on-error", choices=["raise", "drop", "quarantine"], default="raise",
                    help="invalid rows in --data: stop (default), leave out, or leave out and write rejects.jsonl")
@@ -108,7 +111,7 @@ def run_eval_command(args) -> None:
     result = run_eval(
         args.target, data=args.data, against=None if against == "none" else against, out=out,
         settings=_settings(args), metrics=args.metrics.split(",") if args.metrics else None, limit=args.limit,
-        on_error=args.on_error, show_progress=not args.no_progress and not os.environ.get("TUNESMITH_NO_PROGRESS"),
+        on_error=args.on_error, judge=args.judge, show_progress=not args.no_progress and not os.environ.get("TUNESMITH_NO_PROGRESS"),
         log=lambda m: print(m, file=stream, flush=True))
     if args.json:
         print(json.dumps(result, ensure_ascii=False))
@@ -153,6 +156,11 @@ def format_result(result: dict) -> str:
                 line += (f"   difference {delta['delta']:+.4g} [{delta['ci95'][0]:+.4g}, {delta['ci95'][1]:+.4g}]"
                          f" {p_text(delta)}")
         lines.append(line)
+    judge = result.get("judge")
+    if judge:
+        rate = "–" if judge["win_rate"] is None else f"{judge['win_rate']:.3f} [{judge['ci95'][0]:.3f}, {judge['ci95'][1]:.3f}]"
+        lines.append(f"judge {judge['judge']}: target wins {judge['wins']}, loses {judge['losses']}, ties {judge['ties']} "
+                     f"(orders disagreed on {100 * judge['order_disagreement']:.0f}%); win rate {rate}")
     lines += [f"note: {n}" for n in result.get("notes") or []]
     return "\n".join(lines)
 

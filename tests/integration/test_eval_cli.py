@@ -48,9 +48,9 @@ def test_chat_run_summary_has_scored_answers_and_the_forgetting_check(chat_run):
     assert 'id="generation"' in report and 'id="forgetting"' in report and 'id="scorecard"' in report
 
 
-def test_eval_of_a_run_scores_against_its_base_with_intervals(chat_run, tmp_path, capsys):
+def test_eval_of_a_run_scores_against_its_base_with_intervals(chat_run, tiny_llama_dir, tmp_path, capsys):
     out = tmp_path / "ev"
-    assert main(["eval", str(chat_run), "--out", str(out), "--max-new-tokens", "12"]) == 0
+    assert main(["eval", str(chat_run), "--out", str(out), "--max-new-tokens", "12", "--judge", str(tiny_llama_dir)]) == 0
     result = json.loads((out / "metrics.json").read_text())
     assert result["against"].startswith("base (")
     rows = read_jsonl(out / "predictions.jsonl")
@@ -65,6 +65,8 @@ def test_eval_of_a_run_scores_against_its_base_with_intervals(chat_run, tmp_path
         result["metrics"]["chrf"]["value"] - result["against_metrics"]["chrf"]["value"])
     assert result["decoding"]["strategy"] == "greedy" and result["decoding"]["max_new_tokens"] == 12
     assert all(r["against_prediction"] is not None for r in rows)
+    judge = result["judge"]
+    assert judge["wins"] + judge["losses"] + judge["ties"] == len(rows) == len(judge["verdicts"])
     assert "difference" in capsys.readouterr().out
     assert "<h2 id=\"metrics\">" in (out / "report.html").read_text()
 

@@ -105,3 +105,14 @@ def test_chat_items_take_the_last_answer_as_reference():
     first, second = chat_items(rows)
     assert first["prompt"] == "c" and first["reference"] == "d" and len(first["messages"]) == 3
     assert second["prompt"] == "e" and second["reference"] is None
+
+
+def test_judge_swaps_positions_so_a_position_biased_judge_gives_only_ties():
+    from tunesmith.eval.judge import judge_pairs
+
+    items = [{"id": str(i), "prompt": "q", "baseline": "short", "candidate": "a longer answer"} for i in range(4)]
+    first_always = judge_pairs(lambda q, a, b: 1.0, items)  # always prefers whatever is shown first
+    assert (first_always["wins"], first_always["losses"], first_always["ties"]) == (0, 0, 4)
+    assert first_always["win_rate"] is None and first_always["order_disagreement"] == 1.0
+    longer = judge_pairs(lambda q, a, b: len(a) - len(b), items)  # prefers the longer answer in both orders
+    assert longer["wins"] == 4 and longer["win_rate"] == 1.0 and longer["ci95"][0] > 0.5

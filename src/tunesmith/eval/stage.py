@@ -23,11 +23,13 @@ from tunesmith.rundir import write_eval_output
 
 def run_eval(target_spec: str, *, data: str | None = None, against: str | None = "auto", out: Path,
              settings: DecodeSettings = DecodeSettings(), metrics: list[str] | None = None, limit: int | None = None,
-             on_error: str = "raise", resamples: int = 1000, show_progress: bool = True, log=print) -> dict:
+             on_error: str = "raise", resamples: int = 1000, show_progress: bool = True, judge: str | None = None,
+             log=print) -> dict:
     """Evaluate ``target_spec`` and write the results to ``out``; returns metrics.json's content.
 
     ``against``: "auto" (a chat run's base model; nothing for other targets), "base", a
-    model spec, or None. ``data``: a dataset spec (builtin:NAME or a file); default the
+    model spec, or None. ``judge``: a model (or ``http://host:port/v1#model``) that also
+    judges each pair of answers (see :mod:`tunesmith.eval.judge`). ``data``: a dataset spec (builtin:NAME or a file); default the
     run's held-out rows (eval_set.jsonl).
 
     Raises:
@@ -45,6 +47,8 @@ def run_eval(target_spec: str, *, data: str | None = None, against: str | None =
         rows = rows[:limit]
     log(f"data: {len(rows)} rows from {source}" + (f" ({len(rejects)} invalid rows left out)" if rejects else ""))
     other = _against(target, against, device)
+    if judge and (other is None or target.task != "causal_lm"):
+        raise ConfigError("--judge compares two chat models' answers.", "Give a chat model and --against OTHER.")
     result = {"target": target.name, "task": target.task, "data": source, "rows": len(rows),
               "rejected_rows": len(rejects), "against": other.name if other else None}
     if target.task == "classification":
@@ -63,6 +67,8 @@ def run_eval(target_spec: str, *, data: str | None = None, against: str | None =
         theirs = _answer(other, items, settings, resamples, show_progress, log) if other else None
         deltas = paired_deltas(theirs["predictions"], own["predictions"], resamples, settings.seed) if other else None
         result["decoding"] = settings.describe()
+        if judge:
+            result["judge"] = _judge(judge, items, own, theirs, device, log)
     result["metrics"] = _select(own["metrics"], metrics)
     result["notes"] = own.get("notes", [])
     if theirs is not None:
@@ -80,6 +86,17 @@ def _answer(target: Target, items, settings, resamples, show_progress, log) -> d
     with tqdm(total=len(items), disable=not show_progress, unit="prompt", leave=False) as bar:
         return generation_eval(target.objective(), target.model, items, settings, target.model.device,
                                resamples, progress=bar.update)
+
+
+def _judge(spec: str, items, own: dict, theirs: dict, device, log) -> dict:
+    from tunesmith.eval.judge import judge_pairs, model_preference, served_preference
+
+    log(f"judging {len(items)} answer pairs with {spec} (both orders) ...")
+    prefer = served_preference(spec) if spec.startswith(("http://", "https://")) else \
+        model_preference(load_target(spec, device))
+    pairs = [{"id": a["id"], "prompt": a["prompt"], "candidate": a["prediction"], "baseline": b["prediction"]}
+             for a, b in zip(own["predictions"], theirs["predictions"])]
+    return dict(judge_pairs(prefer, pairs), judge=spec)
 
 
 def _check_metrics(target: Target, metrics: list[str] | None) -> None:
