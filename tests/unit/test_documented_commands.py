@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tunesmith.cli import build_parser
+from tunesmith.cli_eval import is_review, review_parser
 from tunesmith.config.load import load_recipe
 
 REPO = Path(__file__).resolve().parents[2]
@@ -48,8 +49,7 @@ def readme_commands() -> list[list[str]]:
 
 
 def epilog_commands() -> list[list[str]]:
-    parser = build_parser()
-    parsers = [parser]
+    parsers = [build_parser(), review_parser()]
     while parsers:
         current = parsers.pop()
         for action in current._actions:
@@ -63,17 +63,20 @@ DOCUMENTED = readme_commands() + list(epilog_commands())
 
 def test_the_docs_document_commands():
     assert len(readme_commands()) >= 15 and len(list(epilog_commands())) >= 15
-    assert {argv[0] for argv in DOCUMENTED} >= {"train", "demo", "compare", "data", "export", "serve", "recipe"}
+    assert {argv[0] for argv in DOCUMENTED} >= {"train", "demo", "compare", "data", "export", "serve", "recipe", "eval"}
 
 
 @pytest.mark.parametrize("argv", DOCUMENTED, ids=[" ".join(a)[:80] for a in DOCUMENTED])
 def test_documented_command_parses_and_its_recipe_validates(argv):
+    parse = (lambda a: review_parser().parse_args(a[1:])) if is_review(argv) else build_parser().parse_args
     if "--help" in argv:
         with pytest.raises(SystemExit) as exit_info:
-            build_parser().parse_args(argv)
+            parse(argv)
         assert exit_info.value.code == 0
         return
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
+    if is_review(argv):
+        return
     recipe = getattr(args, "recipe", None) or (getattr(args, "target", None) if args.command == "data" else None)
     if args.command == "demo":
         recipe = str(REPO / "configs" / "demo.yaml")
