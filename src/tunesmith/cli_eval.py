@@ -45,6 +45,8 @@ def add_eval_parser(sub) -> argparse.ArgumentParser:
                         "spec, or none (default: base for a chat run, none otherwise)")
     p.add_argument("--out", help="output folder (default: <run>/eval, or runs/eval-<name>)")
     p.add_argument("--metrics", help="comma-separated metrics to report (default: all for the model's task)")
+    p.add_argument("--human", metavar="RESULTS", help="a review-import report (results.json) of the same two "
+                   "models (A = --against, B = TARGET): adds the human row to the scorecard")
     p.add_argument("--judge", metavar="MODEL", help="also let a model judge each pair of answers (with --against), "
                    "both orders to cancel position bias: a run, a model spec, or http://HOST:PORT/v1#MODEL of an "
                    "OpenAI-compatible server; weak with small models")
@@ -111,12 +113,17 @@ def run_eval_command(args) -> None:
     result = run_eval(
         args.target, data=args.data, against=None if against == "none" else against, out=out,
         settings=_settings(args), metrics=args.metrics.split(",") if args.metrics else None, limit=args.limit,
-        on_error=args.on_error, judge=args.judge, show_progress=not args.no_progress and not os.environ.get("TUNESMITH_NO_PROGRESS"),
+        on_error=args.on_error, judge=args.judge,
+        human=json.loads(Path(args.human).read_text(encoding="utf-8")) if args.human else None, show_progress=not args.no_progress and not os.environ.get("TUNESMITH_NO_PROGRESS"),
         log=lambda m: print(m, file=stream, flush=True))
     if args.json:
         print(json.dumps(result, ensure_ascii=False))
         return
     print(format_result(result))
+    if result.get("scorecard"):
+        from tunesmith.eval.scorecard import format_scorecard
+
+        print("\n" + format_scorecard(result["scorecard"]))
     print(f"written to {out} (metrics.json, predictions.jsonl, report.html)")
 
 

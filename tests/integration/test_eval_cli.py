@@ -50,7 +50,11 @@ def test_chat_run_summary_has_scored_answers_and_the_forgetting_check(chat_run):
 
 def test_eval_of_a_run_scores_against_its_base_with_intervals(chat_run, tiny_llama_dir, tmp_path, capsys):
     out = tmp_path / "ev"
-    assert main(["eval", str(chat_run), "--out", str(out), "--max-new-tokens", "12", "--judge", str(tiny_llama_dir)]) == 0
+    human = tmp_path / "results.json"
+    human.write_text(json.dumps({"systems": {"A": {"ratings": {"accuracy": {"mean": 2.0, "n": 3}}},
+                                             "B": {"ratings": {"accuracy": {"mean": 4.0, "n": 3}}}}}))
+    assert main(["eval", str(chat_run), "--out", str(out), "--max-new-tokens", "12", "--judge", str(tiny_llama_dir),
+                 "--human", str(human)]) == 0
     result = json.loads((out / "metrics.json").read_text())
     assert result["against"].startswith("base (")
     rows = read_jsonl(out / "predictions.jsonl")
@@ -65,6 +69,12 @@ def test_eval_of_a_run_scores_against_its_base_with_intervals(chat_run, tiny_lla
         result["metrics"]["chrf"]["value"] - result["against_metrics"]["chrf"]["value"])
     assert result["decoding"]["strategy"] == "greedy" and result["decoding"]["max_new_tokens"] == 12
     assert all(r["against_prediction"] is not None for r in rows)
+    card = {r["dimension"]: r for r in result["scorecard"]["rows"]}
+    assert card["task"]["finetuned"] == result["metrics"]["chrf"]["value"]
+    assert card["human"]["change"] == pytest.approx(1.0)  # mean rating 2 -> 4
+    summary = json.loads((chat_run / "summary.json").read_text())
+    assert card["ood"]["baseline"] == summary["forgetting"]["metrics"]["chrf"]["before"]
+    assert 'id="scorecard"' in (out / "report.html").read_text()
     judge = result["judge"]
     assert judge["wins"] + judge["losses"] + judge["ties"] == len(rows) == len(judge["verdicts"])
     assert "difference" in capsys.readouterr().out

@@ -99,6 +99,10 @@ def write_eval_report(out: Path, result: dict, own: dict, theirs: dict | None) -
                else "") + ". Intervals: bootstrap 95% (1,000 resamples); differences: paired bootstrap.</p>",
             f"<ul>{notes}</ul>" if notes else "",
             '<h2 id="metrics">Metrics</h2>', metric_table(result)]
+    if result.get("scorecard"):
+        from tunesmith.eval.report import scorecard_table
+
+        body.append('<h2 id="scorecard">Composite scorecard</h2>' + scorecard_table(result["scorecard"]))
     if decoding:
         body.append("<p>Decoding: " + esc(", ".join(f"{k} {v}" for k, v in decoding.items())) + "</p>")
     if result["task"] == "classification":

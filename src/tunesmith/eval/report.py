@@ -139,11 +139,16 @@ def _scorecard(summary: dict) -> str:
     card = summary.get("scorecard")
     if not card:
         return ""
+    return '<h3 id="scorecard">Composite scorecard</h3>' + scorecard_table(card)
+
+
+def scorecard_table(card: dict) -> str:
+    """The composite scorecard as an HTML table (see eval/scorecard.py)."""
     pct = lambda v: "–" if v is None else f"{100 * v:+.1f}%"  # noqa: E731
     rows = [[esc(r["measures"]), _num(r["baseline"], 4), _num(r["finetuned"], 4), pct(r["change"]),
              _num(r["weight"], 2), pct(r["weighted"])] for r in card["rows"]]
     rows.append(["<b>weighted total</b>", "", "", "", "", f"<b>{pct(card['total'])}</b>"])
-    return ('<h3 id="scorecard">Composite scorecard</h3><p>Change is relative and signed so that positive is better; '
+    return ("<p>Change is relative and signed so that positive is better; "
             "rows without a baseline do not count towards the total.</p>"
             + _table(["dimension", "baseline", "fine-tuned", "change", "weight", "weighted"], rows, {1, 2, 3, 4, 5}))
 

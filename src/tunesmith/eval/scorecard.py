@@ -97,3 +97,27 @@ def format_scorecard(card: dict) -> str:
                      f"| {r['weight']:.2g} | {num(r['weighted'], True)} |")
     lines.append(f"| **weighted total** | | | | | **{num(card['total'], True)}** |")
     return "\n".join(lines)
+
+
+def eval_scorecard(result: dict, target_summary: dict, against_summary: dict | None, weights: dict[str, float],
+                   human: dict | None = None) -> dict | None:
+    """The scorecard of ``tunesmith eval TARGET --against OTHER``: the task's headline metric
+    from the two evaluations; general questions from the target run's forgetting check when
+    OTHER is its base; training time and memory when both are runs; human ratings from a
+    ``review-import`` report (A = baseline, B = target)."""
+    theirs = result.get("against_metrics")
+    if theirs is None:
+        return None
+    headline = "accuracy" if result["task"] == "classification" else "chrf"
+    values = {"task": (theirs.get(headline, {}).get("value"), result["metrics"].get(headline, {}).get("value"))}
+    general = (target_summary.get("forgetting") or {}).get("metrics", {}).get("chrf")
+    if general and str(result.get("against", "")).startswith("base ("):
+        values["ood"] = (general["before"], general["after"])
+    if against_summary is not None:
+        mine, other = target_summary.get("train") or {}, against_summary.get("train") or {}
+        values["time"] = (other.get("wall_s"), mine.get("wall_s"))
+        values["memory"] = (other.get("peak_gpu_mb") or other.get("peak_rss_mb"),
+                            mine.get("peak_gpu_mb") or mine.get("peak_rss_mb"))
+    if human:
+        values["human"] = human_scores(human)
+    return build_scorecard(values, weights, {"task": f"the task's headline metric ({headline})"})

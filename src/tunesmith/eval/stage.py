@@ -24,12 +24,13 @@ from tunesmith.rundir import write_eval_output
 def run_eval(target_spec: str, *, data: str | None = None, against: str | None = "auto", out: Path,
              settings: DecodeSettings = DecodeSettings(), metrics: list[str] | None = None, limit: int | None = None,
              on_error: str = "raise", resamples: int = 1000, show_progress: bool = True, judge: str | None = None,
-             log=print) -> dict:
+             human: dict | None = None, log=print) -> dict:
     """Evaluate ``target_spec`` and write the results to ``out``; returns metrics.json's content.
 
     ``against``: "auto" (a chat run's base model; nothing for other targets), "base", a
     model spec, or None. ``judge``: a model (or ``http://host:port/v1#model``) that also
-    judges each pair of answers (see :mod:`tunesmith.eval.judge`). ``data``: a dataset spec (builtin:NAME or a file); default the
+    judges each pair of answers (see :mod:`tunesmith.eval.judge`). ``human``: a
+    ``review-import`` report of the same two models, for the scorecard's human row. ``data``: a dataset spec (builtin:NAME or a file); default the
     run's held-out rows (eval_set.jsonl).
 
     Raises:
@@ -74,6 +75,7 @@ def run_eval(target_spec: str, *, data: str | None = None, against: str | None =
     if theirs is not None:
         result["against_metrics"] = _select(theirs["metrics"], metrics)
         result["deltas"] = _select(deltas, metrics)
+        result["scorecard"] = _scorecard(target, other, result, human)
     result["wall_s"] = round(time.perf_counter() - started, 2)
     _write(out, result, own, theirs, rejects)
     return result
@@ -86,6 +88,21 @@ def _answer(target: Target, items, settings, resamples, show_progress, log) -> d
     with tqdm(total=len(items), disable=not show_progress, unit="prompt", leave=False) as bar:
         return generation_eval(target.objective(), target.model, items, settings, target.model.device,
                                resamples, progress=bar.update)
+
+
+def _scorecard(target: Target, other: Target, result: dict, human: dict | None) -> dict | None:
+    """Weights from the target run's recipe (eval.scorecard); summaries of both runs."""
+    from tunesmith.config.load import load_recipe
+    from tunesmith.eval.scorecard import eval_scorecard
+    from tunesmith.rundir import RunDir
+
+    def summary(t: Target) -> dict | None:
+        return RunDir(t.run_dir).read_summary() if t is not None and t.run_dir is not None else None
+
+    weights = {}
+    if target.run_dir is not None and (target.run_dir / "config.yaml").is_file():
+        weights = load_recipe(target.run_dir / "config.yaml").eval.scorecard
+    return eval_scorecard(result, summary(target) or {}, summary(other), weights, human)
 
 
 def _judge(spec: str, items, own: dict, theirs: dict, device, log) -> dict:
