@@ -13,24 +13,25 @@ from tunesmith.eval import text_metrics
 from tunesmith.jsonl import read_jsonl, write_jsonl
 
 
+def _trained(tmp_path_factory, write_recipe, base: Path, name: str) -> Path:
+    folder = tmp_path_factory.mktemp(name)
+    recipe = write_recipe(folder, base)
+    assert main(["train", str(recipe), "--output-dir", str(folder / "run"), "--quiet"]) == 0
+    return folder / "run"
+
+
 @pytest.fixture(scope="module")
 def chat_run(tmp_path_factory, tiny_llama_dir) -> Path:
     from tunesmith.testing import write_chat_recipe
 
-    folder = tmp_path_factory.mktemp("chat-run")
-    recipe = write_chat_recipe(folder, tiny_llama_dir)
-    assert main(["train", str(recipe), "--output-dir", str(folder / "run"), "--quiet"]) == 0
-    return folder / "run"
+    return _trained(tmp_path_factory, write_chat_recipe, tiny_llama_dir, "chat-run")
 
 
 @pytest.fixture(scope="module")
 def cls_run(tmp_path_factory, tiny_bert_dir) -> Path:
     from tunesmith.testing import write_cls_recipe
 
-    folder = tmp_path_factory.mktemp("cls-run")
-    recipe = write_cls_recipe(folder, tiny_bert_dir)
-    assert main(["train", str(recipe), "--output-dir", str(folder / "run"), "--quiet"]) == 0
-    return folder / "run"
+    return _trained(tmp_path_factory, write_cls_recipe, tiny_bert_dir, "cls-run")
 
 
 def test_chat_run_summary_has_scored_answers_and_the_forgetting_check(chat_run):
