@@ -18,7 +18,7 @@ from tunesmith.data.dedup import leakage_summary
 from tunesmith.data.pipeline import prepare_data
 from tunesmith.data.template import resolve_template
 from tunesmith.eval.chat_eval import chat_checks, chat_summary, flat_scores, prediction_rows
-from tunesmith.eval.evaluate import evaluate, scalar_metrics
+from tunesmith.eval.evaluate import classification_summary, evaluate, scalar_metrics
 from tunesmith.environment import library_versions, machine
 from tunesmith.eval.report import write_report
 from tunesmith.eval.scorecard import run_scorecard
@@ -244,6 +244,7 @@ def _run(config: RecipeConfig, run: RunDir, backend: Backend, summary: dict, bas
         run.write_rows("test_set", data.test)
     if "_probs" in after:
         run.write_predictions(data.eval, data.labels, after["_probs"])
+        summary["classification"] = classification_summary(data.eval, data.labels, before, after, config.seed)
     if spec.shape == "chat":
         run.write_generations(generations)
     run.write_probes(summary["probes"])

@@ -124,6 +124,11 @@ def test_classifier_eval_reports_sklearn_metrics_and_calibration(cls_run, tmp_pa
     # trained beats the untrained head of its base, and the paired interval says so
     assert result["deltas"]["accuracy"]["ci95"][0] > 0
     assert (out / "reliability.png").stat().st_size > 1000
+    # the run's own summary holds the same metrics, computed by the same code on the same rows
+    summary = json.loads((cls_run / "summary.json").read_text())
+    assert summary["classification"]["after"]["roc_auc"]["value"] == pytest.approx(
+        result["metrics"]["roc_auc"]["value"], abs=1e-5)
+    assert 'id="classification"' in (cls_run / "report.html").read_text()
     assert 'id="confusion"' in (out / "report.html").read_text()
 
 

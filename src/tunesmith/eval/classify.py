@@ -51,12 +51,11 @@ def metric_functions(gold: np.ndarray, probs: np.ndarray) -> dict:
     }
 
 
-def classification_eval(target, rows: list[dict], resamples: int = 1000, seed: int = 0, batch_size: int = 32) -> dict:
-    """Score ``target`` (a classifier :class:`~tunesmith.eval.targets.Target`) on labelled rows."""
-    objective = target.objective()
-    outputs = objective.outputs(target.model, objective.encode(rows), batch_size, target.model.device)
-    gold, probs = np.asarray(outputs["gold"]), outputs["probs"].numpy().astype(float)
-    labels = target.labels
+def scores_with_intervals(gold, probs, labels: list[str], resamples: int = 1000, seed: int = 0) -> tuple[dict, dict]:
+    """``(scores, metrics)``: scikit-learn's scores of the whole set (class_metrics), and
+    each metric of :data:`CLASSIFICATION_METRICS` as ``{"value", "ci95"}`` (None where
+    undefined). A classification run's summary and ``tunesmith eval`` both use this."""
+    gold, probs = np.asarray(gold), np.asarray(probs, dtype=float)
     scores = classification_scores(gold, probs, labels)
     metrics = {}
     for name, fn in metric_functions(gold, probs).items():
@@ -65,6 +64,16 @@ def classification_eval(target, rows: list[dict], resamples: int = 1000, seed: i
             continue
         low, high, _ = bootstrap_ci_indices(fn, len(gold), resamples, seed)
         metrics[name] = {"value": scores[name], "ci95": [low, high]}
+    return scores, metrics
+
+
+def classification_eval(target, rows: list[dict], resamples: int = 1000, seed: int = 0, batch_size: int = 32) -> dict:
+    """Score ``target`` (a classifier :class:`~tunesmith.eval.targets.Target`) on labelled rows."""
+    objective = target.objective()
+    outputs = objective.outputs(target.model, objective.encode(rows), batch_size, target.model.device)
+    gold, probs = np.asarray(outputs["gold"]), outputs["probs"].numpy().astype(float)
+    labels = target.labels
+    scores, metrics = scores_with_intervals(gold, probs, labels, resamples, seed)
     pred = probs.argmax(1)
     texts = [r["text"] for r in rows]
     predictions = [{"id": str(r.get("id", i)), "text": r["text"], "reference": r["label"],

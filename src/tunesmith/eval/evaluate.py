@@ -28,3 +28,18 @@ def evaluate(objective, model, features: list[dict], batch_size: int, device, me
 def scalar_metrics(metrics: dict) -> dict:
     """The numbers of an evaluation result, without raw outputs and matrices."""
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not k.startswith("_")}
+
+
+def classification_summary(rows: list[dict], labels: list[str], before: dict, after: dict, seed: int) -> dict:
+    """A classification run's full metrics (F1 variants, ROC-AUC, PR-AUC, calibration) before
+    and after training, each with its bootstrap 95% interval, from the probabilities that
+    :func:`evaluate` returned -- the same computation as ``tunesmith eval``."""
+    from tunesmith.eval.classify import scores_with_intervals
+
+    index = {label: i for i, label in enumerate(labels)}
+    gold = [index[r["label"]] for r in rows]
+    out = {}
+    for name, result in (("before", before), ("after", after)):
+        if "_probs" in result:
+            out[name] = scores_with_intervals(gold, result["_probs"], labels, seed=seed)[1]
+    return out

@@ -94,7 +94,7 @@ def _evaluation(run_dir: Path, summary: dict) -> str:
             for k, v in after.items()]
     return ('<h2 id="evaluation">Evaluation (held-out rows)</h2>'
             + _table(["metric", "before", "after", "change"], rows, {1, 2, 3})
-            + _generation(summary) + _forgetting(summary) + _scorecard(summary)
+            + _classification(summary) + _generation(summary) + _forgetting(summary) + _scorecard(summary)
             + _per_class(summary) + _worst_errors(run_dir) + _samples(summary))
 
 
@@ -118,6 +118,18 @@ def _generation(summary: dict) -> str:
             f'{esc(gen["decoding"]["strategy"])} decoding)</h3>'
             + _table(["metric", "before", "95% interval", "after", "95% interval", "change", "95% interval",
                       "p-value"], rows, {1, 3, 5, 7}))
+
+
+def _classification(summary: dict) -> str:
+    """Every classification metric before and after training, with its 95% interval."""
+    scores = summary.get("classification") or {}
+    if "after" not in scores:
+        return ""
+    before = scores.get("before") or {}
+    rows = [[esc(name), _num((before.get(name) or {}).get("value"), 4), _interval(before.get(name)),
+             _num(after.get("value"), 4), _interval(after)] for name, after in scores["after"].items()]
+    return ('<h3 id="classification">Classification metrics (bootstrap 95% intervals)</h3>'
+            + _table(["metric", "before", "95% interval", "after", "95% interval"], rows, {1, 3}))
 
 
 def _forgetting(summary: dict) -> str:
