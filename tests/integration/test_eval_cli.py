@@ -149,3 +149,13 @@ def test_review_export_then_import_of_votes(chat_run, tiny_llama_dir, tmp_path, 
     assert main(["eval", "review-import", str(out / "review-ann.json"), "--key", str(out / "key.json")]) == 0
     report = json.loads((out / "results.json").read_text())
     assert report["win_rate"]["value"] == 1.0 and report["systems"]["B"]["wins"] == 3
+
+
+def test_a_merged_export_evaluates_like_its_run(chat_run, tmp_path):
+    merged = tmp_path / "merged"
+    assert main(["export", str(chat_run), "--to", "merged", "--out", str(merged)]) == 0
+    args = ["--data", str(chat_run / "eval_set.jsonl"), "--against", "none", "--max-new-tokens", "8"]
+    assert main(["eval", str(merged), *args, "--out", str(tmp_path / "m")]) == 0
+    assert main(["eval", str(chat_run), *args, "--out", str(tmp_path / "r")]) == 0
+    answers = [[r["prediction"] for r in read_jsonl(tmp_path / name / "predictions.jsonl")] for name in ("m", "r")]
+    assert answers[0] == answers[1]
