@@ -17,7 +17,7 @@ from pathlib import Path
 from tunesmith.errors import ConfigError, DataError
 from tunesmith.eval.decode import DecodeSettings
 from tunesmith.eval.generation import GENERATION_METRICS, chat_items, generation_eval, paired_deltas
-from tunesmith.eval.targets import Target, base_of, load_target
+from tunesmith.eval.targets import Target, base_of, load_target, target_task
 from tunesmith.rundir import write_eval_output
 
 
@@ -40,9 +40,9 @@ def run_eval(target_spec: str, *, data: str | None = None, against: str | None =
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     started = time.perf_counter()
+    _check_metrics(target_spec, target_task(target_spec), metrics)  # before any model loads
     log(f"loading {target_spec} ...")
     target = load_target(target_spec, device)
-    _check_metrics(target, metrics)
     rows, rejects, source = _rows(target, data, on_error)
     if limit:
         rows = rows[:limit]
@@ -116,18 +116,18 @@ def _judge(spec: str, items, own: dict, theirs: dict, device, log) -> dict:
     return dict(judge_pairs(prefer, pairs), judge=spec)
 
 
-def _check_metrics(target: Target, metrics: list[str] | None) -> None:
+def _check_metrics(name: str, task: str, metrics: list[str] | None) -> None:
     if not metrics:
         return
     from tunesmith.eval.classify import CLASSIFICATION_METRICS
 
-    known = CLASSIFICATION_METRICS if target.task == "classification" else GENERATION_METRICS
+    known = CLASSIFICATION_METRICS if task == "classification" else GENERATION_METRICS
     wrong = [m for m in metrics if m not in known]
-    if wrong and target.task == "classification" and set(wrong) <= set(GENERATION_METRICS):
-        raise ConfigError(f"{target.name} is a classifier: it cannot generate, so it has no {', '.join(wrong)}.",
+    if wrong and task == "classification" and set(wrong) <= set(GENERATION_METRICS):
+        raise ConfigError(f"{name} is a classifier: it cannot generate, so it has no {', '.join(wrong)}.",
                           f"Ask for classification metrics: {', '.join(CLASSIFICATION_METRICS)}.")
     if wrong:
-        raise ConfigError(f"Unknown metric(s) {', '.join(wrong)} for a {target.task} model.",
+        raise ConfigError(f"Unknown metric(s) {', '.join(wrong)} for a {task} model.",
                           f"Choose from {', '.join(known)}.")
 
 

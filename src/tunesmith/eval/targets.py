@@ -49,6 +49,15 @@ def is_tunesmith_model(spec: str) -> bool:
     return path.is_dir() and (has_model_meta(path) or has_model_meta(path / "final"))
 
 
+def target_task(spec: str) -> str:
+    """The task of what ``spec`` names, read without loading it (a base model is a causal LM)."""
+    if is_tunesmith_model(spec):
+        from tunesmith.rundir import read_model_meta
+
+        return read_model_meta(resolve_final_dir(spec)[0])["task"]
+    return "causal_lm"
+
+
 def load_target(spec: str, device="cpu") -> Target:
     """Load what ``spec`` names: a Tunesmith model folder, or any causal-LM spec that
     ``models.load`` accepts (``builtin:smollm2-135m``, a hub id, a local folder).
