@@ -100,7 +100,7 @@ def _evaluation(run_dir: Path, summary: dict) -> str:
 
 def _interval(entry: dict | None) -> str:
     ci = (entry or {}).get("ci95")
-    return f"[{ci[0]:.4g}, {ci[1]:.4g}]" if ci and ci[0] is not None else "–"
+    return f"[{_num(float(ci[0]), 4)}, {_num(float(ci[1]), 4)}]" if ci and ci[0] is not None else "–"
 
 
 def _generation(summary: dict) -> str:
