@@ -62,6 +62,9 @@ ROWS = {
     "chat": [{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]}],
     "text": [{"text": "Once upon a time."}],
     "preference": PREFERENCE_ROWS,
+    # evaluation prompts: a reference answer is optional
+    "prompt": [{"messages": [{"role": "user", "content": "Name a colour."}]},
+               {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]}],
 }
 
 
