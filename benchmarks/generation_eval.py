@@ -7,12 +7,17 @@ prompt), same greedy decoding and max_new_tokens, all in one process:
 - anchor 1: a plain loop of ``model.generate``, one prompt at a time;
 - anchor 2: the transformers ``text-generation`` pipeline with ``batch_size`` (left
   padding, as the pipeline documentation asks for decoder-only models);
-- Tunesmith: ``eval.decode.generate_answers`` (length-sorted batches, left padding, KV cache).
+- Tunesmith: ``eval.decode.generate_answers`` (continuous batching: left padding, one KV
+  cache, finished rows leave and the next prompts join the running batch).
 
-Each system runs ``--reps`` times after one warm-up pass; prints examples/s
-(min/median/max), the ratios, and whether the greedy answers are the same texts.
+It also prints the workload (mean answer length, how many answers hit max_new_tokens):
+continuous batching pays when answers end at different lengths, and cannot when every
+answer runs to the limit. Each system runs ``--reps`` times after one warm-up pass;
+prints examples/s (min/median/max), the ratios, and whether the greedy answers are the
+same texts.
 
 Usage: python benchmarks/generation_eval.py [--prompts 64] [--max-new-tokens 32] [--reps 3]
+                                            [--anchors loop,pipeline]
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--anchors", default="loop,pipeline",
+                        help="comma-separated: loop, pipeline (the loop takes minutes at long answers)")
     args = parser.parse_args()
 
     from transformers import pipeline
@@ -88,8 +95,16 @@ def main() -> None:
     def ours():
         return [a["text"] for a in generate_answers(model, tokenizer, ids, settings)]
 
-    systems = {"model.generate, one prompt at a time": loop, "transformers pipeline (batched)": pipelined,
-               "tunesmith generate_answers": ours}
+    # The workload: how long the answers are, and how many run into max_new_tokens.
+    lengths = [a["tokens"] for a in generate_answers(model, tokenizer, ids, settings)]
+    capped = sum(n >= args.max_new_tokens for n in lengths)
+    print(f"answers: {statistics.mean(lengths):.1f} tokens on average (min {min(lengths)}, max {max(lengths)}), "
+          f"{capped}/{len(lengths)} cut at max_new_tokens")
+
+    anchors = {"loop": ("model.generate, one prompt at a time", loop),
+               "pipeline": ("transformers pipeline (batched)", pipelined)}
+    systems = dict(anchors[name] for name in args.anchors.split(","))
+    systems["tunesmith generate_answers"] = ours
     answers, speeds = {}, {name: [] for name in systems}
     for name, fn in systems.items():
         answers[name] = fn()  # warm-up, and the answers compared below
@@ -101,12 +116,13 @@ def main() -> None:
     print(f"{len(ids)} prompts, max_new_tokens {args.max_new_tokens}, batch {args.batch_size}, "
           f"{torch.get_num_threads()} threads, {args.reps} reps (examples/s min / median / max)")
     ours_median = statistics.median(speeds["tunesmith generate_answers"])
-    reference = answers["model.generate, one prompt at a time"]
+    first = next(iter(systems))
+    reference, reference_name = answers[first], first.split(",")[0]  # the first anchor's answers
     for name, values in speeds.items():
         same = sum(a == b for a, b in zip(answers[name], reference))
         median = statistics.median(values)
         print(f"{name:>40}: {min(values):6.2f} / {median:6.2f} / {max(values):6.2f}   "
-              f"tunesmith is {ours_median / median:4.2f}x   same answers as the loop: {same}/{len(reference)}")
+              f"tunesmith is {ours_median / median:4.2f}x   same answers as {reference_name}: {same}/{len(reference)}")
 
 
 if __name__ == "__main__":

@@ -81,25 +81,37 @@ def test_left_padding_puts_tokens_on_the_right():
     assert mask.tolist() == [[1, 1, 1], [0, 0, 1]]
 
 
-def test_rows_that_stop_early_leave_the_batch_without_changing_any_answer(tiny):
+def test_rows_that_stop_early_make_room_for_the_next_prompts_without_changing_any_answer(tiny):
     """A token common in the answers is made a stop token: rows end at different steps,
-    leave the batch (their cache rows dropped), and every answer still equals generate's."""
-    from tunesmith.eval.decode import decode_batch
+    leave the batch (their cache rows dropped), the next prompts join the running batch,
+    and every answer still equals the one decoded without the extra stop, cut there."""
+    from tunesmith.eval.decode import decode_continuously
 
     model, tokenizer = tiny
-    prompts = _prompts(tokenizer)
+    prompts, pad = _prompts(tokenizer), tokenizer.pad_token_id
     stops = end_ids(model, tokenizer)
-    ids, mask = left_padded(prompts, tokenizer.pad_token_id)
-    full = decode_batch(model, ids, mask, DecodeSettings(max_new_tokens=12), stops, torch.Generator())
-    # the most common token among the answers becomes an extra stop token
+    settings = DecodeSettings(max_new_tokens=12, batch_size=3)
+    full = decode_continuously(model, prompts, DecodeSettings(max_new_tokens=12, batch_size=16), stops, pad,
+                               torch.Generator())
     counts = {}
     for row in full:
         for t in row[1:]:
             counts[t] = counts.get(t, 0) + 1
-    extra = max(counts, key=counts.get)
-    cut = decode_batch(model, ids, mask, DecodeSettings(max_new_tokens=12), stops | {extra}, torch.Generator())
-    lengths = {len(row) for row in cut}
-    assert len(lengths) > 1  # rows really stopped at different steps
+    extra = max(counts, key=counts.get)  # the most common answer token becomes an extra stop token
+    steps = []
+    handle = model.register_forward_pre_hook(
+        lambda module, args, kwargs: steps.append(kwargs["input_ids"].shape) if kwargs["input_ids"].shape[1] == 1
+        else None, with_kwargs=True)
+    try:
+        cut = decode_continuously(model, prompts, settings, stops | {extra}, pad, torch.Generator())
+    finally:
+        handle.remove()
+    assert len({len(row) for row in cut}) > 1  # rows really stopped at different steps
     for row, whole in zip(cut, full):
         end = next((k for k, t in enumerate(whole) if t == extra), len(whole) - 1)
         assert row == whole[: end + 1]  # the same tokens up to (and with) the stop token
+    # Batch by batch, each group of 3 would decode until its longest answer ends; joining
+    # the next prompts into the running batch takes fewer decoding steps.
+    groups = [cut[k : k + 3] for k in range(0, len(cut), 3)]
+    assert len(steps) < sum(max(len(row) for row in group) - 1 for group in groups)
+    assert max(shape[0] for shape in steps) == 3  # never more rows than the batch size

@@ -15,6 +15,7 @@ import inspect
 from dataclasses import asdict, dataclass
 
 import torch
+from transformers.cache_utils import DynamicLayer
 
 from tunesmith.eval.generate import greedy_without_cache, stop_token_ids, uses_deep_prompts
 
@@ -56,13 +57,24 @@ def generate_answers(model, tokenizer, prompts: list[list[int]], settings: Decod
 
     Returns per prompt, in the input order, ``{"text", "tokens", "finish"}`` where
     finish is "stop" (an end token came) or "length". ``progress`` is called with the
-    number of prompts done after each batch.
+    number of prompts finished as they finish.
     """
     model.eval()
     stops = end_ids(model, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(stops, default=0)
     # Longest first: the first batch is the largest, so running out of memory happens at once.
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    if cache_argument(model) and not uses_deep_prompts(model):
+        generator = torch.Generator(device=device).manual_seed(settings.seed)
+        new = decode_continuously(model, [prompts[i] for i in order], settings, stops, pad, generator, device,
+                                  progress)
+        return [_finish(tokenizer, tokens, stops) for _, tokens in sorted(zip(order, new))]
+    return _answers_batch_by_batch(model, tokenizer, prompts, order, settings, stops, pad, device, progress)
+
+
+def _answers_batch_by_batch(model, tokenizer, prompts, order, settings, stops, pad, device, progress) -> list[dict]:
+    """Models :func:`decode_continuously` cannot drive: PEFT prompt learning, whose
+    virtual tokens only PEFT's ``generate`` adds, and deep prompts (one at a time)."""
     deep = uses_deep_prompts(model)
     size = 1 if deep else max(1, settings.batch_size)
     results: list[dict | None] = [None] * len(prompts)
@@ -70,20 +82,14 @@ def generate_answers(model, tokenizer, prompts: list[list[int]], settings: Decod
         chunk = order[start : start + size]
         ids, mask = left_padded([prompts[i] for i in chunk], pad)
         ids, mask = ids.to(device), mask.to(device)
-        # Seeded per batch: a rerun with the same settings draws the same answers.
-        generator = torch.Generator(device=ids.device).manual_seed(settings.seed + number)
         if deep:  # PEFT's generate() drops deep prompts under transformers 5 (see generate.py)
             out = greedy_without_cache(model, ids, settings.max_new_tokens, stops)
-            new = [out[row, ids.shape[1] :].tolist() for row in range(len(chunk))]
-        elif cache_argument(model):
-            new = decode_batch(model, ids, mask, settings, stops, generator)
-        else:  # e.g. prompt tuning, whose virtual tokens PEFT's generate() adds
-            torch.manual_seed(settings.seed + number)
+        else:
+            torch.manual_seed(settings.seed + number)  # seeded per batch: a rerun draws the same answers
             out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=settings.max_new_tokens,
                                  pad_token_id=pad, eos_token_id=sorted(stops) or None, **_sampling(settings))
-            new = [out[row, ids.shape[1] :].tolist() for row in range(len(chunk))]
         for row, index in enumerate(chunk):
-            results[index] = _finish(tokenizer, new[row], stops)
+            results[index] = _finish(tokenizer, out[row, ids.shape[1] :].tolist(), stops)
         if progress is not None:
             progress(len(chunk))
     return results
@@ -91,8 +97,8 @@ def generate_answers(model, tokenizer, prompts: list[list[int]], settings: Decod
 
 def cache_argument(model) -> str | None:
     """The name under which ``model``'s forward takes a KV cache ("cache" in transformers
-    >= 5.2x, "past_key_values" before), or None when :func:`decode_batch` cannot drive it
-    (PEFT prompt learning prepends virtual tokens inside ``generate``)."""
+    >= 5.2x, "past_key_values" before), or None when :func:`decode_continuously` cannot
+    drive it (PEFT prompt learning prepends virtual tokens inside ``generate``)."""
     config = getattr(model, "peft_config", {}).get(getattr(model, "active_adapter", "default"))
     if config is not None and getattr(config, "is_prompt_learning", False):
         return None
@@ -103,38 +109,104 @@ def cache_argument(model) -> str | None:
     return next((name for name in ("cache", "past_key_values") if name in parameters), None)
 
 
-def decode_batch(model, ids: torch.Tensor, mask: torch.Tensor, settings: DecodeSettings, stops: set[int],
-                 generator: torch.Generator) -> list[list[int]]:
-    """Decode one left-padded batch with the KV cache; a row that reached an end token
-    leaves the batch (its cache rows are dropped), so the batch costs what its answers
-    cost rather than the longest answer times the batch size -- ``generate`` keeps
-    computing finished rows until the last one ends. Greedy answers equal ``generate``'s
-    (a test checks); returns each row's new token ids, the end token included.
+def decode_continuously(model, prompts: list[list[int]], settings: DecodeSettings, stops: set[int], pad: int,
+                        generator: torch.Generator, device="cpu", progress=None) -> list[list[int]]:
+    """Decode ``prompts`` with continuous batching over one KV cache; returns each
+    prompt's new token ids (the end token included), in the order given.
+
+    Up to ``batch_size`` rows decode together. A row that reaches an end token or
+    ``max_new_tokens`` leaves at once (its cache rows are dropped), and as soon as a place
+    is free the next prompts are prefilled and joined to the running batch, left-padded
+    to the same cache width (prefilling one short prompt costs less than a decoding step
+    of the whole batch, so waiting for more free places measured slower). The batch so stays full: answers of different
+    lengths cost their own length, where ``generate`` runs every row of a batch until its
+    longest answer ends. Greedy answers equal one-by-one ``generate`` (a test checks).
+    Caches whose layers are not plain ``DynamicLayer`` (sliding windows, ...) are only
+    refilled when empty, which is batch-by-batch decoding.
     """
     key = cache_argument(model)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # as generate derives them from the mask
-    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
-    cache = out.cache if key == "cache" else out.past_key_values
-    logits = out.logits[:, -1]
-    alive = torch.arange(len(ids))
-    tokens: list[list[int]] = [[] for _ in range(len(ids))]
-    stop_ids = torch.tensor(sorted(stops), dtype=torch.long, device=ids.device)
-    for step in range(settings.max_new_tokens):
-        chosen = _next_tokens(logits, settings, generator)
-        for row, token in zip(alive.tolist(), chosen.tolist()):
+    size, queue = max(1, settings.batch_size), list(range(len(prompts)))
+    tokens: list[list[int]] = [[] for _ in prompts]
+    stop_ids = torch.tensor(sorted(stops), dtype=torch.long, device=device)
+    rows = cache = mask = last = None  # prompt index, KV cache, attention mask and pending token per row
+    while queue or rows is not None:
+        alive = 0 if rows is None else len(rows)
+        if queue and (alive == 0 or (_joinable(cache) and size - alive >= 1)):
+            admitted, queue = queue[: size - alive], queue[size - alive :]
+            ids, new_mask = left_padded([prompts[i] for i in admitted], pad)
+            ids, new_mask = ids.to(device), new_mask.to(device)
+            positions = (new_mask.cumsum(-1) - 1).clamp(min=0)  # as generate derives them from the mask
+            out = model(input_ids=ids, attention_mask=new_mask, position_ids=positions, use_cache=True,
+                        logits_to_keep=1)
+            chosen = _next_tokens(out.logits[:, -1], settings, generator)
+            admitted = torch.tensor(admitted, device=device)
+            if rows is None:
+                rows, cache, mask, last = admitted, _cache_of(out, key), new_mask, chosen
+            else:
+                mask = _join(cache, mask, _cache_of(out, key), new_mask)
+                rows, last = torch.cat([rows, admitted]), torch.cat([last, chosen])
+            fresh = torch.arange(alive, len(rows), device=device)
+        else:
+            mask = torch.cat([mask, mask.new_ones((len(mask), 1))], dim=1)
+            out = model(input_ids=last[:, None], attention_mask=mask, position_ids=mask.sum(1, keepdim=True) - 1,
+                        use_cache=True, **{key: cache})
+            last = _next_tokens(out.logits[:, -1], settings, generator)
+            fresh = torch.arange(len(rows), device=device)
+        # Record the tokens just chosen; rows that ended leave the batch.
+        for row, token in zip(rows[fresh].tolist(), last[fresh].tolist()):
             tokens[row].append(token)
-        running = ~torch.isin(chosen, stop_ids)
-        if step == settings.max_new_tokens - 1 or not running.any():
-            break
-        if not running.all():
-            keep = running.nonzero().squeeze(1)
+        lengths = torch.tensor([len(tokens[r]) for r in rows.tolist()], device=device)
+        done = torch.isin(last, stop_ids) | (lengths >= settings.max_new_tokens)
+        if done.any():
+            if progress is not None:
+                progress(int(done.sum()))
+            if done.all():
+                rows = cache = mask = last = None
+                continue
+            keep = (~done).nonzero().squeeze(1)
             cache.batch_select_indices(keep)
-            alive, mask, chosen = alive[keep], mask[keep], chosen[keep]
-        mask = torch.cat([mask, mask.new_ones((len(mask), 1))], dim=1)
-        out = model(input_ids=chosen[:, None], attention_mask=mask, position_ids=mask.sum(1, keepdim=True) - 1,
-                    use_cache=True, **{key: cache})
-        logits = out.logits[:, -1]
+            rows, mask, last = rows[keep], mask[keep], last[keep]
+            mask = _trim(cache, mask)
     return tokens
+
+
+def _cache_of(out, key: str):
+    return out.cache if key == "cache" else out.past_key_values
+
+
+def _joinable(cache) -> bool:
+    """Whether rows can join ``cache`` mid-flight: plain growing layers only."""
+    return all(type(layer) is DynamicLayer for layer in getattr(cache, "layers", [None]))
+
+
+def _join(cache, mask: torch.Tensor, new_cache, new_mask: torch.Tensor) -> torch.Tensor:
+    """Append ``new_cache``'s rows to ``cache`` in place, left-padding the narrower of the
+    two to a common width; returns the joined attention mask."""
+    width = max(mask.shape[1], new_mask.shape[1])
+    for layer, new in zip(cache.layers, new_cache.layers):
+        layer.keys = torch.cat([_pad_left(layer.keys, width, -2), _pad_left(new.keys, width, -2)])
+        layer.values = torch.cat([_pad_left(layer.values, width, -2), _pad_left(new.values, width, -2)])
+    return torch.cat([_pad_left(mask, width, -1), _pad_left(new_mask, width, -1)])
+
+
+def _pad_left(tensor: torch.Tensor, width: int, dim: int) -> torch.Tensor:
+    missing = width - tensor.shape[dim]
+    if missing == 0:
+        return tensor
+    shape = list(tensor.shape)
+    shape[dim] = missing
+    return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
+
+
+def _trim(cache, mask: torch.Tensor) -> torch.Tensor:
+    """Drop leading cache columns that are padding for every remaining row (left by rows
+    that left), so attention stops paying for them; returns the trimmed mask."""
+    first = int(mask.any(0).int().argmax())
+    if first == 0 or not _joinable(cache):
+        return mask
+    for layer in cache.layers:
+        layer.keys, layer.values = layer.keys[..., first:, :], layer.values[..., first:, :]
+    return mask[:, first:]
 
 
 def _next_tokens(logits: torch.Tensor, settings: DecodeSettings, generator: torch.Generator) -> torch.Tensor:
