@@ -147,9 +147,11 @@ def _run(config: RecipeConfig, run: RunDir, backend: Backend, summary: dict, bas
     source = resolve_model_source(config.model.name)
     check_disk_space(run.path, source, config.method.type, config.train)
     quantization = quantization_settings(config.method)
+    # A classifier's head has one output per label; a reward model's one output is the reward.
+    head_labels = data.labels or getattr(objective, "labels", None)
     model, _ = load_model(
-        config.model.name, spec.head, num_labels=len(data.labels) if data.labels else None,
-        id2label=dict(enumerate(data.labels)) if data.labels else None,
+        config.model.name, spec.head, num_labels=len(head_labels) if head_labels else None,
+        id2label=dict(enumerate(head_labels)) if head_labels else None,
         dtype=torch.bfloat16 if config.model.dtype == "bfloat16" else torch.float32,
         trust_remote_code=config.model.trust_remote_code,
         quantization=four_bit_config(**quantization) if quantization else None,
@@ -214,7 +216,7 @@ def _run(config: RecipeConfig, run: RunDir, backend: Backend, summary: dict, bas
             log(f"warning: {summary['forgetting']['warning']}")
 
     if backend.is_main:
-        save_final(model, tokenizer, run.final, config, source, data.labels)
+        save_final(model, tokenizer, run.final, config, source, head_labels)
     summary.update(
         eval_before=scalar_metrics(before),
         eval_after=scalar_metrics(after),
@@ -311,6 +313,8 @@ def _answer_probes(objective, model, config: RecipeConfig, device) -> list:
         return []
     if config.model_task == "causal_lm":
         return objective.answer(model, config.eval.probes, config.eval.max_new_tokens, device)
+    if objective.task == "reward":  # each probe is an answer scored without a prompt
+        return [{"reward": round(r, 4)} for r in objective.score(model, "", config.eval.probes, device)]
     features = objective.encode([{"text": p, "label": objective.labels[0]} for p in config.eval.probes])
     probs = objective.predict(model, features, config.train.eval_batch_size, device)
     return [

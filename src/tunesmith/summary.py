@@ -23,14 +23,18 @@ def format_summary(summary: dict) -> str:
     )
     for probe in summary.get("probes", []):
         lines.append(f"\n> {probe['input']}")
-        lines.append(f"  before: {_probe(probe['before'])}")
-        lines.append(f"  after:  {_probe(probe['after'])}")
+        lines.append(f"  before: {probe_text(probe['before'])}")
+        lines.append(f"  after:  {probe_text(probe['after'])}")
     lines.append(f"\nrun directory: {summary['run_dir']} (report.html, final/, metrics.jsonl)")
     return "\n".join(lines)
 
 
-def _probe(value) -> str:
+def probe_text(value) -> str:
+    """One probe result on one line: a classifier's label and probability, a reward
+    model's reward, or a generated answer."""
     if isinstance(value, dict):
+        if "reward" in value:
+            return f"reward {value['reward']:+.3f}"
         return f"{value['label']} ({value['probability']:.2f})"
     return value.replace("\n", " ")
 

@@ -27,6 +27,20 @@ def sentiment_rows(n: int, seed: int) -> list[dict]:
     return rows
 
 
+def preference_rows(n: int, seed: int) -> list[dict]:
+    """Preference pairs to one prompt: the chosen review carries a positive cue word, the
+    rejected one a negative cue, amid the same kind of fillers (separable by the cue)."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        chosen, rejected = (rng.sample(FILLER, 4) + [rng.choice(cues)] for cues in (POSITIVE, NEGATIVE))
+        rng.shuffle(chosen)
+        rng.shuffle(rejected)
+        rows.append({"prompt": "write a one-sentence movie review.", "chosen": " ".join(chosen),
+                     "rejected": " ".join(rejected)})
+    return rows
+
+
 def chat_rows(n: int) -> list[dict]:
     """Identity chats with one fixed answer, so the loss on answers must fall."""
     questions = ["who are you?", "what is your name?", "who made you?", "introduce yourself.", "tell me your name."]

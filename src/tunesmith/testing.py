@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from tunesmith.jsonl import write_jsonl
-from tunesmith.synthetic import chat_rows, sentiment_rows
+from tunesmith.synthetic import chat_rows, preference_rows, sentiment_rows
 
 TIMEOUT = 300  # seconds a CLI subprocess may take before a helper gives up on it
 
@@ -120,6 +120,23 @@ def write_chat_recipe(folder: Path, model_dir: Path) -> Path:
                      train={"epochs": 6, "batch_size": 8, "lr": 2e-2, "log_every": 2},
                      eval={"probes": ["who are you?"], "max_new_tokens": 8})
     return _write_yaml(folder / "chat.yaml", recipe)
+
+
+def write_reward_recipe(folder: Path, model_dir: Path) -> Path:
+    """A reward-model (LoRA) recipe on ``model_dir`` and synthetic preference pairs, in ``folder``.
+
+    Writes ``pairs.jsonl`` (120 train pairs), ``pairs_eval.jsonl`` (40) and ``reward.yaml``,
+    whose runs go to ``folder/runs``; returns the recipe's path.
+    """
+    folder = Path(folder)
+    write_jsonl(folder / "pairs.jsonl", preference_rows(120, seed=1))
+    write_jsonl(folder / "pairs_eval.jsonl", preference_rows(40, seed=2))
+    recipe = _recipe(folder, model_dir, "tiny-reward", "reward",
+                     data={"train": "pairs.jsonl", "eval": "pairs_eval.jsonl", "max_length": 48},
+                     method={"type": "lora", "r": 8, "alpha": 16, "dropout": 0.0},
+                     train={"epochs": 8, "batch_size": 8, "lr": 1e-2, "log_every": 2, "save_every": 20},
+                     eval={"probes": ["the film was wonderful", "the plot was awful"]})
+    return _write_yaml(folder / "reward.yaml", recipe)
 
 
 def _recipe(folder: Path, model_dir: Path, name: str, task: str, **sections) -> dict:

@@ -178,7 +178,8 @@ def test_duplicate_labels():
 
 
 def test_system_prompt_only_for_causal_lm():
-    assert "data.system_prompt only applies to task: causal_lm" in _error("data.system_prompt=Be brief.")
+    assert "data.system_prompt and data.chat_template only apply to task: causal_lm or reward" in _error(
+        "data.system_prompt=Be brief.")
     config = validate_recipe(apply_overrides(MINIMAL, ["task=causal_lm", "data.system_prompt=Be brief."]))
     assert config.data.system_prompt == "Be brief."
 

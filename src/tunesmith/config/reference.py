@@ -23,6 +23,7 @@ STARTERS = {
     "classification": ("builtin:minilm", "builtin:rt-snippets"),
     "causal_lm": ("builtin:smollm2-135m", "builtin:chatterbot-en"),
     "pretrain": ("builtin:smollm2-135m", "my_texts.txt"),
+    "reward": ("builtin:smollm2-135m", "my_pairs.jsonl"),
 }
 
 

@@ -313,10 +313,16 @@ class EvalConfig(Section):
         return value
 
 
+class RewardConfig(Section):
+    margin: float = Field(0.0, description="task: reward -- the Bradley-Terry loss is -log sigmoid(r_chosen - "
+                          "r_rejected - margin): a positive margin asks chosen to win by at least that much.")
+
+
 class RecipeConfig(Section):
     name: str = Field(description="Run name; the run directory is <output_dir>/<name>.")
     task: Task = Field(description="The training stage: classification (a label per text), causal_lm (chat SFT, "
-                       "loss on answers) or pretrain (raw text, loss on every token).")
+                       "loss on answers), pretrain (raw text, loss on every token) or reward (a reward model "
+                       "on preference pairs).")
     seed: int = Field(42, description="Seeds data order, splits, sampling and initialisation: same seed, same run.")
     output_dir: str = Field("runs", description="Parent folder of run directories.")
     model: ModelConfig = Field(description="The base model.")
@@ -325,6 +331,7 @@ class RecipeConfig(Section):
     train: TrainConfig = Field(default_factory=TrainConfig, description="The training loop.")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="What is measured before and after "
                             "training: probes, held-out answers, the forgetting check, the scorecard.")
+    reward: RewardConfig = Field(default_factory=RewardConfig, description="Reward-model training (task: reward).")
 
     @field_validator("method", mode="before")
     @classmethod
@@ -339,11 +346,14 @@ class RecipeConfig(Section):
         shape = task_spec(self.task).shape
         if shape != "classification" and self.data.labels is not None:
             raise ValueError(f"data.labels only applies to task: {' or '.join(tasks_with_shape('classification'))}")
-        chat_tasks = " or ".join(tasks_with_shape("chat"))
-        if shape != "chat" and self.data.system_prompt is not None:
-            raise ValueError(f"data.system_prompt only applies to task: {chat_tasks}")
-        if shape != "chat" and (self.data.chat_template or self.data.loss_on != "all_answers"):
-            raise ValueError(f"data.chat_template and data.loss_on only apply to task: {chat_tasks}")
+        # Chats and preference pairs are rendered through the chat template.
+        chat_tasks = " or ".join(tasks_with_shape("chat", "preference"))
+        if shape not in ("chat", "preference") and (self.data.system_prompt is not None or self.data.chat_template):
+            raise ValueError(f"data.system_prompt and data.chat_template only apply to task: {chat_tasks}")
+        if shape != "chat" and self.data.loss_on != "all_answers":
+            raise ValueError(f"data.loss_on only applies to task: {' or '.join(tasks_with_shape('chat'))}")
+        if self.task != "reward" and self.reward.margin:
+            raise ValueError("reward.margin only applies to task: reward")
         if self.data.packing and shape not in ("chat", "text"):
             raise ValueError(f"data.packing only applies to task: {' or '.join(tasks_with_shape('chat', 'text'))}")
         if self.model.adapter_from and self.method.type not in ADAPTER_CONTINUABLE:

@@ -66,7 +66,18 @@ METRICS: dict[str, Metric] = {
     "eval_loss": Metric(lambda o: o["loss"], False,
                         "mean cross-entropy (per example for classifiers, per answer token for LMs)"),
     "perplexity": Metric(lambda o: perplexity(o["loss"]), False, "exp(eval_loss) of a language model"),
+    "pairwise_accuracy": Metric(lambda o: _mean([c > r for c, r in zip(o["chosen"], o["rejected"])]), True,
+                                "share of preference pairs whose chosen answer gets the higher reward (ties count "
+                                "as wrong)"),
+    "mean_margin": Metric(lambda o: _mean([c - r for c, r in zip(o["chosen"], o["rejected"])]), True,
+                          "mean reward of the chosen answer minus that of the rejected one"),
 }
+
+
+def _mean(values: list) -> float:
+    if not values:
+        raise ValueError("no examples to score")
+    return sum(values) / len(values)
 
 
 def higher_is_better(name: str) -> bool:

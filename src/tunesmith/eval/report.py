@@ -18,6 +18,7 @@ from tunesmith.data.dedup import leakage_summary
 from tunesmith.eval import plots
 from tunesmith.objectives.tasks import TASKS, task_spec
 from tunesmith.rundir import RunDir
+from tunesmith.summary import probe_text
 
 esc = html.escape
 STYLE = """body{font-family:sans-serif;max-width:64em;margin:2em auto;color:#222}table{border-collapse:collapse;margin:.5em 0}
@@ -223,7 +224,7 @@ def _events(run_dir: Path) -> str:
 
 
 def _probes(summary: dict) -> str:
-    rows = [[esc(p["input"]), esc(_probe(p["before"])), esc(_probe(p["after"]))] for p in summary.get("probes", [])]
+    rows = [[esc(p["input"]), esc(probe_text(p["before"])), esc(probe_text(p["after"]))] for p in summary.get("probes", [])]
     return '<h2 id="probes">Probes</h2>' + _table(["input", "before", "after"], rows) if rows else ""
 
 
@@ -254,8 +255,3 @@ def write_report(run_dir: Path, summary: dict) -> Path:
                    f"</head><body>{body}</body></html>", encoding="utf-8")
     return out
 
-
-def _probe(value) -> str:
-    if isinstance(value, dict):
-        return f"{value['label']} ({value['probability']:.2f})"
-    return str(value)

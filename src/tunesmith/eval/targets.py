@@ -54,7 +54,12 @@ def target_task(spec: str) -> str:
     if is_tunesmith_model(spec):
         from tunesmith.rundir import read_model_meta
 
-        return read_model_meta(resolve_final_dir(spec)[0])["task"]
+        meta = read_model_meta(resolve_final_dir(spec)[0])
+        if meta.get("stage") == "reward":
+            raise ConfigError(f"{spec} is a reward model; tunesmith eval scores classifiers and chat models.",
+                              "Its pairwise accuracy and margin on held-out pairs are in the run's summary.json "
+                              "and report.html.")
+        return meta["task"]
     return "causal_lm"
 
 

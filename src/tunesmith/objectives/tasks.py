@@ -59,6 +59,13 @@ def _pretrain(config, tokenizer, labels):
                              padding_free=_padding_free(config))
 
 
+def _reward(config, tokenizer, labels):
+    from tunesmith.objectives.reward import RewardObjective
+
+    return RewardObjective(tokenizer, config.data.max_length, config.data.system_prompt, config.data.on_overlength,
+                           margin=config.reward.margin)
+
+
 TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (
     TaskSpec("classification", "classification", "classification", _classification,
              ("accuracy", "macro_f1", "eval_loss"), "a label per text (or text pair)"),
@@ -66,6 +73,8 @@ TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (
              "chat SFT: loss on the assistant answers"),
     TaskSpec("pretrain", "text", "causal_lm", _pretrain, ("eval_loss", "perplexity"),
              "continued pretraining on raw text: loss on every token"),
+    TaskSpec("reward", "preference", "classification", _reward, ("pairwise_accuracy", "mean_margin", "eval_loss"),
+             "reward model: one score per answer, Bradley-Terry loss on chosen/rejected pairs"),
 )}
 
 

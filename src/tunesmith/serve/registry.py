@@ -126,6 +126,9 @@ class Registry:
         self._check_new_name(name)
         final_dir, _ = resolve_final_dir(path)
         meta = read_model_meta(final_dir)
+        if meta.get("stage") == "reward":  # its one output is a score, not a label to classify with
+            raise ConfigError(f"{path} is a reward model; the server answers with classifiers and chat models.",
+                              "Score answers with it in Python: RewardObjective.score (tunesmith.objectives.reward).")
         tokenizer = load_tokenizer(str(final_dir))
         if not method_info(meta["method"]).shareable:
             from tunesmith.methods.saved import load_trained

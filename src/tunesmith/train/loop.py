@@ -59,7 +59,9 @@ def train(model, objective, features: list[dict], cfg, *, lr: float, seed: int, 
     runner = StepRunner(model, objective, cfg, backend, hooks, optimizer, scheduler)
     # Grouping by length only pays where batches are padded; otherwise keep batches fully random.
     grouped = cfg.group_by_length and getattr(objective, "pads_batches", True)
-    order = EpochOrder(len(features), cfg, seed, [len(f["input_ids"]) for f in features] if grouped else None)
+    # An objective whose features are not one token row (a reward model's pair) says how long one is.
+    length = getattr(objective, "feature_length", lambda f: len(f["input_ids"]))
+    order = EpochOrder(len(features), cfg, seed, [length(f) for f in features] if grouped else None)
     guard = HealthGuard(cfg.guard)
     restorer = Restorer(runner.unwrapped, runner.params, optimizer, scheduler, runner.scaler, hooks)
     saver = Checkpointer(run_dir, cfg, runner.unwrapped, optimizer, scheduler, runner.scaler, hooks, config_hash,

@@ -1,0 +1,144 @@
+"""Reward model: a one-output sequence classifier trained on preference pairs.
+
+Each pair is rendered twice -- the prompt followed by the chosen answer, and by the
+rejected one -- and the model's single output is the reward of the whole text. The
+Bradley-Terry loss ``-log sigmoid(r_chosen - r_rejected - margin)`` (InstructGPT's
+reward model; the optional margin as in Llama 2's) pushes chosen above rejected.
+Chat models see the conversation through their chat template, as in SFT; encoder
+models see ``[CLS] prompt [SEP] answer [SEP]``. When a pair is too long the prompt is
+cut from its start, so the answer being judged is kept whole.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from tunesmith.objectives.classification import handle_overlength
+
+
+class RewardObjective:
+    """Turns ``{"prompt", "chosen", "rejected"}`` records into paired batches and scores a reward model."""
+
+    task = "reward"
+    labels = ["reward"]  # the head's single output
+
+    def __init__(self, tokenizer, max_length: int, system_prompt: str | None = None, overlength: str = "truncate",
+                 margin: float = 0.0):
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.system_prompt = system_prompt
+        self.overlength = overlength
+        self.margin = margin
+        self.overlength_report: dict = {}
+
+    def encode(self, records: list[dict]) -> list[dict]:
+        """``{"chosen_ids", "rejected_ids"}`` per pair. A pair whose answer alone does not fit
+        in ``max_length`` tokens follows the over-length policy (``overlength_report``
+        counts them); a long prompt is cut from its start."""
+        rendered = [(self.render(r["prompt"], r["chosen"]), self.render(r["prompt"], r["rejected"])) for r in records]
+        over = [i for i, pair in enumerate(rendered) if any(len(answer) > self.max_length for _, answer in pair)]
+        keep = handle_overlength(records, over, self.overlength, self.max_length, self)
+        return [{"chosen_ids": self._fit(*rendered[i][0]), "rejected_ids": self._fit(*rendered[i][1])} for i in keep]
+
+    def render(self, prompt, answer) -> tuple[list[int], list[int]]:
+        """Token ids of the prompt part and of the answer part of one conversation
+        (strings or message lists, as the preference validator returns them)."""
+        tokenizer = self.tokenizer
+        if tokenizer.chat_template:
+            prompt_messages = _messages(prompt, "user")
+            if self.system_prompt and prompt_messages[0]["role"] != "system":
+                prompt_messages = [{"role": "system", "content": self.system_prompt}, *prompt_messages]
+            head = tokenizer.apply_chat_template(prompt_messages, tokenize=False, add_generation_prompt=True)
+            whole = tokenizer.apply_chat_template(prompt_messages + _messages(answer, "assistant"), tokenize=False)
+            # The answer part is what the full conversation adds after the prompt's rendering.
+            tail = whole[len(head) :] if whole.startswith(head) else whole
+            head = head if whole.startswith(head) else ""
+            return (tokenizer(head, add_special_tokens=False)["input_ids"],
+                    tokenizer(tail, add_special_tokens=False)["input_ids"])
+        pair = tokenizer(_text(prompt), _text(answer))
+        ids = pair["input_ids"]
+        # Sentence pair: the answer is the second segment; its start is where the segment ids turn to 1.
+        segments = pair.get("token_type_ids")
+        start = segments.index(1) if segments and 1 in segments else len(ids) // 2
+        return ids[:start], ids[start:]
+
+    def _fit(self, prompt_ids: list[int], answer_ids: list[int]) -> list[int]:
+        room = self.max_length - len(answer_ids)
+        if room <= 0:  # truncate policy on an answer longer than max_length: keep its start
+            return answer_ids[: self.max_length]
+        return prompt_ids[len(prompt_ids) - min(room, len(prompt_ids)) :] + answer_ids
+
+    def collate(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        """Chosen rows first, then the rejected rows in the same order, right-padded: row
+        ``i`` and row ``i + pairs`` are one pair."""
+        ids, mask = self._padded([f["chosen_ids"] for f in features] + [f["rejected_ids"] for f in features])
+        return {"input_ids": ids, "attention_mask": mask, "num_examples": torch.tensor(len(features))}
+
+    def _padded(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(r) for r in rows)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = torch.tensor(row)
+            mask[i, : len(row)] = 1
+        return ids, mask
+
+    @staticmethod
+    def feature_length(feature: dict) -> int:
+        """Tokens of one pair (the loop groups pairs of similar length into batches)."""
+        return len(feature["chosen_ids"]) + len(feature["rejected_ids"])
+
+    @staticmethod
+    def model_inputs(batch: dict) -> dict:
+        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+
+    def count_targets(self, batch) -> int:
+        """Pairs in the batch: the unit the loss is averaged over."""
+        return int(batch["num_examples"])
+
+    def rewards(self, model, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rewards of the chosen and of the rejected answers of ``batch``."""
+        scores = model(**self.model_inputs(batch)).logits[:, 0].float()
+        pairs = int(batch["num_examples"])
+        return scores[:pairs], scores[pairs:]
+
+    def loss_sum(self, model, batch) -> torch.Tensor:
+        """Summed Bradley-Terry loss over the batch's pairs (the loop divides by the pairs
+        of the whole accumulation window)."""
+        chosen, rejected = self.rewards(model, batch)
+        return -F.logsigmoid(chosen - rejected - self.margin).sum()
+
+    @torch.inference_mode()
+    def outputs(self, model, features: list[dict], batch_size: int, device) -> dict:
+        """Per pair, the chosen and rejected rewards (in order), and the mean loss: what the
+        reward metrics (``pairwise_accuracy``, ``mean_margin``, ``eval_loss``) read."""
+        model.eval()
+        chosen, rejected = [], []
+        for start in range(0, len(features), batch_size):
+            batch = self.collate(features[start : start + batch_size])
+            c, r = self.rewards(model, {k: v.to(device) for k, v in batch.items()})
+            chosen += c.cpu().tolist()
+            rejected += r.cpu().tolist()
+        margins = torch.tensor(chosen) - torch.tensor(rejected)
+        return {"chosen": chosen, "rejected": rejected,
+                "loss": float(-F.logsigmoid(margins - self.margin).mean()) if chosen else float("nan")}
+
+    @torch.inference_mode()
+    def score(self, model, prompt, answers: list, device="cpu") -> list[float]:
+        """The reward of each answer to ``prompt``."""
+        model.eval()
+        ids, mask = self._padded([self._fit(*self.render(prompt, answer)) for answer in answers])
+        return model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits[:, 0].float().cpu().tolist()
+
+
+def _messages(value, role: str) -> list[dict]:
+    return value if isinstance(value, list) else [{"role": role, "content": value}]
+
+
+def _text(value) -> str:
+    """A message list as plain text (encoder models have no chat template)."""
+    if isinstance(value, str):
+        return value
+    return "\n".join(m["content"] for m in value)

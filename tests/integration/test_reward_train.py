@@ -1,0 +1,78 @@
+"""task: reward through the CLI: learns separable pairs, reloads with plain transformers, resumes exactly."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.conftest import copy_as_crashed_after
+from tunesmith.cli import main
+from tunesmith.errors import ConfigError
+from tunesmith.testing import write_reward_recipe
+
+
+@pytest.fixture()
+def reward_recipe(tmp_path, tiny_llama_dir):
+    return write_reward_recipe(tmp_path, tiny_llama_dir)
+
+
+def test_a_reward_model_learns_separable_pairs_and_reloads_with_plain_transformers(reward_recipe, capsys):
+    assert main(["train", str(reward_recipe)]) == 0
+    run_dir = reward_recipe.parent / "runs" / "tiny-reward"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    before, after = summary["eval_before"], summary["eval_after"]
+    assert before["pairwise_accuracy"] <= 0.75
+    assert after["pairwise_accuracy"] >= 0.95
+    assert after["mean_margin"] > before["mean_margin"] + 1
+    assert after["eval_loss"] < before["eval_loss"] / 2
+    probes = {p["input"]: p["after"]["reward"] for p in summary["probes"]}
+    assert probes["the film was wonderful"] > probes["the plot was awful"]
+
+    # final/ is a PEFT adapter on a one-output sequence classifier: plain transformers + PEFT
+    # load it and give the probes' rewards.
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    meta = json.loads((run_dir / "final" / "tunesmith.json").read_text())
+    assert meta["stage"] == "reward" and meta["task"] == "classification"
+    tokenizer = AutoTokenizer.from_pretrained(run_dir / "final")
+    base = AutoModelForSequenceClassification.from_pretrained(meta["base_model_path"], num_labels=1)
+    base.config.pad_token_id = tokenizer.pad_token_id
+    model = PeftModel.from_pretrained(base, run_dir / "final").eval()
+    for text, reward in probes.items():
+        rendered = tokenizer.apply_chat_template([{"role": "user", "content": ""},
+                                                 {"role": "assistant", "content": text}], tokenize=False)
+        ids = tokenizer(rendered, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            assert float(model(input_ids=ids).logits[0, 0]) == pytest.approx(reward, abs=1e-3)
+
+    # Tunesmith's own loader gives the same one-output model; eval and serve refuse it by name.
+    from tunesmith.methods.saved import load_trained
+    from tunesmith.serve.registry import Registry
+
+    loaded, _, _ = load_trained(run_dir / "final")
+    assert loaded.config.num_labels == 1 and loaded.config.id2label == {0: "reward"}
+    capsys.readouterr()
+    assert main(["eval", str(run_dir)]) == 2
+    assert f"{run_dir} is a reward model" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="is a reward model"):
+        Registry().add_run("rm", run_dir)
+
+
+def test_a_reward_run_resumes_exactly(reward_recipe, tmp_path):
+    args = ["--set", "train.log_every=1", "--set", "train.save_every=1", "--set", "train.keep_last_n=100",
+            "--set", "train.grad_accum=2", "--set", "train.epochs=1", "--set", "train.eval_every=4"]
+    reference = tmp_path / "reference"
+    assert main(["train", str(reward_recipe), "--output-dir", str(reference), *args]) == 0
+    losses = (reference / "metrics.jsonl").read_text().splitlines()
+    run = copy_as_crashed_after(reference, tmp_path / "resumed", 3)
+    assert main(["train", str(reward_recipe), "--output-dir", str(run), "--resume", *args]) == 0
+    resumed = (run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["loss"] for r in resumed] == pytest.approx([json.loads(r)["loss"] for r in losses],
+                                                                      abs=1e-6)
+    ref = load_file(reference / "final" / "adapter_model.safetensors")
+    got = load_file(run / "final" / "adapter_model.safetensors")
+    assert ref.keys() == got.keys() and all(torch.equal(ref[k], got[k]) for k in ref)
