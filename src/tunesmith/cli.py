@@ -183,9 +183,12 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     from tunesmith import quiet
 
-    if args.debug:
-        quiet.enable_debug()
-    quiet.filter_known_noise()
+    with quiet.debug_mode(args.debug):
+        quiet.filter_known_noise()
+        return _run_command(args)
+
+
+def _run_command(args) -> int:
     # Schedulers stop jobs with SIGTERM: treat it like Ctrl-C so the run is marked interrupted.
     # (Inside the training loop both signals instead finish the step and save a checkpoint.)
     if threading.current_thread() is threading.main_thread():

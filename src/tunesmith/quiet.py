@@ -25,9 +25,21 @@ def debug_enabled() -> bool:
     return os.environ.get("TUNESMITH_DEBUG", "") not in ("", "0")
 
 
-def enable_debug() -> None:
-    """Show every library message (the CLI's ``--debug``); child processes inherit it."""
-    os.environ["TUNESMITH_DEBUG"] = "1"
+@contextmanager
+def debug_mode(on: bool):
+    """The CLI's ``--debug`` for one command: every library message is shown while it runs
+    (child processes inherit it); afterwards the previous setting is back, so an
+    in-process caller (a test, a notebook) is not left in debug mode."""
+    previous = os.environ.get("TUNESMITH_DEBUG")
+    if on:
+        os.environ["TUNESMITH_DEBUG"] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("TUNESMITH_DEBUG", None)
+        else:
+            os.environ["TUNESMITH_DEBUG"] = previous
 
 
 def filter_known_noise() -> None:

@@ -32,3 +32,20 @@ def test_a_taken_run_directory_is_reported_without_loading_torch(tmp_path):
     result = _cli(tmp_path, "train", str(DEMO))
     assert result["rc"] == 2 and result["loaded"] == []
     assert "already exists and is not empty" in result["stderr"]
+
+
+def test_debug_lasts_for_one_command_only(monkeypatch, capsys):
+    """An in-process caller (a test, a notebook) is not left in debug mode by --debug."""
+    import os
+
+    from tunesmith.cli import main
+
+    monkeypatch.delenv("TUNESMITH_DEBUG", raising=False)
+    seen = []
+    monkeypatch.setattr("tunesmith.cli._run_command", lambda args: seen.append(os.environ.get("TUNESMITH_DEBUG")) or 0)
+    assert main(["--debug", "recipe", "fields", "train.guard"]) == 0
+    assert seen == ["1"]  # on while the command ran
+    assert "TUNESMITH_DEBUG" not in os.environ  # and gone afterwards
+    monkeypatch.setenv("TUNESMITH_DEBUG", "0")
+    assert main(["--debug", "recipe", "fields", "train.guard"]) == 0
+    assert os.environ["TUNESMITH_DEBUG"] == "0"  # a setting made before is restored
