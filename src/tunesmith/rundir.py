@@ -164,7 +164,8 @@ class RunDir:
     # ---- data -------------------------------------------------------------------------------
     def write_rows(self, name: str, rows: list[dict]) -> None:
         """``eval_set`` (what exports re-measure on and reviewers read), ``test_set`` (never
-        trained or selected on) or ``rejects`` (invalid rows with their reasons)."""
+        trained or selected on), ``rejects`` (invalid rows with their reasons) or
+        ``rewards`` (a reward model's rewards of each held-out pair, before and after)."""
         if self.is_main:
             write_jsonl(self.path / f"{name}.jsonl", rows, drop_private=True)
 

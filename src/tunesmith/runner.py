@@ -247,10 +247,21 @@ def _run(config: RecipeConfig, run: RunDir, backend: Backend, summary: dict, bas
     if "_probs" in after:
         run.write_predictions(data.eval, data.labels, after["_probs"])
         summary["classification"] = classification_summary(data.eval, data.labels, before, after, config.seed)
+    if "_rewards" in after:
+        run.write_rows("rewards", reward_rows(before.get("_rewards"), after["_rewards"]))
     if spec.shape == "chat":
         run.write_generations(generations)
     run.write_probes(summary["probes"])
     return summary
+
+
+def reward_rows(before: dict | None, after: dict) -> list[dict]:
+    """One row per held-out pair: its chosen and rejected rewards before and after training."""
+    rows = [{"chosen_after": c, "rejected_after": r} for c, r in zip(after["chosen"], after["rejected"])]
+    if before:
+        for row, c, r in zip(rows, before["chosen"], before["rejected"]):
+            row.update(chosen_before=c, rejected_before=r)
+    return rows
 
 
 def make_objective(config: RecipeConfig, tokenizer, labels):

@@ -28,6 +28,15 @@ def test_a_reward_model_learns_separable_pairs_and_reloads_with_plain_transforme
     assert after["pairwise_accuracy"] >= 0.95
     assert after["mean_margin"] > before["mean_margin"] + 1
     assert after["eval_loss"] < before["eval_loss"] / 2
+    # rewards.jsonl holds each held-out pair's rewards; the report draws their distributions.
+    rows = [json.loads(line) for line in (run_dir / "rewards.jsonl").read_text().splitlines()]
+    assert len(rows) == 40
+    margins = [r["chosen_after"] - r["rejected_after"] for r in rows]
+    assert sum(margins) / len(margins) == pytest.approx(after["mean_margin"], abs=1e-6)
+    assert sum(m > 0 for m in margins) / len(margins) == after["pairwise_accuracy"]
+    assert sum(r["chosen_before"] - r["rejected_before"] for r in rows) / 40 == pytest.approx(before["mean_margin"])
+    assert (run_dir / "rewards.png").stat().st_size > 10_000
+    assert '<img src="rewards.png"' in (run_dir / "report.html").read_text()
     probes = {p["input"]: p["after"]["reward"] for p in summary["probes"]}
     assert probes["the film was wonderful"] > probes["the plot was awful"]
 

@@ -14,14 +14,17 @@ def evaluate(objective, model, features: list[dict], batch_size: int, device, me
     """Score ``model`` on ``features`` with the metrics named in ``metrics`` (a task's list).
 
     Classifiers also return ``confusion_matrix`` and ``_probs`` (per-example class
-    probabilities, in order), which the report and predictions.jsonl use; keys starting
-    with ``_`` are raw outputs, not metrics.
+    probabilities, in order), which the report and predictions.jsonl use; reward models
+    return ``_rewards`` (each pair's chosen and rejected reward). Keys starting with ``_``
+    are raw outputs, not metrics.
     """
     outputs = objective.outputs(model, features, batch_size, device)
     result = compute(metrics, outputs)
     if "probs" in outputs:
         result["confusion_matrix"] = confusion_matrix(outputs["gold"], outputs["pred"], outputs["num_labels"])
         result["_probs"] = outputs["probs"].tolist()
+    if "chosen" in outputs:  # a reward model: each pair's two rewards (the distribution plot)
+        result["_rewards"] = {"chosen": outputs["chosen"], "rejected": outputs["rejected"]}
     return result
 
 

@@ -1,11 +1,12 @@
 """The PNG plots of a run: losses, learning rate and gradient norm, the headline eval metric,
-and confusion matrices. Each returns its path, or None when the run has nothing to draw."""
+confusion matrices and reward distributions. Each returns its path, or None when the run has nothing to draw."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")  # no display on servers/CI
 import matplotlib.pyplot as plt  # noqa: E402
@@ -86,6 +87,40 @@ def plot_eval(run_dir: Path, summary: dict, key: str | None) -> Path | None:
     ax.set_title(f"eval {key}: {before[key]:.4f} -> {after[key]:.4f}")
     ax.grid(alpha=0.3)
     return _save(fig, run_dir / "eval.png")
+
+
+def plot_rewards(run_dir: Path) -> Path | None:
+    """rewards.png (reward models): the held-out chosen and rejected rewards before and
+    after training -- two histograms that should move apart -- and each pair's margin
+    before against after."""
+    path = run_dir / "rewards.jsonl"
+    if not path.is_file():
+        return None
+    from tunesmith.jsonl import read_jsonl
+
+    rows = read_jsonl(path)
+    whens = [w for w in ("before", "after") if rows and f"chosen_{w}" in rows[0]]
+    fig, axes = plt.subplots(1, len(whens) + 1, figsize=(4 * (len(whens) + 1), 3.4))
+    for ax, when in zip(axes, whens):
+        chosen, rejected = [r[f"chosen_{when}"] for r in rows], [r[f"rejected_{when}"] for r in rows]
+        bins = np.histogram_bin_edges(chosen + rejected, bins=20)  # shared bins: the two compare bar by bar
+        ax.hist(chosen, bins=bins, alpha=0.6, color="tab:green", label="chosen")
+        ax.hist(rejected, bins=bins, alpha=0.6, color="tab:red", label="rejected")
+        ax.set_title(f"rewards {when}")
+        ax.set_xlabel("reward")
+        ax.legend()
+    margin = axes[-1]
+    after = [r["chosen_after"] - r["rejected_after"] for r in rows]
+    if "before" in whens:
+        before = [r["chosen_before"] - r["rejected_before"] for r in rows]
+        margin.scatter(before, after, s=10)
+        margin.set_xlabel("margin before")
+    else:
+        margin.hist(after, bins=20)
+    margin.axhline(0, color="grey", linewidth=0.8)  # below: the pair is ranked the wrong way
+    margin.set_ylabel("margin after (chosen - rejected)")
+    margin.set_title("per pair")
+    return _save(fig, run_dir / "rewards.png")
 
 
 def plot_confusion(run_dir: Path, summary: dict) -> Path | None:

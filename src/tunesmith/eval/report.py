@@ -241,7 +241,8 @@ def write_report(run_dir: Path, summary: dict) -> Path:
     """Draw the plots and write report.html for the run in ``run_dir``."""
     headline = task_spec(summary["task"]).headline if summary.get("task") in TASKS else None
     images = [p for p in (plots.plot_loss(run_dir, summary), plots.plot_optimizer(run_dir),
-                          plots.plot_eval(run_dir, summary, headline), plots.plot_confusion(run_dir, summary)) if p]
+                          plots.plot_eval(run_dir, summary, headline), plots.plot_confusion(run_dir, summary),
+                          plots.plot_rewards(run_dir)) if p]
     name = esc(summary.get("name", "run"))
     header = (f"<h1>{name}</h1><p>Status <b>{esc(summary.get('status', '?'))}</b>: task "
               f"{esc(summary.get('task', '?'))}, method {esc(summary.get('method', '?'))}, "
