@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from tests.conftest import copy_as_crashed_after
 from tunesmith.cli import main
-from tunesmith.errors import ConfigError
+from tunesmith.synthetic import preference_rows
 from tunesmith.testing import write_reward_recipe
 
 
@@ -58,17 +58,48 @@ def test_a_reward_model_learns_separable_pairs_and_reloads_with_plain_transforme
         with torch.no_grad():
             assert float(model(input_ids=ids).logits[0, 0]) == pytest.approx(reward, abs=1e-3)
 
-    # Tunesmith's own loader gives the same one-output model; eval and serve refuse it by name.
+    # Tunesmith's own loader gives the same one-output model; tunesmith eval refuses it by name.
     from tunesmith.methods.saved import load_trained
-    from tunesmith.serve.registry import Registry
 
     loaded, _, _ = load_trained(run_dir / "final")
     assert loaded.config.num_labels == 1 and loaded.config.id2label == {0: "reward"}
     capsys.readouterr()
     assert main(["eval", str(run_dir)]) == 2
     assert f"{run_dir} is a reward model" in capsys.readouterr().err
-    with pytest.raises(ConfigError, match="is a reward model"):
-        Registry().add_run("rm", run_dir)
+
+    # The server scores with it: POST /v1/score gives the rewards the objective computes,
+    # batched across requests; /v1/classify sends the caller to /v1/score.
+    from fastapi.testclient import TestClient
+
+    from tunesmith.objectives.reward import RewardObjective
+    from tunesmith.serve.app import create_app
+    from tunesmith.serve.engine import Engine
+    from tunesmith.serve.registry import Registry
+
+    registry = Registry()
+    registry.add_run("rm", run_dir)
+    engine = Engine(registry, max_batch=8, batch_wait_ms=50)
+    try:
+        client = TestClient(create_app(registry, engine, api_key=None))
+        fresh = preference_rows(2, seed=5)  # new pairs of the training distribution
+        answers = [fresh[0]["chosen"], fresh[0]["rejected"], fresh[1]["chosen"]]
+        reply = client.post("/v1/score", json={"model": "rm", "prompt": "write a one-sentence movie review.",
+                                               "responses": answers})
+        assert reply.status_code == 200, reply.text
+        rewards = [row["reward"] for row in reply.json()["data"]]
+        objective = RewardObjective(tokenizer, meta["max_length"], meta["system_prompt"])
+        expected = objective.score(loaded, "write a one-sentence movie review.", answers)
+        assert rewards == pytest.approx(expected, abs=1e-4)
+        assert rewards[0] > rewards[1] and rewards[2] > rewards[1]
+        messages = [{"role": "user", "content": "write a one-sentence movie review."}]
+        as_chat = client.post("/v1/score", json={"model": "rm", "prompt": messages, "responses": answers[:1]})
+        assert as_chat.json()["data"][0]["reward"] == pytest.approx(rewards[0], abs=1e-4)
+        wrong = client.post("/v1/classify", json={"model": "rm", "input": "the film was wonderful"})
+        assert wrong.status_code == 400 and "/v1/score" in wrong.json()["error"]["message"]
+        empty = client.post("/v1/score", json={"model": "rm", "prompt": "x", "responses": []})
+        assert empty.status_code == 400 and "responses" in empty.text
+    finally:
+        engine.close()
 
 
 def test_a_reward_run_resumes_exactly(reward_recipe, tmp_path):

@@ -125,3 +125,44 @@ def tokenize_chat(tokenizer, messages: list[dict], max_length: int, last_turn_on
 def render_prompt(tokenizer, messages: list[dict]) -> str:
     """The text a model continues to answer the last user turn."""
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def answer_ids(tokenizer, prompt, answer, system_prompt: str | None = None) -> tuple[list[int], list[int]]:
+    """Token ids of a prompt and of one answer to it, as a reward model reads them
+    (training and serving render alike). ``prompt``/``answer`` are strings or message lists.
+
+    Chat models: the conversation through the chat template (with ``system_prompt`` unless
+    the prompt has its own); the answer part is what the whole conversation adds after the
+    rendered prompt. Encoder models: the sentence pair ``[CLS] prompt [SEP] answer [SEP]``.
+    """
+    if tokenizer.chat_template:
+        prompt_messages = with_system_prompt(_as_messages(prompt, "user"), system_prompt)
+        head = render_prompt(tokenizer, prompt_messages)
+        whole = tokenizer.apply_chat_template(prompt_messages + _as_messages(answer, "assistant"), tokenize=False)
+        if not whole.startswith(head):  # a template that renders turns differently once answered
+            head = ""
+        return (tokenizer(head, add_special_tokens=False)["input_ids"],
+                tokenizer(whole[len(head) :], add_special_tokens=False)["input_ids"])
+    pair = tokenizer(_as_text(prompt), _as_text(answer))
+    ids, segments = pair["input_ids"], pair.get("token_type_ids")
+    # The answer is the second segment: it starts where the segment ids turn to 1.
+    start = segments.index(1) if segments and 1 in segments else len(ids) // 2
+    return ids[:start], ids[start:]
+
+
+def fit_answer(prompt_ids: list[int], answer_ids: list[int], max_length: int) -> list[int]:
+    """Prompt + answer in at most ``max_length`` tokens: the prompt loses its start first
+    (the answer being judged stays whole); an answer longer than ``max_length`` keeps its start."""
+    room = max_length - len(answer_ids)
+    if room <= 0:
+        return answer_ids[:max_length]
+    return prompt_ids[len(prompt_ids) - min(room, len(prompt_ids)) :] + answer_ids
+
+
+def _as_messages(value, role: str) -> list[dict]:
+    return value if isinstance(value, list) else [{"role": role, "content": value}]
+
+
+def _as_text(value) -> str:
+    """A message list as plain text (encoder models have no chat template)."""
+    return value if isinstance(value, str) else "\n".join(m["content"] for m in value)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from tunesmith.data.template import answer_ids, fit_answer
 from tunesmith.objectives.classification import handle_overlength
 
 
@@ -44,30 +45,10 @@ class RewardObjective:
     def render(self, prompt, answer) -> tuple[list[int], list[int]]:
         """Token ids of the prompt part and of the answer part of one conversation
         (strings or message lists, as the preference validator returns them)."""
-        tokenizer = self.tokenizer
-        if tokenizer.chat_template:
-            prompt_messages = _messages(prompt, "user")
-            if self.system_prompt and prompt_messages[0]["role"] != "system":
-                prompt_messages = [{"role": "system", "content": self.system_prompt}, *prompt_messages]
-            head = tokenizer.apply_chat_template(prompt_messages, tokenize=False, add_generation_prompt=True)
-            whole = tokenizer.apply_chat_template(prompt_messages + _messages(answer, "assistant"), tokenize=False)
-            # The answer part is what the full conversation adds after the prompt's rendering.
-            tail = whole[len(head) :] if whole.startswith(head) else whole
-            head = head if whole.startswith(head) else ""
-            return (tokenizer(head, add_special_tokens=False)["input_ids"],
-                    tokenizer(tail, add_special_tokens=False)["input_ids"])
-        pair = tokenizer(_text(prompt), _text(answer))
-        ids = pair["input_ids"]
-        # Sentence pair: the answer is the second segment; its start is where the segment ids turn to 1.
-        segments = pair.get("token_type_ids")
-        start = segments.index(1) if segments and 1 in segments else len(ids) // 2
-        return ids[:start], ids[start:]
+        return answer_ids(self.tokenizer, prompt, answer, self.system_prompt)
 
-    def _fit(self, prompt_ids: list[int], answer_ids: list[int]) -> list[int]:
-        room = self.max_length - len(answer_ids)
-        if room <= 0:  # truncate policy on an answer longer than max_length: keep its start
-            return answer_ids[: self.max_length]
-        return prompt_ids[len(prompt_ids) - min(room, len(prompt_ids)) :] + answer_ids
+    def _fit(self, prompt_ids: list[int], answer: list[int]) -> list[int]:
+        return fit_answer(prompt_ids, answer, self.max_length)
 
     def collate(self, features: list[dict]) -> dict[str, torch.Tensor]:
         """Chosen rows first, then the rejected rows in the same order, right-padded: row
@@ -132,13 +113,3 @@ class RewardObjective:
         ids, mask = self._padded([self._fit(*self.render(prompt, answer)) for answer in answers])
         return model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits[:, 0].float().cpu().tolist()
 
-
-def _messages(value, role: str) -> list[dict]:
-    return value if isinstance(value, list) else [{"role": role, "content": value}]
-
-
-def _text(value) -> str:
-    """A message list as plain text (encoder models have no chat template)."""
-    if isinstance(value, str):
-        return value
-    return "\n".join(m["content"] for m in value)

@@ -44,7 +44,7 @@ def build_server(base: str | None, adapters: list[tuple[str, str]], *, api_key: 
         log(f"loading {name} from {path} ...")
         entry = registry.add_run(name, path)
         shared = f"on shared base {entry.group.key[0]}" if entry.group is not None else "as its own model"
-        log(f"  {name}: {entry.task}, method {entry.method}, {shared}")
+        log(f"  {name}: {entry.kind}, method {entry.method}, {shared}")
     engine = Engine(registry, max_batch=max_batch, batch_wait_ms=batch_wait_ms)
     roots = [Path(d) for d in (allowed_dirs or ["runs"])]
     app = create_app(registry, engine, api_key=api_key, allowed_dirs=roots, max_body_bytes=max_body_bytes)

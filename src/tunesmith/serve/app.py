@@ -21,7 +21,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from tunesmith.errors import ConfigError, TunesmithError
 from tunesmith.serve.engine import Engine, GenerationParams, Job, RequestError, chat_prompt, prompt_token_count
 from tunesmith.serve.registry import Registry, confined_path
-from tunesmith.serve.schemas import AdapterRequest, ChatRequest, ClassifyRequest, CompletionRequest
+from tunesmith.serve.schemas import AdapterRequest, ChatRequest, ClassifyRequest, CompletionRequest, ScoreRequest
+
+# Where each kind of model is asked (the error for a model sent to the wrong endpoint names it).
+ENDPOINTS = {"causal_lm": "/v1/chat/completions or /v1/completions", "classification": "/v1/classify",
+             "reward": "/v1/score"}
 
 log = logging.getLogger("tunesmith.serve")
 DEFAULT_CHAT_TOKENS = 256
@@ -101,14 +105,14 @@ def create_app(registry: Registry, engine: Engine, *, api_key: str | None = None
             raise ApiError(400, f"Invalid '{param}': {message}." if param else message, param=param,
                            code="invalid_value") from exc
 
-    def entry_for(name: str, task: str):
+    def entry_for(name: str, kind: str):
         entry = registry.get(name)
         if entry is None:
             raise ApiError(404, f"The model '{name}' does not exist. Loaded: {', '.join(registry.names()) or 'none'}.",
                            param="model", code="model_not_found")
-        if entry.task != task:
-            endpoint = "/v1/classify" if entry.task == "classification" else "/v1/chat/completions or /v1/completions"
-            raise ApiError(400, f"The model '{name}' is a {entry.task} model; use {endpoint}.", param="model",
+        if entry.kind != kind:
+            endpoint = ENDPOINTS[entry.kind]
+            raise ApiError(400, f"The model '{name}' is a {entry.kind} model; use {endpoint}.", param="model",
                            code="wrong_model_type")
         return entry
 
@@ -145,7 +149,7 @@ def create_app(registry: Registry, engine: Engine, *, api_key: str | None = None
     async def models():
         created = int(time.time())
         return {"object": "list", "data": [
-            {"id": e.name, "object": "model", "created": created, "owned_by": "tunesmith", "task": e.task,
+            {"id": e.name, "object": "model", "created": created, "owned_by": "tunesmith", "task": e.kind,
              "method": e.method} for e in registry.entries.values()]}
 
     @v1.post("/chat/completions")
@@ -234,6 +238,15 @@ def create_app(registry: Registry, engine: Engine, *, api_key: str | None = None
         rows = await run(Job("classify", entry, texts))
         return {"object": "list", "model": entry.name, "data": [dict(index=i, **r) for i, r in enumerate(rows)]}
 
+    @v1.post("/score")
+    async def score(request: Request):
+        req = await read_json(request, ScoreRequest)
+        entry = entry_for(req.model, "reward")
+        prompt = req.prompt if isinstance(req.prompt, str) else [m.plain() for m in req.prompt]
+        rewards = await run(Job("score", entry, [(prompt, response) for response in req.responses]))
+        return {"object": "list", "model": entry.name,
+                "data": [{"index": i, "reward": reward} for i, reward in enumerate(rewards)]}
+
     @v1.post("/adapters", status_code=201)
     async def load_adapter(request: Request):
         manage_allowed()
@@ -248,7 +261,7 @@ def create_app(registry: Registry, engine: Engine, *, api_key: str | None = None
             entry = await asyncio.wrap_future(engine.run_on_worker(lambda: registry.add_run(req.name, path)))
         except TunesmithError as exc:
             raise ApiError(400, str(exc), param="path", code="invalid_adapter") from exc
-        return {"id": entry.name, "object": "model", "task": entry.task, "method": entry.method}
+        return {"id": entry.name, "object": "model", "task": entry.kind, "method": entry.method}
 
     @v1.delete("/adapters/{name:path}")
     async def unload_adapter(name: str):

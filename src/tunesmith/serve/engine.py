@@ -19,8 +19,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import torch
+from torch.nn.utils.rnn import pad_sequence
 
-from tunesmith.data.template import render_prompt, with_system_prompt
+from tunesmith.data.template import answer_ids, fit_answer, render_prompt, with_system_prompt
 from tunesmith.eval.generate import greedy_without_cache, stop_token_ids, uses_deep_prompts
 
 
@@ -52,9 +53,9 @@ class GenerationParams:
 
 @dataclass
 class Job:
-    kind: str  # "generate" | "classify" | "call"
+    kind: str  # "generate" | "classify" | "score" | "call"
     entry: object = None
-    inputs: list = field(default_factory=list)  # prompt strings, or texts to classify
+    inputs: list = field(default_factory=list)  # prompt strings, texts to classify, or (prompt, response) pairs
     params: GenerationParams | None = None
     stream: object = None  # a callable taking text deltas (then None at the end), for streaming
     call: object = None  # kind "call": a function to run on the worker thread (load/unload)
@@ -132,6 +133,8 @@ class Engine:
                 results = [jobs[0].call()]
             elif kind == "classify":
                 results = classify_batch(jobs)
+            elif kind == "score":
+                results = score_batch(jobs)
             else:
                 results = generate_batch(jobs)
         except BaseException as exc:  # noqa: BLE001 - every waiting request must hear about it
@@ -167,6 +170,28 @@ def classify_batch(jobs: list[Job]) -> list[list[dict]]:
              "probabilities": {label: round(v, 6) for label, v in zip(labels, p)}}
             for p in rows
         ])
+    return results
+
+
+@torch.inference_mode()
+def score_batch(jobs: list[Job]) -> list[list[float]]:
+    """One padded forward pass of a reward model over every (prompt, response) of every
+    job, rendered as in its training (``data.template.answer_ids``); per response its reward."""
+    entry = jobs[0].entry
+    with TOKENIZER_LOCK:
+        rows = [fit_answer(*answer_ids(entry.tokenizer, prompt, response, entry.meta.get("system_prompt")),
+                           entry.meta.get("max_length") or 512)
+                for job in jobs for prompt, response in job.inputs]
+    pad = entry.tokenizer.pad_token_id if entry.tokenizer.pad_token_id is not None else 0
+    ids = pad_sequence([torch.tensor(r) for r in rows], batch_first=True, padding_value=pad)
+    mask = pad_sequence([torch.ones(len(r), dtype=torch.long) for r in rows], batch_first=True)
+    model, context = entry.activate()
+    with context:
+        rewards = model(input_ids=ids, attention_mask=mask).logits[:, 0].float().tolist()
+    results, start = [], 0
+    for job in jobs:
+        results.append(rewards[start : start + len(job.inputs)])
+        start += len(job.inputs)
     return results
 
 

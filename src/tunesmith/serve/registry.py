@@ -66,6 +66,12 @@ class Entry:
         return (id(group), len(tok), tok.eos_token_id, tok.pad_token_id)
 
     @property
+    def kind(self) -> str:
+        """What the entry answers: "causal_lm" (chat and completions), "classification"
+        (labels) or "reward" (a reward model's one output: scores)."""
+        return "reward" if self.meta.get("stage") == "reward" else self.task
+
+    @property
     def peft_adapter_name(self) -> str:
         return "__base__" if self.method == "base" else self.name
 
@@ -126,9 +132,6 @@ class Registry:
         self._check_new_name(name)
         final_dir, _ = resolve_final_dir(path)
         meta = read_model_meta(final_dir)
-        if meta.get("stage") == "reward":  # its one output is a score, not a label to classify with
-            raise ConfigError(f"{path} is a reward model; the server answers with classifiers and chat models.",
-                              "Score answers with it in Python: RewardObjective.score (tunesmith.objectives.reward).")
         tokenizer = load_tokenizer(str(final_dir))
         if not method_info(meta["method"]).shareable:
             from tunesmith.methods.saved import load_trained

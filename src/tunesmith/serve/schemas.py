@@ -135,6 +135,14 @@ class ClassifyRequest(_Request):
     input: StrictStr | Annotated[list[StrictStr], Field(min_length=1, max_length=256)]
 
 
+class ScoreRequest(_Request):
+    """``POST /v1/score``: the reward of each response to one prompt (a reward model)."""
+
+    model: StrictStr
+    prompt: StrictStr | Annotated[list[ChatMessage], Field(min_length=1)]
+    responses: Annotated[list[StrictStr], Field(min_length=1, max_length=256)]
+
+
 class AdapterRequest(_Request):
     name: StrictStr
     path: Annotated[StrictStr, Field(min_length=1, max_length=4096)]
