@@ -26,6 +26,7 @@ from tunesmith.methods import apply_method, count_parameters, training_hooks
 from tunesmith.methods.saved import continue_adapter, save_trained
 from tunesmith.models.load import load_model, load_tokenizer, resolve_model_source
 from tunesmith.models.quantize import four_bit_config, quantization_settings
+from tunesmith.objectives.reference import prepare_reference
 from tunesmith.objectives.tasks import task_spec
 from tunesmith.modelcard import portable_adapter_config, write_model_card
 from tunesmith.rundir import RunDir, has_model_meta, read_model_meta, resolve_run_dir, write_model_meta
@@ -179,6 +180,12 @@ def _run(config: RecipeConfig, run: RunDir, backend: Backend, summary: dict, bas
         model = apply_method(model, config.method, config.model_task, total_steps=total_steps)
         continue_adapter(model, config.model.adapter_from, config.method.type, source)
         log(f"starting from the adapter of {config.model.adapter_from}")
+    # The starting policy is a preference run's reference: settled before the method wraps it.
+    reference = prepare_reference(objective, model, config, train_features, eval_features,
+                                  (summary["data"].get("cache") or {}).get("key"), backend.device, log)
+    if reference:
+        log(f"reference model: {reference}")
+        summary["reference"] = reference
     # The base model's scores are kept in the run directory so a resumed run reuses them.
     saved = run.eval_before()
     if saved:

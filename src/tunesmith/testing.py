@@ -139,6 +139,21 @@ def write_reward_recipe(folder: Path, model_dir: Path) -> Path:
     return _write_yaml(folder / "reward.yaml", recipe)
 
 
+def write_preference_recipe(folder: Path, model_dir: Path, loss: str = "dpo", **preference) -> Path:
+    """A preference-tuning (LoRA) recipe on ``model_dir`` and the synthetic pairs of
+    :func:`write_reward_recipe`, in ``folder``: ``preference.loss: loss`` plus ``preference``
+    settings. Returns the recipe's path (``<loss>.yaml``)."""
+    folder = Path(folder)
+    write_jsonl(folder / "pairs.jsonl", preference_rows(120, seed=1))
+    write_jsonl(folder / "pairs_eval.jsonl", preference_rows(40, seed=2))
+    recipe = _recipe(folder, model_dir, f"tiny-{loss}", "preference",
+                     data={"train": "pairs.jsonl", "eval": "pairs_eval.jsonl", "max_length": 48},
+                     method={"type": "lora", "r": 8, "alpha": 16, "dropout": 0.0},
+                     train={"epochs": 4, "batch_size": 8, "lr": 5e-3, "log_every": 2, "save_every": 20},
+                     preference={"loss": loss, **preference})
+    return _write_yaml(folder / f"{loss}.yaml", recipe)
+
+
 def _recipe(folder: Path, model_dir: Path, name: str, task: str, **sections) -> dict:
     """A recipe dict whose runs go to ``folder/runs`` (seed 7, the tiny model in ``model_dir``)."""
     return {"name": name, "task": task, "seed": 7, "output_dir": str(folder / "runs"),

@@ -164,6 +164,8 @@ class DataConfig(Section):
     on_overlength: Literal["truncate", "drop", "raise"] = Field(
         "truncate", description="Rows longer than max_length tokens: truncate (on the right), drop, or stop with "
         "the rows named. Counted in the summary either way.")
+    min_gap: float = Field(1.0, ge=0, description="Preference rows given as ratings (prompt/response/score): "
+                           "two answers to the same prompt make a pair when their scores differ by at least this.")
     clean: CleanConfig | None = Field(None, description="Text cleaning steps (absent: the text is used as read).")
     augment: AugmentConfig | None = Field(
         None, description="Augment the training rows (after the split; eval never is). Each new row is marked "
@@ -318,11 +320,33 @@ class RewardConfig(Section):
                           "r_rejected - margin): a positive margin asks chosen to win by at least that much.")
 
 
+class PreferenceConfig(Section):
+    loss: Literal["dpo", "ipo", "orpo", "simpo", "kto"] = Field(
+        "dpo", description="task: preference -- dpo (sigmoid on the log-ratio gain over the reference), ipo "
+        "(squared, per-token log-ratios), orpo (NLL + odds ratio, no reference), simpo (length-averaged, "
+        "target margin, no reference) or kto (unpaired thumbs up/down; pairs are split into one of each).")
+    beta: float = Field(0.1, gt=0, description="Strength of the preference term: DPO/IPO/KTO's beta (how far "
+                        "from the reference the policy may move), SimPO's reward scale.")
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="dpo, simpo: the share of pairs assumed "
+                                   "mislabelled (conservative DPO).")
+    simpo_gamma: float = Field(0.5, ge=0, description="simpo: the target reward margin gamma (the loss asks the "
+                               "chosen answer to win by gamma/beta per token).")
+    orpo_lambda: float = Field(0.1, gt=0, description="orpo: weight of the odds-ratio term against the chosen "
+                               "answers' NLL, whose weight is 1 (ORPO's lambda; TRL's beta).")
+    desirable_weight: float = Field(1.0, gt=0, description="kto: weight of the desirable examples' loss.")
+    undesirable_weight: float = Field(1.0, gt=0, description="kto: weight of the undesirable examples' loss.")
+    precompute_reference: bool = Field(
+        False, description="Compute the reference model's log-probs once before training (cached with the "
+        "tokenized data) instead of a reference forward pass per batch: faster, and a full/freeze run keeps "
+        "no frozen copy in memory. Always on for a run that continues an adapter (model.adapter_from): "
+        "its reference is the starting policy.")
+
+
 class RecipeConfig(Section):
     name: str = Field(description="Run name; the run directory is <output_dir>/<name>.")
     task: Task = Field(description="The training stage: classification (a label per text), causal_lm (chat SFT, "
-                       "loss on answers), pretrain (raw text, loss on every token) or reward (a reward model "
-                       "on preference pairs).")
+                       "loss on answers), pretrain (raw text, loss on every token), reward (a reward model "
+                       "on preference pairs) or preference (DPO, IPO, ORPO, SimPO or KTO on a causal LM).")
     seed: int = Field(42, description="Seeds data order, splits, sampling and initialisation: same seed, same run.")
     output_dir: str = Field("runs", description="Parent folder of run directories.")
     model: ModelConfig = Field(description="The base model.")
@@ -332,6 +356,8 @@ class RecipeConfig(Section):
     eval: EvalConfig = Field(default_factory=EvalConfig, description="What is measured before and after "
                             "training: probes, held-out answers, the forgetting check, the scorecard.")
     reward: RewardConfig = Field(default_factory=RewardConfig, description="Reward-model training (task: reward).")
+    preference: PreferenceConfig = Field(default_factory=PreferenceConfig,
+                                         description="Preference tuning (task: preference): the loss and its settings.")
 
     @field_validator("method", mode="before")
     @classmethod
@@ -354,6 +380,9 @@ class RecipeConfig(Section):
             raise ValueError(f"data.loss_on only applies to task: {' or '.join(tasks_with_shape('chat'))}")
         if self.task != "reward" and self.reward.margin:
             raise ValueError("reward.margin only applies to task: reward")
+        if self.task != "preference" and self.preference.model_fields_set:
+            raise ValueError(f"preference.{sorted(self.preference.model_fields_set)[0]} only applies to task: "
+                             "preference")
         if self.data.packing and shape not in ("chat", "text"):
             raise ValueError(f"data.packing only applies to task: {' or '.join(tasks_with_shape('chat', 'text'))}")
         if self.model.adapter_from and self.method.type not in ADAPTER_CONTINUABLE:

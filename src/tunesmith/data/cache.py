@@ -52,6 +52,8 @@ def fingerprint(config, base_dir: Path | None, tokenizer) -> str:
         "format": FORMAT,
         "tunesmith": sys.modules["tunesmith"].__version__,
         "task": config.task,
+        # KTO's features are single answers with KL partners, the other losses' are pairs.
+        "preference_loss": config.preference.loss if config.task == "preference" else None,
         "seed": config.seed,
         "data": data.model_dump(mode="json"),
         "sources": [_source_digest(s, base_dir) for s in sources],

@@ -53,6 +53,7 @@ def clean_text(text: str, cfg) -> str:
 # The text fields of each row shape: preference rows hold a prompt and two answers, each
 # a string or a message list (see data/validate.py).
 PREFERENCE_FIELDS = ("prompt", "chosen", "rejected")
+UNPAIRED_FIELDS = ("completion",)  # a thumbs-up/down row (KTO): a prompt and one answer
 
 
 def _map_value(value, fn):
@@ -67,9 +68,10 @@ def map_texts(row: dict, fn) -> dict:
     new = dict(row)
     if "messages" in row:
         new["messages"] = _map_value(row["messages"], fn)
-    elif "chosen" in row:
-        for key in PREFERENCE_FIELDS:
-            new[key] = _map_value(row[key], fn)
+    elif "chosen" in row or "completion" in row:
+        for key in PREFERENCE_FIELDS + UNPAIRED_FIELDS:
+            if key in row:
+                new[key] = _map_value(row[key], fn)
     else:
         new["text"] = fn(row["text"])
         if "text_pair" in row:

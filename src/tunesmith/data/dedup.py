@@ -13,7 +13,7 @@ import re
 import unicodedata
 from functools import lru_cache
 
-from tunesmith.data.clean import PREFERENCE_FIELDS, row_text
+from tunesmith.data.clean import PREFERENCE_FIELDS, UNPAIRED_FIELDS, row_text
 from tunesmith.data.progress import progress
 
 _SPACE = re.compile(r"\s+")
@@ -36,9 +36,11 @@ def row_key(row: dict) -> str:
     """
     if "messages" in row:
         text = _turns_key(row["messages"])
-    elif "chosen" in row:
+    elif "chosen" in row or "completion" in row:
         text = "\x1d".join(_turns_key(row[k]) if isinstance(row[k], list) else normalised(row[k])
-                           for k in PREFERENCE_FIELDS)
+                           for k in PREFERENCE_FIELDS + UNPAIRED_FIELDS if k in row)
+        if "label" in row:  # the same answer judged both ways is two rows
+            text += f"\x1d{row['label']}"
     else:
         text = "\x1d".join(normalised(row[k]) for k in ("text", "text_pair") if k in row)
     return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()

@@ -9,6 +9,7 @@ from tunesmith.data.augment import augment_rows
 from tunesmith.data.clean import clean_rows
 from tunesmith.data.dedup import deduplicate, leakage, leakage_summary
 from tunesmith.data.mix import mix_sources
+from tunesmith.data.preference_rows import expand_pairs
 from tunesmith.data.sources import load_records
 from tunesmith.data.split import split_records, subsample
 from tunesmith.errors import DataError
@@ -24,7 +25,9 @@ class PreparedData:
     test: list[dict] = field(default_factory=list)  # held out from training and evaluation (data.test_size)
 
 
-def _read(sources, cfg, shape: str, base_dir: Path | None, rejects: list[dict]) -> list[list[dict]]:
+def _read(sources, cfg, shape: str, base_dir: Path | None, rejects: list[dict],
+          info: dict) -> list[list[dict]]:
+    """Each source's validated rows (rejects collected; pairs made, counted in ``info``)."""
     parts = []
     for source in sources:
         bad: list[dict] = []
@@ -38,6 +41,10 @@ def _read(sources, cfg, shape: str, base_dir: Path | None, rejects: list[dict]) 
             rows = _reject_unknown_labels(rows, cfg.labels, bad)
         _check_drop_fraction(source.path, len(rows), bad, cfg.max_drop_fraction)
         rejects.extend(bad)
+        if shape == "preference":  # ranked lists and ratings become pairs
+            rows, made = expand_pairs(rows, cfg.min_gap)
+            if made["pairs_from_rankings"] or made["pairs_from_ratings"]:
+                info[source.path] = made
         parts.append(rows)
     return parts
 
@@ -82,8 +89,11 @@ def prepare_data(cfg, shape: str, seed: int, base_dir: Path | None = None) -> Pr
         DataError: unreadable sources, empty splits, or eval labels outside the label set.
     """
     rejects: list[dict] = []
-    parts = _read(cfg.train, cfg, shape, base_dir, rejects)
+    pairs_made: dict = {}
+    parts = _read(cfg.train, cfg, shape, base_dir, rejects, pairs_made)
     info: dict = {"sources": {s.path: len(rows) for s, rows in zip(cfg.train, parts)}}
+    if pairs_made:
+        info["pairs_made"] = pairs_made
     valid = sum(len(p) for p in parts)
     if cfg.clean:
         cleaned = [clean_rows(rows, cfg.clean) for rows in parts]
@@ -94,7 +104,7 @@ def prepare_data(cfg, shape: str, seed: int, base_dir: Path | None = None) -> Pr
     method = cfg.split_by if cfg.split_by != "auto" else ("stratified" if shape == "classification" else "random")
     test: list[dict] = []
     if cfg.eval:
-        eval_parts = _read(cfg.eval, cfg, shape, base_dir, rejects)
+        eval_parts = _read(cfg.eval, cfg, shape, base_dir, rejects, pairs_made)
         valid += sum(len(p) for p in eval_parts)
         evaluation = [row for rows in eval_parts for row in rows]
     else:

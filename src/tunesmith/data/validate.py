@@ -10,8 +10,8 @@ Shapes: ``classification`` (text, optional text_pair, label), ``chat`` (OpenAI
 ``messages``, sharegpt ``conversations`` with ``from``/``value``, or alpaca
 ``instruction``/``input``/``output`` with optional ``system`` and ``history``), ``text``
 (raw documents for continued pretraining: a ``text`` column, or a .txt file with one
-document per line or per delimiter) and ``preference`` (``prompt``/``chosen``/``rejected``,
-each a string or a message list).
+document per line or per delimiter) and ``preference`` (pairs, thumbs-up/down rows, ranked
+lists or ratings: :mod:`tunesmith.data.preference_rows`).
 
 Reading each file format into rows is :mod:`tunesmith.data.formats`; the chat dialects
 are checked in :mod:`tunesmith.data.dialects`.
@@ -36,7 +36,7 @@ def reason_code(message: str) -> str:
                          ("cells but the header", "bad_csv_row"), ("unknown role", "unknown_role"),
                          ("in a row", "repeated_turn"), ("no assistant turn", "no_assistant_turn"),
                          ("outside the label set", "unknown_label"), ("is missing", "missing_field"),
-                         ("is empty", "empty_field"), ("must be", "wrong_type"), ("expected an object", "wrong_type")):
+                         ("is empty", "empty_field"), ("the same as 'chosen'", "same_answers"), ("must be", "wrong_type"), ("expected an object", "wrong_type")):
         if needle in message:
             return code
     return "invalid"
@@ -216,37 +216,6 @@ def _text_record(row: Row, errors: RowErrors, text_field: str) -> dict | None:
     return {"text": text} if text is not None else None
 
 
-def _preference_record(row: Row, errors: RowErrors) -> dict | None:
-    """``prompt``/``chosen``/``rejected``: strings, or message lists (chosen/rejected end with
-    the assistant answers being compared)."""
-    from tunesmith.data.dialects import validate_messages  # not at the top: dialects imports this module
-
-    obj = row.value
-    if not isinstance(obj, dict):
-        errors.add(row.where, f"expected an object with 'prompt', 'chosen' and 'rejected', got {type_name(obj)}")
-        return None
-    out = {}
-    for key in ("prompt", "chosen", "rejected"):
-        value = obj.get(key)
-        if key not in obj:
-            errors.add(row.where, f"field {key!r} is missing")
-        elif isinstance(value, str):
-            if value.strip():
-                out[key] = value.strip()
-            else:
-                errors.add(row.where, f"field {key!r} is empty")
-        elif isinstance(value, list):
-            checked = validate_messages(value, row, errors, name=key, require_assistant=key != "prompt")
-            if checked is not None:
-                out[key] = checked["messages"]
-        else:
-            errors.add(row.where, f"field {key!r} must be a string or a message list, got {type_name(value)}")
-    if len(out) == 3 and out["chosen"] == out["rejected"]:
-        errors.add(row.where, "field 'rejected' is the same as 'chosen', so the pair teaches nothing")
-        return None
-    return out if len(out) == 3 else None
-
-
 def _keep_fields(rec: dict, row: Row, names: tuple[str, ...], errors: RowErrors) -> None:
     """Carry extra columns (a timestamp or group id for splitting) into the record."""
     for name in names:
@@ -270,6 +239,7 @@ def load_file(path: Path, display: str, shape: str, text_field: str = "text", la
     """
     # Imported here, not at the top: dialects builds on this module's RowErrors helpers.
     from tunesmith.data.dialects import chat_record
+    from tunesmith.data.preference_rows import preference_record
 
     header, rows = read_rows(path, display, shape, text_delimiter, split)
     if not rows:
@@ -288,7 +258,7 @@ def load_file(path: Path, display: str, shape: str, text_field: str = "text", la
         elif shape == "text":
             rec = _text_record(row, errors, text_field)
         elif shape == "preference":
-            rec = _preference_record(row, errors)
+            rec = preference_record(row, errors)
         else:  # chat, or prompt: chat rows whose answer (the reference) may be missing
             rec = chat_record(row, errors, from_csv=header is not None, messages_field=messages_field,
                               require_assistant=shape != "prompt")

@@ -9,6 +9,8 @@ export's choice of setting) asks :func:`higher_is_better` instead of guessing.
 
 from __future__ import annotations
 
+import bisect
+
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -66,12 +68,24 @@ METRICS: dict[str, Metric] = {
     "eval_loss": Metric(lambda o: o["loss"], False,
                         "mean cross-entropy (per example for classifiers, per answer token for LMs)"),
     "perplexity": Metric(lambda o: perplexity(o["loss"]), False, "exp(eval_loss) of a language model"),
-    "pairwise_accuracy": Metric(lambda o: _mean([c > r for c, r in zip(o["chosen"], o["rejected"])]), True,
+    "pairwise_accuracy": Metric(lambda o: _pairwise_accuracy(o), True,
                                 "share of preference pairs whose chosen answer gets the higher reward (ties count "
-                                "as wrong)"),
-    "mean_margin": Metric(lambda o: _mean([c - r for c, r in zip(o["chosen"], o["rejected"])]), True,
-                          "mean reward of the chosen answer minus that of the rejected one"),
+                                "as wrong, as in TRL); for unpaired (KTO) answers, of all (desirable, undesirable) "
+                                "twos"),
+    "mean_margin": Metric(lambda o: _mean(o["chosen"]) - _mean(o["rejected"]), True,
+                          "mean reward of the chosen (desirable) answers minus that of the rejected ones"),
 }
+
+
+def _pairwise_accuracy(outputs: dict) -> float:
+    chosen, rejected = outputs["chosen"], outputs["rejected"]
+    if not outputs.get("unpaired"):
+        return _mean([c > r for c, r in zip(chosen, rejected)])
+    # Every desirable answer against every undesirable one (the Mann-Whitney count), in n log n.
+    ordered = sorted(rejected)
+    if not chosen or not ordered:
+        raise ValueError("no examples to score")
+    return sum(bisect.bisect_left(ordered, c) for c in chosen) / (len(chosen) * len(ordered))
 
 
 def _mean(values: list) -> float:

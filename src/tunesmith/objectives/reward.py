@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pad_sequence
 
+from tunesmith.data.preference_rows import require_pairs
 from tunesmith.data.template import answer_ids, fit_answer
 from tunesmith.objectives.classification import handle_overlength
 
@@ -38,6 +39,7 @@ class RewardObjective:
         """``{"chosen_ids", "rejected_ids"}`` per pair. A pair whose answer alone does not fit
         in ``max_length`` tokens follows the over-length policy (``overlength_report``
         counts them); a long prompt is cut from its start."""
+        require_pairs(records, "A reward model")
         rendered = [(self.render(r["prompt"], r["chosen"]), self.render(r["prompt"], r["rejected"])) for r in records]
         over = [i for i, pair in enumerate(rendered) if any(len(answer) > self.max_length for _, answer in pair)]
         keep = handle_overlength(records, over, self.overlength, self.max_length, self)

@@ -66,6 +66,13 @@ def _reward(config, tokenizer, labels):
                            margin=config.reward.margin)
 
 
+def _preference(config, tokenizer, labels):
+    from tunesmith.objectives.preference import PreferenceObjective
+
+    return PreferenceObjective(tokenizer, config.data.max_length, config.preference, config.data.system_prompt,
+                               config.data.on_overlength)
+
+
 TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (
     TaskSpec("classification", "classification", "classification", _classification,
              ("accuracy", "macro_f1", "eval_loss"), "a label per text (or text pair)"),
@@ -75,6 +82,8 @@ TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (
              "continued pretraining on raw text: loss on every token"),
     TaskSpec("reward", "preference", "classification", _reward, ("pairwise_accuracy", "mean_margin", "eval_loss"),
              "reward model: one score per answer, Bradley-Terry loss on chosen/rejected pairs"),
+    TaskSpec("preference", "preference", "causal_lm", _preference, ("pairwise_accuracy", "mean_margin", "eval_loss"),
+             "preference tuning of a chat model: DPO, IPO, ORPO, SimPO or KTO"),
 )}
 
 

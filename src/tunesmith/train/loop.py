@@ -93,6 +93,8 @@ def train(model, objective, features: list[dict], cfg, *, lr: float, seed: int, 
             epoch_length = len(order.windows(state.epoch))
             if state.step % cfg.log_every == 0 or state.step == total_steps:
                 record = _metrics_line(state, epoch_length, scheduler, result, time.perf_counter() - log_start)
+                # An objective may add its own training numbers (a preference run's rewards and margins).
+                record.update(getattr(objective, "drain_stats", dict)())
                 logbook.write("metrics", record)
                 progress.metrics(record)
                 state.close_log_period()
