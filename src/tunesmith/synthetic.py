@@ -52,25 +52,28 @@ def chat_rows(n: int) -> list[dict]:
 
 
 def poisoned_classification(*args, poison: dict[int, str]):
-    """A ClassificationObjective whose loss is x50 ("spike") or NaN ("nan") on chosen calls.
-
-    ``poison`` maps the 1-based call number of ``loss_sum`` to the fault; each fires once,
-    so data replayed after a rollback is clean. Used to exercise the numerical-health guard.
-    """
+    """A ClassificationObjective whose loss is poisoned on chosen calls (see :func:`poison_losses`)."""
     from tunesmith.objectives.classification import ClassificationObjective
 
-    class Poisoned(ClassificationObjective):
-        def __init__(self):
-            super().__init__(*args)
-            self.poison, self.calls = dict(poison), 0
+    return poison_losses(ClassificationObjective(*args), poison)
 
-        def loss_sum(self, model, batch):
-            loss = super().loss_sum(model, batch)
-            self.calls += 1
-            kind = self.poison.pop(self.calls, None)
-            return loss * 50 if kind == "spike" else loss * float("nan") if kind == "nan" else loss
 
-    return Poisoned()
+def poison_losses(objective, poison: dict[int, str]):
+    """``objective`` with its loss x50 ("spike") or NaN ("nan") on chosen calls of ``loss_sum``.
+
+    ``poison`` maps the 1-based call number to the fault; each fires once, so data
+    replayed after a rollback is clean. Used to exercise the numerical-health guard.
+    """
+    clean, pending, calls = objective.loss_sum, dict(poison), [0]
+
+    def loss_sum(model, batch):
+        loss = clean(model, batch)
+        calls[0] += 1
+        kind = pending.pop(calls[0], None)
+        return loss * 50 if kind == "spike" else loss * float("nan") if kind == "nan" else loss
+
+    objective.loss_sum = loss_sum
+    return objective
 
 
 def make_lora_run(run_dir: Path, base: str | Path, task: str, seed: int, *, labels: list[str] | None = None,

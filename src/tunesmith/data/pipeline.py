@@ -26,9 +26,10 @@ class PreparedData:
 
 
 def _read(sources, cfg, shape: str, base_dir: Path | None, rejects: list[dict],
-          info: dict) -> list[list[dict]]:
-    """Each source's validated rows (rejects collected; pairs made, counted in ``info``)."""
-    parts = []
+          info: dict) -> tuple[list[list[dict]], int]:
+    """Each source's validated rows (rejects collected; pairs made, counted in ``info``) and
+    how many valid rows were read (before ranked lists and ratings became pairs)."""
+    parts, valid = [], 0
     for source in sources:
         bad: list[dict] = []
         keep = tuple(f for f in (cfg.time_field if cfg.split_by == "time" else None,
@@ -41,12 +42,13 @@ def _read(sources, cfg, shape: str, base_dir: Path | None, rejects: list[dict],
             rows = _reject_unknown_labels(rows, cfg.labels, bad)
         _check_drop_fraction(source.path, len(rows), bad, cfg.max_drop_fraction)
         rejects.extend(bad)
+        valid += len(rows)
         if shape == "preference":  # ranked lists and ratings become pairs
             rows, made = expand_pairs(rows, cfg.min_gap)
             if made["pairs_from_rankings"] or made["pairs_from_ratings"]:
                 info[source.path] = made
         parts.append(rows)
-    return parts
+    return parts, valid
 
 
 def _check_drop_fraction(source: str, valid: int, bad: list[dict], limit: float) -> None:
@@ -90,11 +92,8 @@ def prepare_data(cfg, shape: str, seed: int, base_dir: Path | None = None) -> Pr
     """
     rejects: list[dict] = []
     pairs_made: dict = {}
-    parts = _read(cfg.train, cfg, shape, base_dir, rejects, pairs_made)
+    parts, valid = _read(cfg.train, cfg, shape, base_dir, rejects, pairs_made)
     info: dict = {"sources": {s.path: len(rows) for s, rows in zip(cfg.train, parts)}}
-    if pairs_made:
-        info["pairs_made"] = pairs_made
-    valid = sum(len(p) for p in parts)
     if cfg.clean:
         cleaned = [clean_rows(rows, cfg.clean) for rows in parts]
         parts = [rows for rows, _ in cleaned]
@@ -104,8 +103,8 @@ def prepare_data(cfg, shape: str, seed: int, base_dir: Path | None = None) -> Pr
     method = cfg.split_by if cfg.split_by != "auto" else ("stratified" if shape == "classification" else "random")
     test: list[dict] = []
     if cfg.eval:
-        eval_parts = _read(cfg.eval, cfg, shape, base_dir, rejects, pairs_made)
-        valid += sum(len(p) for p in eval_parts)
+        eval_parts, eval_valid = _read(cfg.eval, cfg, shape, base_dir, rejects, pairs_made)
+        valid += eval_valid
         evaluation = [row for rows in eval_parts for row in rows]
     else:
         # Split each source before mixing: mixing repeats rows of small sources, and a
@@ -162,6 +161,8 @@ def prepare_data(cfg, shape: str, seed: int, base_dir: Path | None = None) -> Pr
             split: {label: sum(r["label"] == label for r in rows) for label in labels}
             for split, rows in (("train", train), ("eval", evaluation))
         }
+    if pairs_made:
+        info["pairs_made"] = pairs_made
     info.update(train_rows=len(train), eval_rows=len(evaluation), test_rows=len(test))
     if cfg.on_error != "raise":
         info["validation"] = validation_info(rejects, valid, cfg.on_error)
