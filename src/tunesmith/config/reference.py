@@ -24,6 +24,7 @@ STARTERS = {
     "causal_lm": ("builtin:smollm2-135m", "builtin:chatterbot-en"),
     "pretrain": ("builtin:smollm2-135m", "my_texts.txt"),
     "reward": ("builtin:smollm2-135m", "my_pairs.jsonl"),
+    "preference": ("builtin:smollm2-135m", "my_pairs.jsonl"),
 }
 
 
@@ -114,4 +115,7 @@ def starter_recipe(task: str, method: str, name: str | None = None) -> str:
     lines += ["train:", "  epochs: 1",
               f"  # lr: {info.default_lr:g}  # the method's recommended rate is used when absent",
               "  batch_size: 16", "  eval_every: 100", "eval:", "  probes: []  # inputs answered before and after"]
+    if task == "preference":
+        lines += ["preference:", "  loss: dpo  # dpo | ipo | orpo | simpo | kto", "  beta: 0.1",
+                  "  # precompute_reference: false  # reference log-probs once, before training"]
     return "\n".join(lines) + "\n"

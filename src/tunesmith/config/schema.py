@@ -13,6 +13,7 @@ from pydantic import Field, field_validator, model_validator
 
 from tunesmith.config.methods import LoraMethod, Method, default_lr, method_info
 from tunesmith.config.section import Section, looks_like_import_path
+from tunesmith.config.stages import PreferenceConfig, RewardConfig  # noqa: F401 (re-exported)
 from tunesmith.objectives.tasks import TASKS, task_spec, tasks_with_shape
 
 # Methods whose saved adapter has the shape of a freshly built one (PiSSA saves rank 2r,
@@ -315,33 +316,6 @@ class EvalConfig(Section):
         return value
 
 
-class RewardConfig(Section):
-    margin: float = Field(0.0, description="task: reward -- the Bradley-Terry loss is -log sigmoid(r_chosen - "
-                          "r_rejected - margin): a positive margin asks chosen to win by at least that much.")
-
-
-class PreferenceConfig(Section):
-    loss: Literal["dpo", "ipo", "orpo", "simpo", "kto"] = Field(
-        "dpo", description="task: preference -- dpo (sigmoid on the log-ratio gain over the reference), ipo "
-        "(squared, per-token log-ratios), orpo (NLL + odds ratio, no reference), simpo (length-averaged, "
-        "target margin, no reference) or kto (unpaired thumbs up/down; pairs are split into one of each).")
-    beta: float = Field(0.1, gt=0, description="Strength of the preference term: DPO/IPO/KTO's beta (how far "
-                        "from the reference the policy may move), SimPO's reward scale.")
-    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="dpo, simpo: the share of pairs assumed "
-                                   "mislabelled (conservative DPO).")
-    simpo_gamma: float = Field(0.5, ge=0, description="simpo: the target reward margin gamma (the loss asks the "
-                               "chosen answer to win by gamma/beta per token).")
-    orpo_lambda: float = Field(0.1, gt=0, description="orpo: weight of the odds-ratio term against the chosen "
-                               "answers' NLL, whose weight is 1 (ORPO's lambda; TRL's beta).")
-    desirable_weight: float = Field(1.0, gt=0, description="kto: weight of the desirable examples' loss.")
-    undesirable_weight: float = Field(1.0, gt=0, description="kto: weight of the undesirable examples' loss.")
-    precompute_reference: bool = Field(
-        False, description="Compute the reference model's log-probs once before training (cached with the "
-        "tokenized data) instead of a reference forward pass per batch: faster, and a full/freeze run keeps "
-        "no frozen copy in memory. Always on for a run that continues an adapter (model.adapter_from): "
-        "its reference is the starting policy.")
-
-
 class RecipeConfig(Section):
     name: str = Field(description="Run name; the run directory is <output_dir>/<name>.")
     task: Task = Field(description="The training stage: classification (a label per text), causal_lm (chat SFT, "
@@ -380,9 +354,9 @@ class RecipeConfig(Section):
             raise ValueError(f"data.loss_on only applies to task: {' or '.join(tasks_with_shape('chat'))}")
         if self.task != "reward" and self.reward.margin:
             raise ValueError("reward.margin only applies to task: reward")
-        if self.task != "preference" and self.preference.model_fields_set:
-            raise ValueError(f"preference.{sorted(self.preference.model_fields_set)[0]} only applies to task: "
-                             "preference")
+        changed = [k for k, f in PreferenceConfig.model_fields.items() if getattr(self.preference, k) != f.default]
+        if self.task != "preference" and changed:
+            raise ValueError(f"preference.{changed[0]} only applies to task: preference")
         if self.data.packing and shape not in ("chat", "text"):
             raise ValueError(f"data.packing only applies to task: {' or '.join(tasks_with_shape('chat', 'text'))}")
         if self.model.adapter_from and self.method.type not in ADAPTER_CONTINUABLE:
