@@ -26,7 +26,7 @@ from tunesmith.methods import apply_method, count_parameters, training_hooks
 from tunesmith.methods.saved import continue_adapter, save_trained
 from tunesmith.models.load import load_model, load_tokenizer, resolve_model_source
 from tunesmith.models.quantize import four_bit_config, quantization_settings
-from tunesmith.objectives.reference import prepare_reference
+from tunesmith.objectives.reference_model import prepare_reference
 from tunesmith.objectives.tasks import task_spec
 from tunesmith.modelcard import portable_adapter_config, write_model_card
 from tunesmith.rundir import RunDir, has_model_meta, read_model_meta, resolve_run_dir, write_model_meta

@@ -154,6 +154,27 @@ def write_preference_recipe(folder: Path, model_dir: Path, loss: str = "dpo", **
     return _write_yaml(folder / f"{loss}.yaml", recipe)
 
 
+GRPO_QUESTIONS = ["how was the film?", "tell me about the movie.", "what did you think?", "review the film.",
+                  "your verdict?", "describe the plot.", "was it good?", "rate the acting."]
+
+
+def write_grpo_recipe(folder: Path, model_dir: Path, pattern: str = "[0-9]") -> Path:
+    """A GRPO (LoRA, 20 steps) recipe on ``model_dir`` whose rule reward is "the answer
+    matches ``pattern``", with 48 short prompts in ``folder/prompts.jsonl``. Returns the
+    recipe's path (``grpo.yaml``)."""
+    folder = Path(folder)
+    write_jsonl(folder / "prompts.jsonl", [{"messages": [{"role": "user", "content": f"{GRPO_QUESTIONS[i % 8]} ({i})"}]}
+                                           for i in range(48)])
+    recipe = _recipe(folder, model_dir, "tiny-grpo", "grpo",
+                     data={"train": "prompts.jsonl", "eval_size": 8, "max_length": 32},
+                     method={"type": "lora", "r": 8, "alpha": 16, "dropout": 0.0},
+                     train={"epochs": 2, "batch_size": 4, "lr": 2e-2, "log_every": 2, "save_every": 50,
+                            "warmup_ratio": 0.0},
+                     grpo={"num_generations": 8, "max_new_tokens": 6, "temperature": 0.5,
+                           "rewards": [{"type": "regex", "pattern": pattern}]})
+    return _write_yaml(folder / "grpo.yaml", recipe)
+
+
 def _recipe(folder: Path, model_dir: Path, name: str, task: str, **sections) -> dict:
     """A recipe dict whose runs go to ``folder/runs`` (seed 7, the tiny model in ``model_dir``)."""
     return {"name": name, "task": task, "seed": 7, "output_dir": str(folder / "runs"),

@@ -25,6 +25,7 @@ STARTERS = {
     "pretrain": ("builtin:smollm2-135m", "my_texts.txt"),
     "reward": ("builtin:smollm2-135m", "my_pairs.jsonl"),
     "preference": ("builtin:smollm2-135m", "my_pairs.jsonl"),
+    "grpo": ("builtin:smollm2-135m", "my_prompts.jsonl"),
 }
 
 
@@ -118,4 +119,8 @@ def starter_recipe(task: str, method: str, name: str | None = None) -> str:
     if task == "preference":
         lines += ["preference:", "  loss: dpo  # dpo | ipo | orpo | simpo | kto", "  beta: 0.1",
                   "  # precompute_reference: false  # reference log-probs once, before training"]
+    if task == "grpo":
+        lines += ["grpo:", "  num_generations: 8  # answers sampled per prompt", "  max_new_tokens: 48",
+                  "  rewards:  # a weighted sum: regex, format, exact, length, reward_model, classifier",
+                  "    - {type: length, min_words: 5, max_words: 30}"]
     return "\n".join(lines) + "\n"

@@ -13,7 +13,7 @@ from pydantic import Field, field_validator, model_validator
 
 from tunesmith.config.methods import LoraMethod, Method, default_lr, method_info
 from tunesmith.config.section import Section, looks_like_import_path
-from tunesmith.config.stages import PreferenceConfig, RewardConfig  # noqa: F401 (re-exported)
+from tunesmith.config.stages import GrpoConfig, PreferenceConfig, RewardConfig  # noqa: F401 (re-exported)
 from tunesmith.objectives.tasks import TASKS, task_spec, tasks_with_shape
 
 # Methods whose saved adapter has the shape of a freshly built one (PiSSA saves rank 2r,
@@ -320,7 +320,8 @@ class RecipeConfig(Section):
     name: str = Field(description="Run name; the run directory is <output_dir>/<name>.")
     task: Task = Field(description="The training stage: classification (a label per text), causal_lm (chat SFT, "
                        "loss on answers), pretrain (raw text, loss on every token), reward (a reward model "
-                       "on preference pairs) or preference (DPO, IPO, ORPO, SimPO or KTO on a causal LM).")
+                       "on preference pairs), preference (DPO, IPO, ORPO, SimPO or KTO on a causal LM) or grpo "
+                       "(online RL on prompts, with grpo.rewards).")
     seed: int = Field(42, description="Seeds data order, splits, sampling and initialisation: same seed, same run.")
     output_dir: str = Field("runs", description="Parent folder of run directories.")
     model: ModelConfig = Field(description="The base model.")
@@ -332,6 +333,7 @@ class RecipeConfig(Section):
     reward: RewardConfig = Field(default_factory=RewardConfig, description="Reward-model training (task: reward).")
     preference: PreferenceConfig = Field(default_factory=PreferenceConfig,
                                          description="Preference tuning (task: preference): the loss and its settings.")
+    grpo: GrpoConfig = Field(default_factory=GrpoConfig, description="Online RL (task: grpo): rewards and sampling.")
 
     @field_validator("method", mode="before")
     @classmethod
@@ -347,16 +349,21 @@ class RecipeConfig(Section):
         if shape != "classification" and self.data.labels is not None:
             raise ValueError(f"data.labels only applies to task: {' or '.join(tasks_with_shape('classification'))}")
         # Chats and preference pairs are rendered through the chat template.
-        chat_tasks = " or ".join(tasks_with_shape("chat", "preference"))
-        if shape not in ("chat", "preference") and (self.data.system_prompt is not None or self.data.chat_template):
+        chat_tasks = " or ".join(tasks_with_shape("chat", "preference", "prompt"))
+        if shape not in ("chat", "preference", "prompt") and (self.data.system_prompt is not None or self.data.chat_template):
             raise ValueError(f"data.system_prompt and data.chat_template only apply to task: {chat_tasks}")
         if shape != "chat" and self.data.loss_on != "all_answers":
             raise ValueError(f"data.loss_on only applies to task: {' or '.join(tasks_with_shape('chat'))}")
         if self.task != "reward" and self.reward.margin:
             raise ValueError("reward.margin only applies to task: reward")
-        changed = [k for k, f in PreferenceConfig.model_fields.items() if getattr(self.preference, k) != f.default]
-        if self.task != "preference" and changed:
-            raise ValueError(f"preference.{changed[0]} only applies to task: preference")
+        for task, section in (("preference", self.preference), ("grpo", self.grpo)):
+            changed = [k for k, f in type(section).model_fields.items()
+                       if getattr(section, k) != (f.default_factory() if f.default_factory else f.default)]
+            if self.task != task and changed:
+                raise ValueError(f"{task}.{changed[0]} only applies to task: {task}")
+        if self.task == "grpo" and not self.grpo.rewards:
+            raise ValueError("task: grpo needs grpo.rewards: at least one entry (regex, format, exact, length, "
+                             "reward_model or classifier)")
         if self.data.packing and shape not in ("chat", "text"):
             raise ValueError(f"data.packing only applies to task: {' or '.join(tasks_with_shape('chat', 'text'))}")
         if self.model.adapter_from and self.method.type not in ADAPTER_CONTINUABLE:

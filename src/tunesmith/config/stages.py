@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+import re
+
+from pydantic import Field, model_validator
 
 from tunesmith.config.section import Section
 
@@ -34,3 +36,45 @@ class PreferenceConfig(Section):
         "tokenized data) instead of a reference forward pass per batch: faster, and a full/freeze run keeps "
         "no frozen copy in memory. Always on for a run that continues an adapter (model.adapter_from): "
         "its reference is the starting policy.")
+
+
+class RewardEntry(Section):
+    type: Literal["regex", "format", "exact", "length", "reward_model", "classifier"] = Field(
+        description="regex (1 when pattern occurs in the answer), format (1 when the whole answer matches "
+        "pattern), exact (1 when the answer equals the row's reference answer), length (1 within "
+        "min_words..max_words, less outside), reward_model (a task: reward run's reward), classifier (a "
+        "classification run's probability of label).")
+    weight: float = Field(1.0, description="This entry's weight in the answer's reward (a weighted sum).")
+    pattern: str | None = Field(None, description="regex, format: a Python regular expression.")
+    min_words: int | None = Field(None, ge=0, description="length: the fewest words that score 1.")
+    max_words: int | None = Field(None, ge=1, description="length: the most words that score 1.")
+    run: str | None = Field(None, description="reward_model, classifier: the run directory (or its final/).")
+    label: str | None = Field(None, description="classifier: the label whose probability is the reward.")
+
+    @model_validator(mode="after")
+    def _fields_of_the_type(self):
+        needs = {"regex": ["pattern"], "format": ["pattern"], "reward_model": ["run"], "classifier": ["run", "label"]}
+        missing = [name for name in needs.get(self.type, []) if getattr(self, name) is None]
+        if missing:
+            raise ValueError(f"a {self.type} reward needs {' and '.join(missing)}")
+        if self.type == "length" and self.min_words is None and self.max_words is None:
+            raise ValueError("a length reward needs min_words or max_words")
+        if self.pattern is not None:
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern {self.pattern!r} is not a valid regular expression: {exc}") from None
+        return self
+
+
+class GrpoConfig(Section):
+    rewards: list[RewardEntry] = Field(default_factory=list, description="task: grpo -- what an answer earns: "
+                                       "a weighted sum of these entries (at least one).")
+    num_generations: int = Field(8, ge=2, description="Answers sampled per prompt (the group whose mean and "
+                                 "spread normalise the advantages).")
+    max_new_tokens: int = Field(48, ge=1, description="Longest sampled answer, in tokens.")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature of the answers.")
+    kl_beta: float = Field(0.0, ge=0, description="Weight of the KL penalty to the reference model (0: none, "
+                           "TRL's default; the reference is then not needed).")
+    epsilon: float = Field(0.2, gt=0, description="Clipping range of the probability ratio in the surrogate "
+                           "objective.")

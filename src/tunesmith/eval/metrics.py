@@ -72,6 +72,8 @@ METRICS: dict[str, Metric] = {
                                 "share of preference pairs whose chosen answer gets the higher reward (ties count "
                                 "as wrong, as in TRL); for unpaired (KTO) answers, of all (desirable, undesirable) "
                                 "twos"),
+    "mean_reward": Metric(lambda o: _mean(o["rewards"]), True,
+                          "mean reward (grpo.rewards) of the greedy answers to the held-out prompts"),
     "mean_margin": Metric(lambda o: _mean(o["chosen"]) - _mean(o["rejected"]), True,
                           "mean reward of the chosen (desirable) answers minus that of the rejected ones"),
 }

@@ -142,27 +142,10 @@ class PreferenceObjective:
 
     # ------------------------------------------------------------------ log-probs and losses
 
-    def answer_logps(self, model, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per row, the summed log-probability of its answer tokens and their count.
-
-        The LM head runs only where some row's next token is an answer token
-        (``logits_to_keep``), as in SFT; prompt-learning models predict from every position
-        after their virtual tokens."""
-        ids, answer = batch["input_ids"], batch["answer_mask"][:, 1:]
-        targets = ids[:, 1:]
-        if supports_logits_to_keep(model):
-            keep = batch.get("target_positions")
-            if keep is None:
-                keep = answer.any(0).nonzero().squeeze(1)
-            logits = model(input_ids=ids, attention_mask=batch["attention_mask"], logits_to_keep=keep,
-                           use_cache=False).logits
-            targets, answer = targets[:, keep], answer[:, keep]
-        else:
-            logits = model(input_ids=ids, attention_mask=batch["attention_mask"]).logits
-            logits = logits[:, -ids.shape[1] :][:, :-1]
-        token_logps = -F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1),
-                                       reduction="none").view_as(targets)
-        return (token_logps * answer).sum(1), answer.sum(1)
+    @staticmethod
+    def answer_logps(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per row, the summed log-probability of its answer tokens and their count (:func:`answer_logps`)."""
+        return answer_logps(model, batch)
 
     def reference_logps(self, model, batch) -> torch.Tensor:
         """Per row, the reference model's summed answer log-probability (no gradient)."""
@@ -273,6 +256,39 @@ class PreferenceObjective:
 
         return CausalLMObjective(self.tokenizer, self.max_length, self.system_prompt).answer(
             model, prompts, max_new_tokens, device)
+
+
+def answer_logps(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row of ``batch``, the summed log-probability of its answer tokens
+    (``answer_mask``) and their count (see :func:`answer_token_logps`)."""
+    token_logps, answer = answer_token_logps(model, batch)
+    return (token_logps * answer).sum(1), answer.sum(1)
+
+
+def answer_token_logps(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """The log-probability of each next token and the mask of those that are answer tokens,
+    over the positions where some row predicts an answer token.
+
+    The LM head runs only where some row's next token is an answer token
+    (``logits_to_keep``), as in SFT; prompt-learning models predict from every position
+    after their virtual tokens. ``position_ids``, when the batch has them (left-padded
+    prompts), are passed on."""
+    ids, answer = batch["input_ids"], batch["answer_mask"][:, 1:]
+    targets = ids[:, 1:]
+    extra = {"position_ids": batch["position_ids"]} if "position_ids" in batch else {}
+    if supports_logits_to_keep(model):
+        keep = batch.get("target_positions")
+        if keep is None:
+            keep = answer.any(0).nonzero().squeeze(1)
+        logits = model(input_ids=ids, attention_mask=batch["attention_mask"], logits_to_keep=keep,
+                       use_cache=False, **extra).logits
+        targets, answer = targets[:, keep], answer[:, keep]
+    else:
+        logits = model(input_ids=ids, attention_mask=batch["attention_mask"], **extra).logits
+        logits = logits[:, -ids.shape[1] :][:, :-1]
+    token_logps = -F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1),
+                                   reduction="none").view_as(targets)
+    return token_logps, answer
 
 
 def unpair(records: list[dict]) -> list[dict]:

@@ -19,7 +19,7 @@ class TaskSpec:
     """One training stage."""
 
     name: str
-    shape: str  # data shape the row validators read: classification | chat | text | preference
+    shape: str  # data shape the row validators read: classification | chat | text | preference | prompt
     head: str  # model class: "classification" (sequence classifier) or "causal_lm"
     make_objective: Callable  # (config, tokenizer, labels) -> objective
     metrics: tuple[str, ...]  # names in tunesmith.eval.metrics.METRICS, headline first
@@ -73,6 +73,13 @@ def _preference(config, tokenizer, labels):
                                config.data.on_overlength)
 
 
+def _grpo(config, tokenizer, labels):
+    from tunesmith.objectives.grpo import GrpoObjective
+
+    return GrpoObjective(tokenizer, config.data.max_length, config.grpo, config.data.system_prompt,
+                         config.data.on_overlength)
+
+
 TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (
     TaskSpec("classification", "classification", "classification", _classification,
              ("accuracy", "macro_f1", "eval_loss"), "a label per text (or text pair)"),
@@ -84,6 +91,8 @@ TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (
              "reward model: one score per answer, Bradley-Terry loss on chosen/rejected pairs"),
     TaskSpec("preference", "preference", "causal_lm", _preference, ("pairwise_accuracy", "mean_margin", "eval_loss"),
              "preference tuning of a chat model: DPO, IPO, ORPO, SimPO or KTO"),
+    TaskSpec("grpo", "prompt", "causal_lm", _grpo, ("mean_reward",),
+             "online RL (GRPO): sampled answers to prompts, scored by grpo.rewards"),
 )}
 
 

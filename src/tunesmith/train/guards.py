@@ -20,8 +20,11 @@ class GuardStop(TunesmithError):
 class HealthGuard:
     """Tracks recent accepted losses and recent skips for one run."""
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, spikes: bool = True):
         self.cfg = cfg
+        # False for an objective whose loss value says nothing about health (GRPO's surrogate
+        # swings around zero with each sample's advantages): only non-finite values count.
+        self.spikes = spikes
         self.history: deque[float] = deque(maxlen=cfg.window)
         self.skip_steps: deque[int] = deque()
 
@@ -33,7 +36,7 @@ class HealthGuard:
             return f"non-finite loss ({loss})"
         if not math.isfinite(grad_norm):
             return f"non-finite gradient norm ({grad_norm})"
-        if len(self.history) >= self.cfg.min_history:
+        if self.spikes and len(self.history) >= self.cfg.min_history:
             mean = statistics.fmean(self.history)
             std = statistics.pstdev(self.history)
             median = statistics.median(self.history)

@@ -62,7 +62,7 @@ def train(model, objective, features: list[dict], cfg, *, lr: float, seed: int, 
     # An objective whose features are not one token row (a reward model's pair) says how long one is.
     length = getattr(objective, "feature_length", lambda f: len(f["input_ids"]))
     order = EpochOrder(len(features), cfg, seed, [length(f) for f in features] if grouped else None)
-    guard = HealthGuard(cfg.guard)
+    guard = HealthGuard(cfg.guard, spikes=getattr(objective, "loss_spikes_are_trouble", True))
     restorer = Restorer(runner.unwrapped, runner.params, optimizer, scheduler, runner.scaler, hooks)
     saver = Checkpointer(run_dir, cfg, runner.unwrapped, optimizer, scheduler, runner.scaler, hooks, config_hash,
                          backend.is_main)

@@ -50,6 +50,9 @@ class StepRunner:
         """Forward and backward over this process's micro-batches of ``window``; clip the gradients."""
         device, cfg, objective = self.backend.device, self.cfg, self.objective
         batches = [objective.collate([features[i] for i in idx]) for idx in self.backend.shard(window)]
+        if hasattr(objective, "rollout"):
+            # An on-policy objective (GRPO) samples its answers first: they are what is counted and trained on.
+            batches = [objective.rollout(self.unwrapped, b) for b in batches]
         targets = max(self.backend.all_reduce_sum(sum(objective.count_targets(b) for b in batches)), 1)
         step_loss = torch.zeros((), device=device)
         tokens = samples = 0

@@ -1,11 +1,12 @@
-"""Where a preference run's reference model comes from, decided once before training.
+"""Where a preference or GRPO run's reference model comes from, decided once before training.
 
-- ``precompute_reference`` (and always for a run that continues an adapter, whose
-  reference is that starting policy): the starting model scores every answer once; the
+- ``precompute_reference`` (and always for a preference run that continues an adapter,
+  whose reference is that starting policy): the starting model scores every answer once; the
   log-probs ride in the features and are cached next to the tokenized data, keyed by
   the model that computed them, so a resumed or repeated run reads them back.
 - a PEFT method: nothing to do -- the policy with its adapters disabled is the base.
-- otherwise (full, freeze, BitFit, bottleneck adapters): a frozen copy of the starting model.
+- otherwise (full, freeze, BitFit, bottleneck adapters; a GRPO run that continues an
+  adapter, whose answers are sampled as it trains): a frozen copy of the starting model.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ def prepare_reference(objective, model, config, train_features: list[dict], eval
 
     if not getattr(objective, "uses_reference", False):
         return None
-    settings = config.preference
-    if settings.precompute_reference or config.model.adapter_from:
+    # Log-probs of fixed answers can be computed ahead; GRPO's answers are sampled as it trains.
+    can_precompute = hasattr(objective, "precompute_reference")
+    if can_precompute and (config.preference.precompute_reference or config.model.adapter_from):
         where = _cache_file(data_key, config) if data_key else None
         cached = _load(where, len(train_features), len(eval_features)) if where else None
         how = "cached"
@@ -48,7 +50,7 @@ def prepare_reference(objective, model, config, train_features: list[dict], eval
             for feature, ref in zip(features, refs):
                 feature["ref"] = list(ref)
         return how
-    if method_info(config.method.type).family == "peft":
+    if method_info(config.method.type).family == "peft" and not config.model.adapter_from:
         return "adapters disabled"
     objective.reference_model = copy.deepcopy(model).eval().requires_grad_(False)
     return "frozen copy"
