@@ -39,7 +39,7 @@ def test_sampled_answers_stop_at_the_stop_token_and_their_log_probs_match_one_by
         answer = row[width:][answer_mask[width:].bool()].tolist()
         assert stop not in answer[:-1]  # the mask ends at the first stop token, which it keeps
     # Each answer's log-probability with left padding and position ids equals the unpadded one.
-    logps, mask = answer_token_logps(model, sampled)
+    logps, mask, _ = answer_token_logps(model, sampled)
     summed = (logps * mask).sum(1)
     for i in range(8):
         keep = sampled["attention_mask"][i].bool()
@@ -93,9 +93,9 @@ def test_the_loss_is_the_advantage_weighted_log_prob_gradient_with_the_k3_kl(tin
             p.add_(0.01 * torch.randn_like(p))
     objective.reference_model = reference
     loss = objective.loss_sum(model, rolled)
-    logps, mask = answer_token_logps(model, rolled)
+    logps, mask, _ = answer_token_logps(model, rolled)
     with torch.no_grad():
-        ref, _ = answer_token_logps(reference, rolled)
+        ref, _, _ = answer_token_logps(reference, rolled)
     kl = torch.exp(ref - logps) - (ref - logps) - 1
     expected = ((-rolled["advantages"].unsqueeze(1) + 0.5 * kl) * mask).sum()
     assert float(loss) == pytest.approx(float(expected), rel=1e-5)

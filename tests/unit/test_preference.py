@@ -176,14 +176,19 @@ def test_a_frozen_reference_copy_is_used_when_there_are_no_adapters(models):
         assert not torch.allclose(ref, objective.answer_logps(moved, batch)[0])
 
 
-def test_padding_and_batch_composition_do_not_change_an_answers_log_prob(models):
+@pytest.mark.parametrize("padding_free", [False, True])
+def test_padding_packing_and_batch_composition_do_not_change_an_answers_log_prob(models, padding_free):
     policy, _, tokenizer = models
-    objective = PreferenceObjective(tokenizer, 128, PreferenceConfig(loss="dpo"))
+    objective = PreferenceObjective(tokenizer, 128, PreferenceConfig(loss="dpo"), padding_free=padding_free)
     features = objective.encode(PAIRS)
-    together, _ = objective.answer_logps(policy, objective.collate(features))
+    batch = objective.collate(features)
+    assert batch["input_ids"].shape[0] == (1 if padding_free else 6)
+    with torch.no_grad():
+        together, counts = objective.answer_logps(policy, batch)
     for i, pair in enumerate(PAIRS):
-        alone = _answer_logp(policy, tokenizer, pair["prompt"], pair["chosen"])[0]
-        assert float(together[i]) == pytest.approx(alone, abs=1e-4)
+        for j, key in ((i, "chosen"), (i + 3, "rejected")):
+            alone, n = _answer_logp(policy, tokenizer, pair["prompt"], pair[key])
+            assert float(together[j]) == pytest.approx(alone, abs=1e-4) and int(counts[j]) == n
 
 
 def test_a_long_prompt_loses_its_start_and_both_answers_stay_whole(models):

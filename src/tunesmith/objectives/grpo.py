@@ -166,17 +166,17 @@ class GrpoObjective:
     def loss_sum(self, model, batch) -> torch.Tensor:
         """The clipped surrogate (+ KL) summed over the answer tokens of the sampled rows."""
         s = self.settings
-        logps, mask = answer_token_logps(model, batch)
+        logps, mask, _ = answer_token_logps(model, batch)
         ratio = torch.exp(logps - logps.detach())  # 1: one update per sample (the old policy is this one)
         advantages = batch["advantages"].unsqueeze(1)
         per_token = -torch.min(ratio * advantages, ratio.clamp(1 - s.epsilon, 1 + s.epsilon) * advantages)
         if self.uses_reference:
             with torch.no_grad():
                 if self.reference_model is not None:
-                    ref, _ = answer_token_logps(self.reference_model, batch)
+                    ref, _, _ = answer_token_logps(self.reference_model, batch)
                 else:
                     with adapters_disabled(model):
-                        ref, _ = answer_token_logps(model, batch)
+                        ref, _, _ = answer_token_logps(model, batch)
             # k3 estimator of KL(policy || reference), per token (Schulman 2020; as in TRL).
             kl = torch.exp(ref - logps) - (ref - logps) - 1
             per_token = per_token + s.kl_beta * kl

@@ -37,8 +37,10 @@ class PreferenceObjective:
     task = "preference"
 
     def __init__(self, tokenizer, max_length: int, settings, system_prompt: str | None = None,
-                 overlength: str = "truncate"):
+                 overlength: str = "truncate", padding_free: bool = False):
         self.tokenizer = tokenizer
+        # Each micro-batch as one row of its answers back to back (see ``collate``).
+        self.padding_free = padding_free
         self.max_length = max_length
         self.settings = settings  # the recipe's preference section
         self.loss = settings.loss
@@ -106,22 +108,37 @@ class PreferenceObjective:
         """The two answers of a feature that share one batch: chosen/rejected, or KTO's answer and its KL partner."""
         return ("chosen", "rejected") if self.paired else ("completion", "kl_completion")
 
+    @property
+    def pads_batches(self) -> bool:
+        """Whether batches are padded (so grouping examples by length saves compute)."""
+        return not self.padding_free
+
     def collate(self, features: list[dict]) -> dict[str, torch.Tensor]:
         """Prompt + first answer for every feature, then prompt + second answer, right-padded;
-        ``answer_mask`` marks the answer tokens. Precomputed reference log-probs ride along."""
+        ``answer_mask`` marks the answer tokens. Precomputed reference log-probs ride along.
+
+        ``padding_free``: the rows are concatenated into one, with restarting position ids
+        (attention stays within each row) and ``segment_ids`` saying which row each token
+        belongs to: no compute is spent on padding, and the LM head runs on answer tokens only.
+        """
         first, second = self.answer_keys()
         rows = [f["prompt"] + f[first] for f in features] + [f["prompt"] + f[second] for f in features]
         starts = [len(f["prompt"]) for f in features] * 2
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        ids = pad_sequence([torch.tensor(r) for r in rows], batch_first=True, padding_value=pad)
-        mask = pad_sequence([torch.ones(len(r), dtype=torch.long) for r in rows], batch_first=True)
-        answer = mask.clone()
-        for i, start in enumerate(starts):
-            answer[i, :start] = 0
-        batch = {"input_ids": ids, "attention_mask": mask, "answer_mask": answer,
-                 # Positions whose next token is an answer token, found on the host (see answer_logps).
-                 "target_positions": answer[:, 1:].any(0).nonzero().squeeze(1),
-                 "num_examples": torch.tensor(len(features))}
+        if self.padding_free:
+            batch = _packed(rows, starts)
+        else:
+            pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+            ids = pad_sequence([torch.tensor(r) for r in rows], batch_first=True, padding_value=pad)
+            mask = pad_sequence([torch.ones(len(r), dtype=torch.long) for r in rows], batch_first=True)
+            answer = mask.clone()
+            for i, start in enumerate(starts):
+                answer[i, :start] = 0
+            batch = {"input_ids": ids, "attention_mask": mask, "answer_mask": answer}
+        answer = batch["answer_mask"]
+        batch.update({
+            # Positions whose next token is an answer token, found on the host (see answer_logps).
+            "target_positions": answer[:, 1:].any(0).nonzero().squeeze(1),
+            "num_examples": torch.tensor(len(features))})
         if not self.paired:
             batch["desirable"] = torch.tensor([bool(f["desirable"]) for f in features])
         if "ref" in features[0]:
@@ -171,7 +188,7 @@ class PreferenceObjective:
             ratios = sums - ref
             scores = ratios / counts.clamp(min=1) if losses.LENGTH_AVERAGED[self.loss] else ratios
         first, second = scores[:n], scores[n:]
-        stats: dict = {}
+        stats: dict = {"lengths": counts[:n].detach()}
         if self.loss == "dpo":
             per = losses.dpo(first, second, s.beta, s.label_smoothing)
         elif self.loss == "ipo":
@@ -205,7 +222,7 @@ class PreferenceObjective:
             self._note("rewards/accuracy", (chosen > rejected).float())
         if "kl" in stats:
             self._note("kl", torch.tensor([stats["kl"]]))
-        self._note("completion_length", batch["answer_mask"][: int(batch["num_examples"])].sum(1).float())
+        self._note("completion_length", stats["lengths"])
         return total
 
     def _note(self, name: str, values: torch.Tensor) -> None:
@@ -261,34 +278,63 @@ class PreferenceObjective:
 def answer_logps(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
     """Per row of ``batch``, the summed log-probability of its answer tokens
     (``answer_mask``) and their count (see :func:`answer_token_logps`)."""
-    token_logps, answer = answer_token_logps(model, batch)
-    return (token_logps * answer).sum(1), answer.sum(1)
+    token_logps, answer, keep = answer_token_logps(model, batch)
+    values = token_logps * answer
+    if "segment_ids" not in batch:
+        return values.sum(1), answer.sum(1)
+    # One packed row: each target's row is that of the token it predicts.
+    rows = batch["segment_ids"][:, 1:]
+    rows = (rows[:, keep] if keep is not None else rows).reshape(-1)
+    n = 2 * int(batch["num_examples"])
+    sums = torch.zeros(n, dtype=values.dtype, device=values.device).index_add_(0, rows, values.reshape(-1))
+    counts = torch.zeros(n, dtype=torch.long, device=values.device).index_add_(0, rows, answer.reshape(-1).long())
+    return sums, counts
 
 
-def answer_token_logps(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """The log-probability of each next token and the mask of those that are answer tokens,
-    over the positions where some row predicts an answer token.
+def answer_token_logps(model, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The log-probability of each next token, the mask of those that are answer tokens,
+    and the positions kept (None: all), over the positions where some row predicts an
+    answer token.
 
     The LM head runs only where some row's next token is an answer token
     (``logits_to_keep``), as in SFT; prompt-learning models predict from every position
     after their virtual tokens. ``position_ids``, when the batch has them (left-padded
-    prompts), are passed on."""
+    prompts; packed rows, which then go without an attention mask: transformers derives the
+    per-row block-diagonal mask from the restarting positions), are passed on."""
     ids, answer = batch["input_ids"], batch["answer_mask"][:, 1:]
     targets = ids[:, 1:]
-    extra = {"position_ids": batch["position_ids"]} if "position_ids" in batch else {}
+    inputs = {"input_ids": ids, "use_cache": False}
+    if "segment_ids" not in batch:
+        inputs["attention_mask"] = batch["attention_mask"]
+    if "position_ids" in batch:
+        inputs["position_ids"] = batch["position_ids"]
+    keep = None
     if supports_logits_to_keep(model):
         keep = batch.get("target_positions")
         if keep is None:
             keep = answer.any(0).nonzero().squeeze(1)
-        logits = model(input_ids=ids, attention_mask=batch["attention_mask"], logits_to_keep=keep,
-                       use_cache=False, **extra).logits
+        logits = model(**inputs, logits_to_keep=keep).logits
         targets, answer = targets[:, keep], answer[:, keep]
     else:
-        logits = model(input_ids=ids, attention_mask=batch["attention_mask"], **extra).logits
+        logits = model(**inputs).logits
         logits = logits[:, -ids.shape[1] :][:, :-1]
     token_logps = -F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1),
                                    reduction="none").view_as(targets)
-    return token_logps, answer
+    return token_logps, answer, keep
+
+
+def _packed(rows: list[list[int]], starts: list[int]) -> dict[str, torch.Tensor]:
+    """``rows`` back to back in one row: restarting positions, the answer mask (answers
+    start at ``starts``) and each token's row."""
+    ids, positions, answer, segments = [], [], [], []
+    for i, (row, start) in enumerate(zip(rows, starts)):
+        ids += row
+        positions += range(len(row))
+        answer += [0] * start + [1] * (len(row) - start)
+        segments += [i] * len(row)
+    as_row = lambda values: torch.tensor([values], dtype=torch.long)  # noqa: E731
+    return {"input_ids": as_row(ids), "attention_mask": torch.ones(1, len(ids), dtype=torch.long),
+            "answer_mask": as_row(answer), "position_ids": as_row(positions), "segment_ids": as_row(segments)}
 
 
 def unpair(records: list[dict]) -> list[dict]:

@@ -70,7 +70,7 @@ def _preference(config, tokenizer, labels):
     from tunesmith.objectives.preference import PreferenceObjective
 
     return PreferenceObjective(tokenizer, config.data.max_length, config.preference, config.data.system_prompt,
-                               config.data.on_overlength)
+                               config.data.on_overlength, padding_free=_padding_free(config))
 
 
 def _grpo(config, tokenizer, labels):
