@@ -5,8 +5,10 @@ Data: builtin:rt-review-ratings -- Rotten Tomatoes sentences rated -4..4 as answ
 review, rejected a disliked one), sentences of at most 30 words, shuffled with seed 42.
 Model builtin:smollm2-135m + LoRA (r=16, alpha=32, dropout 0 on q/k/v/o), beta 0.1,
 one epoch, batch 8, lr 5e-5 (linear decay, no warmup), max_length 128, both as
-conversational prompt/chosen/rejected rows through SmolLM2's chat template. Everything
-else is each system's default (TRL: gradient checkpointing off, dropout disabled).
+conversational prompt/chosen/rejected rows through SmolLM2's chat template, both in bf16
+autocast (TRL's default on a CPU; Tunesmith's default is fp32: ``--lever fp32:train.precision=fp32``).
+Everything else is each system's default (TRL: gradient checkpointing on, dropout
+disabled; Tunesmith: padding-free batches).
 
 First, the formula check: both systems compute the loss of one batch of 8 pairs on the
 same LoRA model whose adapter weights are random (not zero, so policy and reference
@@ -144,7 +146,7 @@ def recipe(data_dir: Path) -> dict:
         "method": {"type": "lora", "r": HYPER["r"], "alpha": HYPER["alpha"], "dropout": HYPER["dropout"],
                    "target_modules": TARGETS},
         "train": {"epochs": HYPER["epochs"], "batch_size": HYPER["batch_size"], "lr": HYPER["lr"],
-                  "warmup_ratio": 0.0, "scheduler": "linear", "eval_batch_size": 8},
+                  "warmup_ratio": 0.0, "scheduler": "linear", "eval_batch_size": 8, "precision": "bf16"},
         "preference": {"loss": "dpo", "beta": HYPER["beta"]},
     }
 
