@@ -22,6 +22,7 @@ from torch.nn.utils.rnn import pad_sequence
 from tunesmith.data.template import render_prompt, with_system_prompt
 from tunesmith.eval.generate import stop_token_ids
 from tunesmith.objectives.classification import handle_overlength
+from tunesmith.objectives.step_stats import StepStats
 from tunesmith.objectives.preference import adapters_disabled, answer_token_logps
 from tunesmith.objectives.rewards import build_rewards, total_rewards
 
@@ -51,7 +52,7 @@ class GrpoObjective:
         self.overlength_report: dict = {}
         self.reference_model = None  # a frozen copy for full/freeze runs with kl_beta > 0
         self._scorers = None
-        self._stats: dict[str, list[float]] = {}
+        self.step_stats = StepStats()
 
     @property
     def uses_reference(self) -> bool:
@@ -153,11 +154,11 @@ class GrpoObjective:
         rewards, means = self.score(batch, sampled.pop("answers"), k)
         groups = rewards.view(-1, k)
         advantages = (groups - groups.mean(1, keepdim=True)) / (groups.std(1, keepdim=True) + 1e-4)
-        self._note("reward", rewards.tolist())
-        self._note("reward_std", groups.std(1).tolist())
-        self._note("completion_length", sampled["answer_mask"].sum(1).float().tolist())
+        self.step_stats.note("reward", rewards.tolist())
+        self.step_stats.note("reward_std", groups.std(1).tolist())
+        self.step_stats.note("completion_length", sampled["answer_mask"].sum(1).float().tolist())
         for name, value in means.items():
-            self._note(name, [value])
+            self.step_stats.note(name, [value])
         return {**sampled, "advantages": advantages.view(-1).float().to(device),
                 "num_examples": torch.tensor(groups.numel())}
 
@@ -180,17 +181,12 @@ class GrpoObjective:
             # k3 estimator of KL(policy || reference), per token (Schulman 2020; as in TRL).
             kl = torch.exp(ref - logps) - (ref - logps) - 1
             per_token = per_token + s.kl_beta * kl
-            self._note("kl", [float((kl * mask).sum() / mask.sum().clamp(min=1))])
+            self.step_stats.note("kl", [float((kl * mask).sum() / mask.sum().clamp(min=1))])
         return (per_token * mask).sum()
-
-    def _note(self, name: str, values: list[float]) -> None:
-        self._stats.setdefault(name, []).extend(values)
 
     def drain_stats(self) -> dict:
         """Means of the sampled rewards, their group spread, answer lengths and KL since the last call."""
-        out = {name: sum(v) / len(v) for name, v in self._stats.items() if v}
-        self._stats = {}
-        return out
+        return self.step_stats.drain()
 
     # ------------------------------------------------------------------ evaluation
 

@@ -29,6 +29,7 @@ from tunesmith.data.preference_rows import require_pairs
 from tunesmith.objectives import preference_losses as losses
 from tunesmith.objectives.causal_lm import supports_logits_to_keep
 from tunesmith.objectives.classification import handle_overlength
+from tunesmith.objectives.step_stats import StepStats
 
 
 class PreferenceObjective:
@@ -48,7 +49,7 @@ class PreferenceObjective:
         self.overlength = overlength
         self.overlength_report: dict = {}
         self.reference_model = None  # a frozen copy, when the policy cannot switch its adapters off
-        self._stats: dict[str, list[float]] = {}
+        self.step_stats = StepStats()
 
     @property
     def uses_reference(self) -> bool:
@@ -215,25 +216,19 @@ class PreferenceObjective:
         implicit rewards are kept for the next metrics line."""
         total, stats = self.loss_terms(model, batch)
         chosen, rejected = stats["rewards"]
-        self._note("rewards/chosen", chosen)
-        self._note("rewards/rejected", rejected)
+        self.step_stats.note("rewards/chosen", chosen)
+        self.step_stats.note("rewards/rejected", rejected)
         if self.paired:
-            self._note("rewards/margin", chosen - rejected)
-            self._note("rewards/accuracy", (chosen > rejected).float())
+            self.step_stats.note("rewards/margin", chosen - rejected)
+            self.step_stats.note("rewards/accuracy", (chosen > rejected).float())
         if "kl" in stats:
-            self._note("kl", torch.tensor([stats["kl"]]))
-        self._note("completion_length", stats["lengths"])
+            self.step_stats.note("kl", torch.tensor([stats["kl"]]))
+        self.step_stats.note("completion_length", stats["lengths"])
         return total
-
-    def _note(self, name: str, values: torch.Tensor) -> None:
-        if values.numel():
-            self._stats.setdefault(name, []).extend(values.float().cpu().tolist())
 
     def drain_stats(self) -> dict:
         """Means of the training batches' rewards, margins and accuracy since the last call."""
-        out = {name: sum(v) / len(v) for name, v in self._stats.items() if v}
-        self._stats = {}
-        return out
+        return self.step_stats.drain()
 
     # ------------------------------------------------------------------ evaluation
 
