@@ -46,8 +46,28 @@ def _assert_chat(rec: dict) -> None:
 
 def test_builtin_table_shapes():
     for name, (shape, loader, description) in BUILTIN_DATASETS.items():
-        assert shape in ("classification", "chat"), name
+        assert shape in ("classification", "chat", "preference"), name
         assert callable(loader) and description
+
+
+def test_rt_review_ratings_are_rated_answers_that_pair_by_gap():
+    from tunesmith.config.schema import DataConfig
+    from tunesmith.data.pipeline import prepare_data
+
+    recs = load_records("builtin:rt-review-ratings", "preference")
+    assert len(recs) == 10605
+    assert {r["prompt"] for r in recs} == {"Write a one-sentence movie review."}
+    assert all(-4 <= r["score"] <= 4 for r in recs)
+    scores: dict[str, list[float]] = {}
+    for r in recs:  # two sentences occur twice in the source, with their own ratings
+        scores.setdefault(r["response"], []).append(r["score"])
+    data = prepare_data(DataConfig(train=["builtin:rt-review-ratings"], min_gap=3.0, eval_size=0.1), "preference",
+                        seed=0)
+    pairs = data.train + data.eval
+    assert 5000 < len(pairs) <= len(recs)
+    assert all(p["score_gap"] >= 3.0 - 1e-9 for p in pairs)  # the ratings are rounded floats
+    assert all(max(scores[p["chosen"]]) - min(scores[p["rejected"]]) >= 3.0 - 1e-9 for p in pairs)
+    assert data.info["pairs_made"]["builtin:rt-review-ratings"]["pairs_from_ratings"] == len(pairs)
 
 
 def test_rt_snippets_counts_and_known_label():
