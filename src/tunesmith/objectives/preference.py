@@ -182,12 +182,9 @@ class PreferenceObjective:
         s = self.settings
         sums, counts = self.answer_logps(model, batch)
         n = int(batch["num_examples"])
-        averaged = sums / counts.clamp(min=1)
-        scores = averaged if losses.LENGTH_AVERAGED[self.loss] else sums
-        if self.uses_reference:
-            ref = self.reference_logps(model, batch)
-            ratios = sums - ref
-            scores = ratios / counts.clamp(min=1) if losses.LENGTH_AVERAGED[self.loss] else ratios
+        # The log-ratio over the reference where the loss has one, else the policy's log-prob.
+        logps = sums - self.reference_logps(model, batch) if self.uses_reference else sums
+        scores = logps / counts.clamp(min=1) if losses.LENGTH_AVERAGED[self.loss] else logps
         first, second = scores[:n], scores[n:]
         stats: dict = {"lengths": counts[:n].detach()}
         if self.loss == "dpo":
