@@ -27,6 +27,7 @@ from tunesmith.methods.saved import continue_adapter, save_trained
 from tunesmith.models.load import load_model, load_tokenizer, resolve_model_source
 from tunesmith.models.quantize import four_bit_config, quantization_settings
 from tunesmith.objectives.reference_model import prepare_reference
+from tunesmith.objectives.rejections import generate_rejections
 from tunesmith.objectives.tasks import task_spec
 from tunesmith.modelcard import portable_adapter_config, write_model_card
 from tunesmith.rundir import RunDir, has_model_meta, read_model_meta, resolve_run_dir, write_model_meta
@@ -141,7 +142,8 @@ def _run(config: RecipeConfig, run: RunDir, backend: Backend, summary: dict, bas
     if config.data.chat_template:
         # Set on the tokenizer, so final/ saves it and serving renders chats the same way.
         tokenizer.chat_template = resolve_template(config.data.chat_template, base_dir)
-    data, objective, train_features, eval_features = prepare_features(config, base_dir, tokenizer, summary, log)
+    data, objective, train_features, eval_features = prepare_features(config, base_dir, tokenizer, summary, log,
+                                                                      show_progress, backend.device)
     if data.rejects and config.data.on_error == "quarantine":
         run.write_rows("rejects", data.rejects)
 
@@ -276,9 +278,11 @@ def make_objective(config: RecipeConfig, tokenizer, labels):
     return task_spec(config.task).make_objective(config, tokenizer, labels)
 
 
-def prepare_features(config: RecipeConfig, base_dir, tokenizer, summary: dict, log):
+def prepare_features(config: RecipeConfig, base_dir, tokenizer, summary: dict, log, show_progress: bool = True,
+                     device="cpu"):
     """The data stage and tokenization, from the cache when the same inputs were prepared
-    before: returns ``(data, objective, train_features, eval_features)``."""
+    before: returns ``(data, objective, train_features, eval_features)``. ``device``: where
+    the starting model writes generated rejections (``data.generate_rejected``)."""
     started = time.perf_counter()
     key = data_cache.fingerprint(config, base_dir, tokenizer) if config.data.cache else None
     cached = data_cache.load(key) if key else None
@@ -290,8 +294,10 @@ def prepare_features(config: RecipeConfig, base_dir, tokenizer, summary: dict, l
     else:
         data = prepare_data(config.data, task_spec(config.task).shape, config.seed, base_dir)
         log(f"data: {len(data.train)} train / {len(data.eval)} eval rows")
-        objective = make_objective(config, tokenizer, data.labels)
         extra = {}
+        if config.data.generate_rejected is not None:
+            extra["rejections"] = generate_rejections(data, config, tokenizer, device, log, show_progress)
+        objective = make_objective(config, tokenizer, data.labels)
         train_features = objective.encode(data.train)
         extra["overlength_train"] = objective.overlength_report
         # Eval rows are truncated rather than dropped: predictions.jsonl pairs them with eval_set.jsonl.

@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 
 from tests.conftest import copy_as_crashed_after
 from tunesmith.cli import main
+from tunesmith.jsonl import write_jsonl
 from tunesmith.config.schema import GuardConfig, LoraMethod, PreferenceConfig, TrainConfig
 from tunesmith.methods import apply_method
 from tunesmith.models.load import load_model
@@ -102,3 +103,45 @@ def test_the_guard_skips_a_nan_preference_loss_and_training_goes_on(tmp_path, ti
     assert stats.skipped_batches == 1
     losses = [r["loss"] for r in _lines(tmp_path / "metrics.jsonl")]
     assert all(math.isfinite(v) for v in losses) and sum(losses[-5:]) / 5 < losses[0] - 0.1
+
+
+def test_on_policy_rejections_are_written_by_the_starting_model_and_dpo_learns_from_them(tmp_path, tiny_llama_dir):
+    recipe = write_preference_recipe(tmp_path, tiny_llama_dir, "dpo")
+    given = preference_rows(40, seed=2)
+    # Train rows come with good answers only; half the eval rows keep their own rejected answer.
+    write_jsonl(tmp_path / "pairs.jsonl", [{"prompt": r["prompt"], "chosen": r["chosen"]}
+                                           for r in preference_rows(120, seed=1)])
+    write_jsonl(tmp_path / "pairs_eval.jsonl", [r if i % 2 else {"prompt": r["prompt"], "chosen": r["chosen"]}
+                                                for i, r in enumerate(given)])
+    args = ["--set", "data.generate_rejected.max_new_tokens=8"]
+    run_dir = tmp_path / "runs" / "tiny-dpo"
+    assert main(["train", str(recipe), *args]) == 0
+    summary = json.loads((run_dir / "summary.json").read_text())
+    info = summary["data"]["rejections"]
+    assert info["rows"] == 140 and info["kept"] + info["empty"] + info["same_as_chosen"] == 140
+    assert info["kept"] >= 130
+    held_out = _lines(run_dir / "eval_set.jsonl")
+    kept_own = [r for r in held_out if r["rejected"] in {g["rejected"] for g in given}]
+    assert len(kept_own) == 20  # the rows that had a rejected answer kept it
+    generated = [r["rejected"] for r in held_out if r not in kept_own]
+    # Sampled, so one prompt repeated across rows gets different answers.
+    assert len(generated) >= 18 and len(set(generated)) >= len(generated) - 2
+    # The generated answers are what the starting model samples: the same recipe again
+    # (new run, same starting model) reads them from the data cache, and they are equal.
+    again = tmp_path / "again"
+    assert main(["train", str(recipe), *args, "--output-dir", str(again), "--set", "train.max_steps=1"]) == 0
+    assert json.loads((again / "summary.json").read_text())["data"]["cache"]["hit"] is True
+    assert _lines(again / "eval_set.jsonl") == held_out
+    # And DPO learns to prefer the chosen answers over the model's own.
+    before, after = summary["eval_before"], summary["eval_after"]
+    assert after["pairwise_accuracy"] >= 0.8 and after["eval_loss"] < before["eval_loss"]
+
+
+def test_a_pair_without_its_rejected_answer_is_named_unless_rejections_are_generated(tmp_path, tiny_llama_dir, capsys):
+    recipe = write_preference_recipe(tmp_path, tiny_llama_dir, "dpo")
+    rows = preference_rows(120, seed=1)
+    del rows[6]["rejected"]
+    write_jsonl(tmp_path / "pairs.jsonl", rows)
+    assert main(["train", str(recipe)]) != 0
+    err = capsys.readouterr().err
+    assert "line 7" in err and "'rejected' is missing" in err

@@ -13,7 +13,7 @@ from pydantic import Field, field_validator, model_validator
 
 from tunesmith.config.methods import LoraMethod, Method, default_lr, method_info
 from tunesmith.config.section import Section, looks_like_import_path
-from tunesmith.config.stages import GrpoConfig, PreferenceConfig, RewardConfig  # noqa: F401 (re-exported)
+from tunesmith.config.stages import GrpoConfig, PreferenceConfig, RejectionConfig, RewardConfig  # noqa: F401 (re-exported)
 from tunesmith.objectives.tasks import TASKS, task_spec, tasks_with_shape
 
 # Methods whose saved adapter has the shape of a freshly built one (PiSSA saves rank 2r,
@@ -167,6 +167,10 @@ class DataConfig(Section):
         "the rows named. Counted in the summary either way.")
     min_gap: float = Field(1.0, ge=0, description="Preference rows given as ratings (prompt/response/score): "
                            "two answers to the same prompt make a pair when their scores differ by at least this.")
+    generate_rejected: RejectionConfig | None = Field(
+        None, description="Preference rows given as prompt/chosen only: the starting model (model.name, or "
+        "model.adapter_from's policy) writes each row's rejected answer (on-policy rejections). Rows that have "
+        "a rejected answer keep it. Cached with the tokenized data.")
     clean: CleanConfig | None = Field(None, description="Text cleaning steps (absent: the text is used as read).")
     augment: AugmentConfig | None = Field(
         None, description="Augment the training rows (after the split; eval never is). Each new row is marked "
@@ -352,6 +356,8 @@ class RecipeConfig(Section):
         chat_tasks = " or ".join(tasks_with_shape("chat", "preference", "prompt"))
         if shape not in ("chat", "preference", "prompt") and (self.data.system_prompt is not None or self.data.chat_template):
             raise ValueError(f"data.system_prompt and data.chat_template only apply to task: {chat_tasks}")
+        if shape != "preference" and self.data.generate_rejected is not None:
+            raise ValueError(f"data.generate_rejected only applies to task: {' or '.join(tasks_with_shape('preference'))}")
         if shape != "chat" and self.data.loss_on != "all_answers":
             raise ValueError(f"data.loss_on only applies to task: {' or '.join(tasks_with_shape('chat'))}")
         if self.task != "reward" and self.reward.margin:

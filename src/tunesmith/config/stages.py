@@ -11,6 +11,16 @@ from pydantic import Field, model_validator
 from tunesmith.config.section import Section
 
 
+class RejectionConfig(Section):
+    """data.generate_rejected: on-policy rejections written by the starting model."""
+
+    max_new_tokens: int = Field(64, ge=1, description="Longest generated rejection, in tokens.")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature (sampled, seeded by the recipe's "
+                               "seed, so prompts repeated across rows get different answers).")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling: keep the smallest set of tokens whose "
+                         "probability reaches this.")
+
+
 class RewardConfig(Section):
     margin: float = Field(0.0, description="task: reward -- the Bradley-Terry loss is -log sigmoid(r_chosen - "
                           "r_rejected - margin): a positive margin asks chosen to win by at least that much.")

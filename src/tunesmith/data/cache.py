@@ -58,8 +58,21 @@ def fingerprint(config, base_dir: Path | None, tokenizer) -> str:
         "data": data.model_dump(mode="json"),
         "sources": [_source_digest(s, base_dir) for s in sources],
         "tokenizer": tokenizer_digest(tokenizer),
+        # Generated rejections (data.generate_rejected) are the starting model's answers.
+        "policy": starting_model_key(config) if data.generate_rejected is not None else None,
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def starting_model_key(config) -> dict:
+    """What identifies the model a run starts from (name, dtype, precision, and the
+    digest of ``model.adapter_from``'s adapter): the key of what that model computed
+    ahead of training -- reference log-probs, generated rejections."""
+    key = {"name": config.model.name, "dtype": config.model.dtype, "precision": config.train.precision,
+           "eval_batch_size": config.train.eval_batch_size}
+    if config.model.adapter_from:
+        key["adapter"] = digest_tree(Path(config.model.adapter_from))
+    return key
 
 
 def cache_dir(key: str) -> Path:

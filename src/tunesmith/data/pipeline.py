@@ -36,7 +36,8 @@ def _read(sources, cfg, shape: str, base_dir: Path | None, rejects: list[dict],
                                  cfg.group_field if cfg.split_by == "group" else None) if f)
         rows = load_records(source.path, shape, base_dir=base_dir, text_field=cfg.text_field,
                             label_field=cfg.label_field, on_error=cfg.on_error, rejects=bad, keep_fields=keep,
-                            text_delimiter=cfg.text_delimiter, messages_field=cfg.messages_field)
+                            text_delimiter=cfg.text_delimiter, messages_field=cfg.messages_field,
+                            rejected_optional=cfg.generate_rejected is not None)
         if shape == "classification" and cfg.labels and cfg.on_error != "raise":
             # With a given label set, a row with another label is an invalid row like any other.
             rows = _reject_unknown_labels(rows, cfg.labels, bad)

@@ -1,6 +1,7 @@
 """Preference rows in their four forms, validated row by row, and turned into pairs.
 
-- a pair: ``prompt``/``chosen``/``rejected``;
+- a pair: ``prompt``/``chosen``/``rejected`` (with ``data.generate_rejected``, ``rejected``
+  may be left out: the starting model writes it, see ``objectives/rejections.py``);
 - an unpaired judgement (KTO): ``prompt``/``completion``/``label`` (true = thumbs up);
 - a ranked list: ``prompt``/``responses``, best first -- every ordered two of it is a pair;
 - a rating: ``prompt``/``response``/``score`` -- answers to the same prompt are paired
@@ -21,9 +22,10 @@ FORMS = "prompt/chosen/rejected, prompt/completion/label, prompt/responses (rank
         "prompt/response/score"
 
 
-def preference_record(row: Row, errors) -> dict | None:
+def preference_record(row: Row, errors, rejected_optional: bool = False) -> dict | None:
     """The validated record of one preference row, in whichever form it comes; None with
-    every problem reported (naming the field) when it is invalid."""
+    every problem reported (naming the field) when it is invalid. ``rejected_optional``:
+    a pair may come without its rejected answer (one is generated later)."""
     from tunesmith.data.validate import type_name
 
     obj = row.value
@@ -36,7 +38,7 @@ def preference_record(row: Row, errors) -> dict | None:
         return _ranked(obj, row, errors)
     if "response" in obj or "score" in obj:
         return _rated(obj, row, errors)
-    return _pair(obj, row, errors)
+    return _pair(obj, row, errors, rejected_optional)
 
 
 def _text(obj: dict, key: str, row: Row, errors, value=None):
@@ -60,11 +62,12 @@ def _text(obj: dict, key: str, row: Row, errors, value=None):
     return None
 
 
-def _pair(obj: dict, row: Row, errors) -> dict | None:
-    out = {key: _text(obj, key, row, errors) for key in ("prompt", "chosen", "rejected")}
+def _pair(obj: dict, row: Row, errors, rejected_optional: bool = False) -> dict | None:
+    keys = ("prompt", "chosen") if rejected_optional and obj.get("rejected") is None else ("prompt", "chosen", "rejected")
+    out = {key: _text(obj, key, row, errors) for key in keys}
     if any(v is None for v in out.values()):
         return None
-    if out["chosen"] == out["rejected"]:
+    if out["chosen"] == out.get("rejected"):
         errors.add(row.where, "field 'rejected' is the same as 'chosen', so the pair teaches nothing")
         return None
     return out

@@ -40,7 +40,7 @@ def _builtin_list() -> str:
 def load_records(spec: str, shape: str, *, base_dir: Path | None = None, text_field: str = "text",
                  label_field: str = "label", on_error: str = "raise", rejects: list | None = None,
                  keep_fields: tuple[str, ...] = (), text_delimiter: str | None = None,
-                 messages_field: str = "messages") -> list[dict]:
+                 messages_field: str = "messages", rejected_optional: bool = False) -> list[dict]:
     """Load and validate the dataset named by ``spec`` as ``shape`` records.
 
     shape is "classification" or "chat". spec is "builtin:<name>" or a file path
@@ -49,7 +49,9 @@ def load_records(spec: str, shape: str, *, base_dir: Path | None = None, text_fi
     of a local classification file; builtins are already in record form.
 
     ``keep_fields`` are extra columns every row must have and the records keep (e.g. a
-    timestamp or group id to split by). ``on_error`` is "raise" (any invalid row is an error), or "drop"/"quarantine": invalid
+    timestamp or group id to split by). ``rejected_optional``: preference pairs may come
+    without their rejected answer (``data.generate_rejected`` writes one). ``on_error`` is
+    "raise" (any invalid row is an error), or "drop"/"quarantine": invalid
     rows are left out and appended to ``rejects`` (one dict each: source, line, fields,
     reasons, the raw row).
 
@@ -104,7 +106,7 @@ def load_records(spec: str, shape: str, *, base_dir: Path | None = None, text_fi
                         "datasets' save_to_disk.", f"Point to one {'/'.join(SUPPORTED_EXTENSIONS)} file, or such a folder.")
     records, bad = load_file(path, spec if spec == str(path) else f"{spec} ({path})", shape,
                              text_field, label_field, on_error, tuple(keep_fields), text_delimiter, split,
-                             messages_field)
+                             messages_field, rejected_optional)
     if rejects is not None:
         rejects.extend(bad)
     return records

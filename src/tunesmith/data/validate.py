@@ -230,8 +230,10 @@ def _keep_fields(rec: dict, row: Row, names: tuple[str, ...], errors: RowErrors)
 
 def load_file(path: Path, display: str, shape: str, text_field: str = "text", label_field: str = "label",
               on_error: str = "raise", keep_fields: tuple[str, ...] = (), text_delimiter: str | None = None,
-              split: str | None = None, messages_field: str = "messages") -> tuple[list[dict], list[dict]]:
-    """Read and validate one local file: returns ``(records, rejects)``.
+              split: str | None = None, messages_field: str = "messages",
+              rejected_optional: bool = False) -> tuple[list[dict], list[dict]]:
+    """Read and validate one local file: returns ``(records, rejects)``. ``rejected_optional``:
+    preference pairs may leave out their rejected answer (``data.generate_rejected``).
 
     Raises:
         DataError: an unreadable or empty file, columns missing from every row, or (with
@@ -258,7 +260,7 @@ def load_file(path: Path, display: str, shape: str, text_field: str = "text", la
         elif shape == "text":
             rec = _text_record(row, errors, text_field)
         elif shape == "preference":
-            rec = preference_record(row, errors)
+            rec = preference_record(row, errors, rejected_optional)
         else:  # chat, or prompt: chat rows whose answer (the reference) may be missing
             rec = chat_record(row, errors, from_csv=header is not None, messages_field=messages_field,
                               require_assistant=shape != "prompt")

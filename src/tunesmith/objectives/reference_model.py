@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from tunesmith.data import cache as data_cache
-from tunesmith.storage import atomic_write_bytes, digest_tree
+from tunesmith.storage import atomic_write_bytes
 
 
 def prepare_reference(objective, model, config, train_features: list[dict], eval_features: list[dict],
@@ -58,9 +58,7 @@ def prepare_reference(objective, model, config, train_features: list[dict], eval
 
 def _cache_file(data_key: str, config) -> Path:
     """The reference cache of this data, keyed by the model that computes it."""
-    model = {"name": config.model.name, "dtype": config.model.dtype, "precision": config.train.precision}
-    if config.model.adapter_from:
-        model["adapter"] = digest_tree(Path(config.model.adapter_from))
+    model = data_cache.starting_model_key(config)
     digest = hashlib.sha256(json.dumps(model, sort_keys=True).encode()).hexdigest()[:16]
     return data_cache.cache_dir(data_key) / f"reference-{digest}.npz"
 
