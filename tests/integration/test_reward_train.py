@@ -58,14 +58,11 @@ def test_a_reward_model_learns_separable_pairs_and_reloads_with_plain_transforme
         with torch.no_grad():
             assert float(model(input_ids=ids).logits[0, 0]) == pytest.approx(reward, abs=1e-3)
 
-    # Tunesmith's own loader gives the same one-output model; tunesmith eval refuses it by name.
+    # Tunesmith's own loader gives the same one-output model.
     from tunesmith.methods.saved import load_trained
 
     loaded, _, _ = load_trained(run_dir / "final")
     assert loaded.config.num_labels == 1 and loaded.config.id2label == {0: "reward"}
-    capsys.readouterr()
-    assert main(["eval", str(run_dir)]) == 2
-    assert f"{run_dir} is a reward model" in capsys.readouterr().err
 
     # The server scores with it: POST /v1/score gives the rewards the objective computes,
     # batched across requests; /v1/classify sends the caller to /v1/score.
@@ -116,3 +113,49 @@ def test_a_reward_run_resumes_exactly(reward_recipe, tmp_path):
     ref = load_file(reference / "final" / "adapter_model.safetensors")
     got = load_file(run / "final" / "adapter_model.safetensors")
     assert ref.keys() == got.keys() and all(torch.equal(ref[k], got[k]) for k in ref)
+
+
+def test_tunesmith_eval_scores_a_reward_model_on_pairs_with_intervals(reward_recipe, tmp_path, capsys):
+    assert main(["train", str(reward_recipe)]) == 0
+    run_dir = reward_recipe.parent / "runs" / "tiny-reward"
+    after = json.loads((run_dir / "summary.json").read_text())["eval_after"]
+    out = tmp_path / "eval"
+    assert main(["eval", str(run_dir), "--out", str(out), "--no-progress"]) == 0
+    result = json.loads((out / "metrics.json").read_text())
+    assert result["task"] == "reward" and result["rows"] == 40
+    metrics = result["metrics"]
+    # The held-out pairs score as in training (the same rendering, the same rewards).
+    assert metrics["pairwise_accuracy"]["value"] == after["pairwise_accuracy"]
+    assert metrics["mean_margin"]["value"] == pytest.approx(after["mean_margin"], abs=1e-4)
+    assert metrics["eval_loss"]["value"] == pytest.approx(after["eval_loss"], abs=1e-4)
+    low, high = metrics["mean_margin"]["ci95"]
+    assert low < metrics["mean_margin"]["value"] < high
+    predictions = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    trained = [json.loads(line) for line in (run_dir / "rewards.jsonl").read_text().splitlines()]
+    assert [p["margin"] for p in predictions] == pytest.approx(
+        [r["chosen_after"] - r["rejected_after"] for r in trained], abs=1e-4)
+    assert metrics["mean_chosen"]["value"] - metrics["mean_rejected"]["value"] == pytest.approx(
+        metrics["mean_margin"]["value"])
+    assert (out / "rewards.png").stat().st_size > 10_000 and "Pairs (first 30)" in (out / "report.html").read_text()
+
+    # Against the base model (its new, untrained reward head) on ratings, paired into pairs
+    # as in training: the difference is the two accuracies' difference, with an interval.
+    ratings = [{"prompt": "write a one-sentence movie review.", "response": r[side], "score": score}
+               for r in preference_rows(30, seed=9) for side, score in (("chosen", 5), ("rejected", 1))]
+    from tunesmith.jsonl import write_jsonl
+
+    write_jsonl(tmp_path / "ratings.jsonl", ratings)
+    against = tmp_path / "against"
+    assert main(["eval", str(run_dir), "--data", str(tmp_path / "ratings.jsonl"), "--against", "base",
+                 "--out", str(against), "--no-progress"]) == 0
+    result = json.loads((against / "metrics.json").read_text())
+    assert result["rows"] == 30
+    own, base = result["metrics"]["pairwise_accuracy"]["value"], result["against_metrics"]["pairwise_accuracy"]["value"]
+    assert own >= 0.9 and result["deltas"]["pairwise_accuracy"]["delta"] == pytest.approx(own - base)
+    first = json.loads((against / "predictions.jsonl").read_text().splitlines()[0])
+    assert {"against_margin", "against_reward_chosen", "against_correct"} <= set(first)
+
+    # Generation metrics are refused by name before any model loads.
+    capsys.readouterr()
+    assert main(["eval", str(run_dir), "--metrics", "bleu", "--out", str(tmp_path / "x")]) == 2
+    assert "Unknown metric(s) bleu for a reward model" in capsys.readouterr().err

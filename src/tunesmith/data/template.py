@@ -143,7 +143,7 @@ def answer_ids(tokenizer, prompt, answer, system_prompt: str | None = None) -> t
             head = ""
         return (tokenizer(head, add_special_tokens=False)["input_ids"],
                 tokenizer(whole[len(head) :], add_special_tokens=False)["input_ids"])
-    pair = tokenizer(_as_text(prompt), _as_text(answer))
+    pair = tokenizer(as_text(prompt), as_text(answer))
     ids, segments = pair["input_ids"], pair.get("token_type_ids")
     # The answer is the second segment: it starts where the segment ids turn to 1.
     start = segments.index(1) if segments and 1 in segments else len(ids) // 2
@@ -163,6 +163,6 @@ def _as_messages(value, role: str) -> list[dict]:
     return value if isinstance(value, list) else [{"role": role, "content": value}]
 
 
-def _as_text(value) -> str:
+def as_text(value) -> str:
     """A message list as plain text (encoder models have no chat template)."""
     return value if isinstance(value, str) else "\n".join(m["content"] for m in value)

@@ -3,7 +3,8 @@
 Generation: a metric table (value and 95% interval, the second model's, the difference
 with its interval and p-value), then prompts with reference and answers. Classification:
 the same table, per-class scores, the confusion matrix, the reliability diagram and the
-most frequent confusions with example texts.
+most frequent confusions with example texts. Reward models: the table, the reward
+distributions and the pairs with their rewards and margins.
 """
 
 from __future__ import annotations
@@ -89,6 +90,27 @@ def _classification(out: Path, own: dict) -> str:
     return "".join(parts)
 
 
+def _pairs(out: Path, own: dict, theirs: dict | None, limit: int = 30) -> str:
+    """A reward model's pairs: both rewards and the margin (and the second model's margin)."""
+    parts = []
+    if (out / "rewards.png").is_file():
+        parts.append('<h2 id="rewards">Reward distributions</h2><p>Chosen and rejected rewards should lie apart; '
+                     'pairs below the line are ranked the wrong way.</p><img src="rewards.png" alt="rewards">')
+    other = {p["id"]: p for p in (theirs or {}).get("predictions", [])}
+    rows = []
+    for p in own["predictions"][:limit]:
+        row = [esc(p["prompt"]), esc(p["chosen"]), esc(p["rejected"]), _num(p["reward_chosen"], 3),
+               _num(p["reward_rejected"], 3), _num(p["margin"], 3)]
+        if theirs is not None:
+            row.append(_num(other.get(p["id"], {}).get("margin"), 3))
+        rows.append(row)
+    header = ["prompt", "chosen", "rejected", "reward (chosen)", "reward (rejected)", "margin"] + \
+        (["margin (against)"] if theirs is not None else [])
+    parts.append(f'<h2 id="pairs">Pairs (first {min(limit, len(own["predictions"]))})</h2>'
+                 + _table(header, rows, set(range(3, len(header)))))
+    return "".join(parts)
+
+
 def write_eval_report(out: Path, result: dict, own: dict, theirs: dict | None) -> Path:
     """Write ``out/report.html`` for a ``tunesmith eval`` result."""
     notes = "".join(f"<li>{esc(n)}</li>" for n in result.get("notes") or [])
@@ -107,6 +129,8 @@ def write_eval_report(out: Path, result: dict, own: dict, theirs: dict | None) -
         body.append("<p>Decoding: " + esc(", ".join(f"{k} {v}" for k, v in decoding.items())) + "</p>")
     if result["task"] == "classification":
         body.append(_classification(out, own))
+    elif result["task"] == "reward":
+        body.append(_pairs(out, own, theirs))
     else:
         body.append(_answers(own, theirs))
     path = out / "report.html"

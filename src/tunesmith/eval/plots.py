@@ -100,27 +100,33 @@ def plot_rewards(run_dir: Path) -> Path | None:
 
     rows = read_jsonl(path)
     whens = [w for w in ("before", "after") if rows and f"chosen_{w}" in rows[0]]
-    fig, axes = plt.subplots(1, len(whens) + 1, figsize=(4 * (len(whens) + 1), 3.4))
-    for ax, when in zip(axes, whens):
-        chosen, rejected = [r[f"chosen_{when}"] for r in rows], [r[f"rejected_{when}"] for r in rows]
+    panels = [(f"rewards {w}", [r[f"chosen_{w}"] for r in rows], [r[f"rejected_{w}"] for r in rows]) for w in whens]
+    return plot_reward_panels(panels, run_dir / "rewards.png", ("before", "after"))
+
+
+def plot_reward_panels(panels: list[tuple[str, list, list]], path: Path, names: tuple[str, str]) -> Path:
+    """One histogram panel per ``(title, chosen rewards, rejected rewards)`` -- the two
+    should lie apart -- and a last panel of each pair's margin: the last panel's margins
+    against the first's (named by ``names``) when there are two, else their histogram."""
+    fig, axes = plt.subplots(1, len(panels) + 1, figsize=(4 * (len(panels) + 1), 3.4))
+    for ax, (title, chosen, rejected) in zip(axes, panels):
         bins = np.histogram_bin_edges(chosen + rejected, bins=20)  # shared bins: the two compare bar by bar
         ax.hist(chosen, bins=bins, alpha=0.6, color="tab:green", label="chosen")
         ax.hist(rejected, bins=bins, alpha=0.6, color="tab:red", label="rejected")
-        ax.set_title(f"rewards {when}")
+        ax.set_title(title)
         ax.set_xlabel("reward")
         ax.legend()
     margin = axes[-1]
-    after = [r["chosen_after"] - r["rejected_after"] for r in rows]
-    if "before" in whens:
-        before = [r["chosen_before"] - r["rejected_before"] for r in rows]
-        margin.scatter(before, after, s=10)
-        margin.set_xlabel("margin before")
+    last = [c - r for c, r in zip(panels[-1][1], panels[-1][2])]
+    if len(panels) > 1:
+        margin.scatter([c - r for c, r in zip(panels[0][1], panels[0][2])], last, s=10)
+        margin.set_xlabel(f"margin {names[0]}")
     else:
-        margin.hist(after, bins=20)
+        margin.hist(last, bins=20)
     margin.axhline(0, color="grey", linewidth=0.8)  # below: the pair is ranked the wrong way
-    margin.set_ylabel("margin after (chosen - rejected)")
+    margin.set_ylabel(f"margin {names[1]} (chosen - rejected)")
     margin.set_title("per pair")
-    return _save(fig, run_dir / "rewards.png")
+    return _save(fig, path)
 
 
 def plot_confusion(run_dir: Path, summary: dict) -> Path | None:

@@ -4,7 +4,8 @@ TARGET is a run directory, a ``final/`` folder, a merged export or a base model 
 A chat model answers every prompt (batched decoding) and is scored with BLEU, chrF,
 ROUGE, exact match, token F1, the perplexity of the references and answer length; a
 classifier gets per-class precision/recall/F1, macro/micro/weighted F1, ROC-AUC, PR-AUC
-and calibration. Every number carries a bootstrap 95% interval; against a second model,
+and calibration; a reward model scores preference pairs (pairwise accuracy, margin,
+mean rewards, Bradley-Terry loss). Every number carries a bootstrap 95% interval; against a second model,
 each difference carries a paired-bootstrap interval and p-value. The stage writes
 ``metrics.json``, ``predictions.jsonl`` and ``report.html`` to the output folder.
 """
@@ -60,6 +61,12 @@ def run_eval(target_spec: str, *, data: str | None = None, against: str | None =
         deltas = classification_deltas(theirs, own, resamples, settings.seed) if other else None
         result.update({k: own[k] for k in ("labels", "per_class", "confusion_matrix", "top_confusions",
                                            "reliability")})
+    elif target.task == "reward":
+        from tunesmith.eval.reward_eval import reward_deltas, reward_eval
+
+        own = reward_eval(target, rows, resamples=resamples, seed=settings.seed)
+        theirs = reward_eval(other, rows, resamples=resamples, seed=settings.seed) if other else None
+        deltas = reward_deltas(theirs, own, resamples, settings.seed) if other else None
     else:
         items = chat_items(rows)
         if not items:
@@ -120,8 +127,9 @@ def _check_metrics(name: str, task: str, metrics: list[str] | None) -> None:
     if not metrics:
         return
     from tunesmith.eval.classify import CLASSIFICATION_METRICS
+    from tunesmith.eval.reward_eval import REWARD_METRICS
 
-    known = CLASSIFICATION_METRICS if task == "classification" else GENERATION_METRICS
+    known = {"classification": CLASSIFICATION_METRICS, "reward": tuple(REWARD_METRICS)}.get(task, GENERATION_METRICS)
     wrong = [m for m in metrics if m not in known]
     if wrong and task == "classification" and set(wrong) <= set(GENERATION_METRICS):
         raise ConfigError(f"{name} is a classifier: it cannot generate, so it has no {', '.join(wrong)}.",
@@ -131,11 +139,11 @@ def _check_metrics(name: str, task: str, metrics: list[str] | None) -> None:
                           f"Choose from {', '.join(known)}.")
 
 
-def _rows(target: Target, data: str | None, on_error: str) -> tuple[list[dict], list[dict], str]:
+def _rows(target: Target, data: str | None, on_error: str, min_gap: float = 1.0) -> tuple[list[dict], list[dict], str]:
     from tunesmith.data.sources import load_records
     from tunesmith.rundir import RunDir
 
-    shape = "classification" if target.task == "classification" else "prompt"
+    shape = {"classification": "classification", "reward": "preference"}.get(target.task, "prompt")
     if data is None:
         run = RunDir(target.run_dir) if target.run_dir is not None else None
         if run is None or not run.eval_set.is_file():
@@ -144,6 +152,10 @@ def _rows(target: Target, data: str | None, on_error: str) -> tuple[list[dict], 
         return run.eval_rows(), [], str(run.eval_set)
     rejects: list[dict] = []
     rows = load_records(data, shape, on_error=on_error, rejects=rejects, keep_fields=())
+    if shape == "preference":  # ranked lists and ratings become pairs, as in training
+        from tunesmith.data.preference_rows import expand_pairs
+
+        rows = expand_pairs(rows, min_gap)[0]
     if shape == "classification":
         unknown = [(i, r["label"]) for i, r in enumerate(rows, 1) if r["label"] not in target.labels]
         if unknown:
@@ -178,11 +190,19 @@ def _write(out: Path, result: dict, own: dict, theirs: dict | None, rejects: lis
     rows = own["predictions"]
     if theirs is not None:
         other = {p["id"]: p for p in theirs["predictions"]}
-        rows = [dict(p, against_prediction=other.get(p["id"], {}).get("prediction"),
-                     against_scores=other.get(p["id"], {}).get("scores")) for p in rows]
+        fields = ("reward_chosen", "reward_rejected", "margin", "correct") if result["task"] == "reward" else \
+            ("prediction", "scores")
+        rows = [dict(p, **{f"against_{k}": other.get(p["id"], {}).get(k) for k in fields}) for p in rows]
     write_eval_output(out, result, rows, rejects)
     if "reliability" in own:
         from tunesmith.eval.class_metrics import reliability_plot
 
         reliability_plot(own["reliability"], out / "reliability.png")
+    if result["task"] == "reward":
+        from tunesmith.eval.plots import plot_reward_panels
+
+        panels = [(f"{name[:40]}", [p["reward_chosen"] for p in side["predictions"]],
+                   [p["reward_rejected"] for p in side["predictions"]])
+                  for name, side in ((result["against"], theirs), (result["target"], own)) if side is not None]
+        plot_reward_panels(panels, out / "rewards.png", (str(result["against"])[:30], str(result["target"])[:30]))
     write_eval_report(out, result, own, theirs)

@@ -24,7 +24,7 @@ class Target:
     name: str
     model: object
     tokenizer: object
-    task: str  # the model's head: "causal_lm" or "classification"
+    task: str  # what the model does: "causal_lm", "classification" or "reward" (a one-output classifier)
     labels: list[str] | None = None
     system_prompt: str | None = None
     max_length: int = DEFAULT_MAX_LENGTH
@@ -34,6 +34,10 @@ class Target:
 
     def objective(self):
         """The objective that encodes rows for this model (templates, labels, truncation)."""
+        if self.task == "reward":
+            from tunesmith.objectives.reward import RewardObjective
+
+            return RewardObjective(self.tokenizer, self.max_length, self.system_prompt, overlength="truncate")
         if self.task == "classification":
             from tunesmith.objectives.classification import ClassificationObjective
 
@@ -54,13 +58,13 @@ def target_task(spec: str) -> str:
     if is_tunesmith_model(spec):
         from tunesmith.rundir import read_model_meta
 
-        meta = read_model_meta(resolve_final_dir(spec)[0])
-        if meta.get("stage") == "reward":
-            raise ConfigError(f"{spec} is a reward model; tunesmith eval scores classifiers and chat models.",
-                              "Its pairwise accuracy and margin on held-out pairs are in the run's summary.json "
-                              "and report.html.")
-        return meta["task"]
+        return _task_of(read_model_meta(resolve_final_dir(spec)[0]))
     return "causal_lm"
+
+
+def _task_of(meta: dict) -> str:
+    # A reward model's head is a one-output classifier; it is evaluated on pairs.
+    return "reward" if meta.get("stage") == "reward" else meta["task"]
 
 
 def load_target(spec: str, device="cpu") -> Target:
@@ -75,7 +79,7 @@ def load_target(spec: str, device="cpu") -> Target:
 
         final, run_dir = resolve_final_dir(spec)
         model, tokenizer, meta = load_trained(final)
-        return Target(name=spec, model=model.to(device), tokenizer=tokenizer, task=meta["task"],
+        return Target(name=spec, model=model.to(device), tokenizer=tokenizer, task=_task_of(meta),
                       labels=meta.get("labels"), system_prompt=meta.get("system_prompt"),
                       max_length=meta.get("max_length") or DEFAULT_MAX_LENGTH, run_dir=run_dir,
                       base_model=meta.get("base_model_path") or meta.get("base_model"), meta=meta)
@@ -97,8 +101,8 @@ def base_of(target: Target, device="cpu") -> Target:
         raise ConfigError(f"{target.name} has no base model to compare against.", "Pass --against MODEL.")
     from tunesmith.models.load import load_model
 
-    model, _ = load_model(target.base_model, target.task, id2label=dict(enumerate(target.labels))
-                          if target.labels else None)
+    head = "classification" if target.task == "reward" else target.task
+    model, _ = load_model(target.base_model, head, id2label=dict(enumerate(target.labels)) if target.labels else None)
     base = copy.copy(target)
     base.name, base.model, base.meta, base.run_dir = f"base ({target.meta['base_model']})", model.to(device).eval(), {}, None
     return base

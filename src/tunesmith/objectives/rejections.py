@@ -18,6 +18,7 @@ from __future__ import annotations
 import gc
 import time
 
+from tunesmith.data.template import as_text
 from tunesmith.eval.decode import DecodeSettings, generate_answers
 from tunesmith.objectives.causal_lm import CausalLMObjective
 
@@ -62,14 +63,14 @@ def generate_rejections(data, config, tokenizer, device="cpu", log=print, show_p
         if not text:
             info["empty"] += 1
             dropped.add(id(row))
-        elif text == _answer_text(row["chosen"]).strip():
+        elif text == _last_turn(row["chosen"]).strip():
             info["same_as_chosen"] += 1
             dropped.add(id(row))
         else:
             row["rejected"] = text
             info["kept"] += 1
             if len(info["examples"]) < EXAMPLES_KEPT:
-                info["examples"].append({"split": split, "prompt": _answer_text(row["prompt"]), "rejected": text})
+                info["examples"].append({"split": split, "prompt": as_text(row["prompt"]), "rejected": text})
     for split, rows in splits.items():
         rows[:] = [r for r in rows if id(r) not in dropped]
     info["mean_tokens"] = round(sum(a["tokens"] for a in answers) / len(answers), 1)
@@ -97,6 +98,6 @@ def starting_policy(config, device="cpu"):
     return model.to(device).eval()
 
 
-def _answer_text(value) -> str:
-    """A string, or the last message's content of a message list."""
-    return value if isinstance(value, str) else value[-1]["content"]
+def _last_turn(answer) -> str:
+    """An answer's text: the string, or its last (assistant) message's content."""
+    return answer if isinstance(answer, str) else answer[-1]["content"]
