@@ -132,10 +132,8 @@ def worker_trl(data_dir: Path, out_dir: Path, overrides: list[str]) -> dict:
                          processing_class=AutoTokenizer.from_pretrained(source), peft_config=_lora())
     result = trainer.train()
     trainer.save_model(str(out_dir / "final"))
-    runtime = result.metrics["train_runtime"]
-    return {"tokens_per_s": training_tokens(data_dir) * HYPER["epochs"] / runtime, "train_s": runtime,
-            "wall_s": time.perf_counter() - STARTED, "peak_rss_mb": harness.peak_rss_mb(),
-            **held_out(out_dir / "final", data_dir)}
+    return harness.training_result(training_tokens(data_dir) * HYPER["epochs"], result.metrics["train_runtime"],
+                                   STARTED, held_out(out_dir / "final", data_dir))
 
 
 def recipe(data_dir: Path) -> dict:
@@ -152,15 +150,9 @@ def recipe(data_dir: Path) -> dict:
 
 
 def worker_tunesmith(data_dir: Path, out_dir: Path, overrides: list[str]) -> dict:
-    from tunesmith.config.load import apply_overrides, validate_recipe
-    from tunesmith.runner import run_recipe
-
-    config = validate_recipe(apply_overrides(recipe(data_dir), overrides))
-    summary = run_recipe(config, output_dir=out_dir / "run", show_progress=False, log=lambda *a: None)
-    train_s = summary["train"]["wall_s"]
-    return {"tokens_per_s": training_tokens(data_dir) * HYPER["epochs"] / train_s, "train_s": train_s,
-            "wall_s": time.perf_counter() - STARTED, "peak_rss_mb": harness.peak_rss_mb(),
-            **held_out(out_dir / "run" / "final", data_dir)}
+    train_s, final = harness.train_with_tunesmith(recipe(data_dir), overrides, out_dir)
+    return harness.training_result(training_tokens(data_dir) * HYPER["epochs"], train_s, STARTED,
+                                   held_out(final, data_dir))
 
 
 def first_batch_check(data_dir: Path) -> dict:
@@ -176,10 +168,7 @@ def first_batch_check(data_dir: Path) -> dict:
     rows = read(data_dir / "train.jsonl")[: HYPER["batch_size"]]
     torch.manual_seed(0)
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(resolve_model_source(MODEL)), _lora())
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.02)
+    harness.randomize_lora_b(model)
     model.eval()
     out = {}
     for ours, theirs in (("dpo", "sigmoid"), ("ipo", "ipo")):

@@ -27,6 +27,35 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def train_with_tunesmith(recipe: dict, overrides: list[str], out_dir: Path) -> tuple[float, Path]:
+    """Run a recipe (a dict, plus ``key=value`` overrides) in this process, quietly:
+    returns the training seconds and the run's ``final/``."""
+    from tunesmith.config.load import apply_overrides, validate_recipe
+    from tunesmith.runner import run_recipe
+
+    config = validate_recipe(apply_overrides(recipe, overrides))
+    summary = run_recipe(config, output_dir=out_dir / "run", show_progress=False, log=lambda *a: None)
+    return summary["train"]["wall_s"], out_dir / "run" / "final"
+
+
+def training_result(tokens: int, train_s: float, started: float, quality: dict) -> dict:
+    """A training worker's result: tokens/s over the training seconds, the wall time since
+    ``started`` (the worker's start), this process's peak RSS, and the quality numbers."""
+    return {"tokens_per_s": tokens / train_s, "train_s": train_s, "wall_s": time.perf_counter() - started,
+            "peak_rss_mb": peak_rss_mb(), **quality}
+
+
+def randomize_lora_b(model, std: float = 0.02) -> None:
+    """Give a fresh LoRA model random B matrices (PEFT starts them at zero), so the adapted
+    model differs from its base -- a first-batch check then compares a real policy."""
+    import torch
+
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, std)
+
+
 def emit(result: dict) -> None:
     """A worker's last act: its result as one JSON line on stdout."""
     print(json.dumps(result), flush=True)

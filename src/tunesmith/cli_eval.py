@@ -34,8 +34,9 @@ and p-value), predictions.jsonl and report.html.
 
 def add_eval_parser(sub) -> argparse.ArgumentParser:
     """``tunesmith eval TARGET`` (the review sub-commands are parsed by :func:`review_parser`)."""
-    p = sub.add_parser("eval", help="score a model: generation metrics (BLEU/chrF/ROUGE, Chinese too) or "
-                       "classification metrics, with 95%% intervals; blind human review",
+    p = sub.add_parser("eval", help="score a model: generation metrics (BLEU/chrF/ROUGE, Chinese too), "
+                       "classification metrics or a reward model's pairwise accuracy, with 95%% intervals; "
+                       "blind human review",
                        epilog=EVAL_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("target", help="run directory, final/ folder, merged export or base model spec; "
                    "or review-export / review-import (see their --help)")

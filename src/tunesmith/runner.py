@@ -183,8 +183,9 @@ def _run(config: RecipeConfig, run: RunDir, backend: Backend, summary: dict, bas
         continue_adapter(model, config.model.adapter_from, config.method.type, source)
         log(f"starting from the adapter of {config.model.adapter_from}")
     # The starting policy is a preference run's reference: settled before the method wraps it.
-    reference = prepare_reference(objective, model, config, train_features, eval_features,
-                                  (summary["data"].get("cache") or {}).get("key"), backend.device, log)
+    with autocast(backend.device, config.train.precision):  # as the policy's log-probs will be computed
+        reference = prepare_reference(objective, model, config, train_features, eval_features,
+                                      (summary["data"].get("cache") or {}).get("key"), backend.device, log)
     if reference:
         log(f"reference model: {reference}")
         summary["reference"] = reference

@@ -176,13 +176,16 @@ def test_a_frozen_reference_copy_is_used_when_there_are_no_adapters(models):
         assert not torch.allclose(ref, objective.answer_logps(moved, batch)[0])
 
 
-@pytest.mark.parametrize("padding_free", [False, True])
-def test_padding_packing_and_batch_composition_do_not_change_an_answers_log_prob(models, padding_free):
+@pytest.mark.parametrize("padding_free,pack_limit", [(False, 2048), (True, 2048), (True, 20)])
+def test_padding_packing_and_batch_composition_do_not_change_an_answers_log_prob(models, padding_free, pack_limit,
+                                                                                monkeypatch):
     policy, _, tokenizer = models
+    # Above the limit a padding-free objective pads too: one packed row's attention grows with its square.
+    monkeypatch.setattr("tunesmith.objectives.preference.PACKED_TOKENS_MAX", pack_limit)
     objective = PreferenceObjective(tokenizer, 128, PreferenceConfig(loss="dpo"), padding_free=padding_free)
     features = objective.encode(PAIRS)
     batch = objective.collate(features)
-    assert batch["input_ids"].shape[0] == (1 if padding_free else 6)
+    assert batch["input_ids"].shape[0] == (1 if padding_free and pack_limit > 20 else 6)
     with torch.no_grad():
         together, counts = objective.answer_logps(policy, batch)
     for i, pair in enumerate(PAIRS):

@@ -32,6 +32,10 @@ from tunesmith.objectives.classification import handle_overlength
 from tunesmith.objectives.step_stats import StepStats
 
 
+# Above this many tokens a batch is right-padded rather than packed (see collate).
+PACKED_TOKENS_MAX = 2048
+
+
 class PreferenceObjective:
     """Turns preference records into batches of answers and computes the chosen loss."""
 
@@ -121,11 +125,14 @@ class PreferenceObjective:
         ``padding_free``: the rows are concatenated into one, with restarting position ids
         (attention stays within each row) and ``segment_ids`` saying which row each token
         belongs to: no compute is spent on padding, and the LM head runs on answer tokens only.
+        Only up to ``PACKED_TOKENS_MAX`` tokens: the packed row's attention is masked but
+        still computed over the whole row, which outgrows the padding it saves on large
+        (evaluation, reference) batches.
         """
         first, second = self.answer_keys()
         rows = [f["prompt"] + f[first] for f in features] + [f["prompt"] + f[second] for f in features]
         starts = [len(f["prompt"]) for f in features] * 2
-        if self.padding_free:
+        if self.padding_free and sum(map(len, rows)) <= PACKED_TOKENS_MAX:
             batch = _packed(rows, starts)
         else:
             pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
@@ -245,6 +252,7 @@ class PreferenceObjective:
         return {"chosen": chosen, "rejected": rejected, "unpaired": not self.paired,
                 "loss": total / len(features) if features else float("nan")}
 
+    @torch.inference_mode()
     @torch.inference_mode()
     def precompute_reference(self, model, features: list[dict], batch_size: int, device) -> list[list[float]]:
         """Each feature's two reference log-probs, computed once with ``model`` (the starting policy)."""
