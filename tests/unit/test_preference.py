@@ -228,3 +228,21 @@ def test_unpaired_pairwise_accuracy_compares_every_desirable_with_every_undesira
     assert METRICS["pairwise_accuracy"].fn(outputs) == pytest.approx(3 / 6)
     assert METRICS["mean_margin"].fn(outputs) == pytest.approx(1.25 - 1.0)
     assert METRICS["pairwise_accuracy"].fn({"chosen": [1.0, 0.0], "rejected": [0.0, 0.0]}) == 0.5  # a tie is wrong
+
+
+def test_evaluation_splits_batches_to_stay_packed_and_scores_the_same(models, monkeypatch):
+    policy, _, tokenizer = models
+    objective = PreferenceObjective(tokenizer, 128, PreferenceConfig(loss="dpo"))
+    features = objective.encode(PAIRS * 4)
+    whole = objective.outputs(policy, features, 64, "cpu")
+    sizes = [2 * len(f["prompt"]) + len(f["chosen"]) + len(f["rejected"]) for f in features]
+    limit = 2 * max(sizes)
+    monkeypatch.setattr("tunesmith.objectives.preference.PACKED_TOKENS_MAX", limit)
+    parts = list(objective.packable_parts(features, 64))
+    assert [f for part in parts for f in part] == features and len(parts) > 2
+    assert all(sum(2 * len(f["prompt"]) + len(f["chosen"]) + len(f["rejected"]) for f in part) <= limit
+               for part in parts)
+    split = objective.outputs(policy, features, 64, "cpu")
+    assert split["chosen"] == pytest.approx(whole["chosen"], abs=1e-5)
+    assert split["rejected"] == pytest.approx(whole["rejected"], abs=1e-5)
+    assert split["loss"] == pytest.approx(whole["loss"], abs=1e-6)

@@ -243,8 +243,8 @@ class PreferenceObjective:
         ``mean_margin`` and ``eval_loss`` read."""
         model.eval()
         chosen, rejected, total = [], [], 0.0
-        for start in range(0, len(features), batch_size):
-            batch = {k: v.to(device) for k, v in self.collate(features[start : start + batch_size]).items()}
+        for part in self.packable_parts(features, batch_size):
+            batch = {k: v.to(device) for k, v in self.collate(part).items()}
             loss, stats = self.loss_terms(model, batch)
             total += float(loss)
             chosen += stats["rewards"][0].cpu().tolist()
@@ -252,14 +252,28 @@ class PreferenceObjective:
         return {"chosen": chosen, "rejected": rejected, "unpaired": not self.paired,
                 "loss": total / len(features) if features else float("nan")}
 
-    @torch.inference_mode()
+    def packable_parts(self, features: list[dict], batch_size: int):
+        """``features`` in order, in parts of at most ``batch_size`` whose rows hold at most
+        ``PACKED_TOKENS_MAX`` tokens together (a single feature may exceed it): evaluation
+        batches then stay packed, with the LM head on answer tokens only."""
+        first, second = self.answer_keys()
+        part, tokens = [], 0
+        for feature in features:
+            size = 2 * len(feature["prompt"]) + len(feature[first]) + len(feature[second])
+            if part and (len(part) == batch_size or tokens + size > PACKED_TOKENS_MAX):
+                yield part
+                part, tokens = [], 0
+            part.append(feature)
+            tokens += size
+        if part:
+            yield part
+
     @torch.inference_mode()
     def precompute_reference(self, model, features: list[dict], batch_size: int, device) -> list[list[float]]:
         """Each feature's two reference log-probs, computed once with ``model`` (the starting policy)."""
         model.eval()
         out = []
-        for start in range(0, len(features), batch_size):
-            part = features[start : start + batch_size]
+        for part in self.packable_parts(features, batch_size):
             batch = {k: v.to(device) for k, v in self.collate([{k: v for k, v in f.items() if k != "ref"}
                                                                for f in part]).items()}
             logps = self.answer_logps(model, batch)[0].double().cpu().tolist()
