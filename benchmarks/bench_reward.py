@@ -114,7 +114,7 @@ def recipe(data_dir: Path) -> dict:
 
     settings = bench_preference.recipe(data_dir)
     del settings["preference"]
-    settings.update(name="bench-reward", task="reward", eval={"probes": []})
+    settings.update(name="bench-reward", task="reward", seed=HYPER["seed"], eval={"probes": []})
     settings["train"]["lr"] = HYPER["lr"]
     return settings
 
@@ -134,7 +134,10 @@ def first_batch_check(data_dir: Path) -> dict:
 
     rows = read(data_dir / "train.jsonl")[: HYPER["batch_size"]]
     torch.manual_seed(0)
-    model = get_peft_model(_base_model(), _lora())
+    base = _base_model()
+    with torch.no_grad():  # a head large enough that the pairs' rewards differ (the loss is far from log 2)
+        base.score.weight.normal_(0, 0.5)
+    model = get_peft_model(base, _lora())
     harness.randomize_lora_b(model)
     model.eval()
     objective = _objective()

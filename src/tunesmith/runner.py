@@ -205,6 +205,8 @@ def _run(config: RecipeConfig, run: RunDir, backend: Backend, summary: dict, bas
             "evaluating at the end only")
     if not config.model.adapter_from:
         model = apply_method(model, config.method, config.model_task, total_steps=total_steps)
+    if config.train.gradient_checkpointing:
+        (model.get_base_model() if hasattr(model, "get_base_model") else model).activation_checkpointing_enable()
     trainable, total = count_parameters(model)
     log(f"method {config.method.type}: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.2f}%)")
     summary.update(trainable_params=trainable, total_params=total)
