@@ -5,8 +5,8 @@ A chat model answers every prompt (batched decoding) and is scored with BLEU, ch
 ROUGE, exact match, token F1, the perplexity of the references and answer length; a
 classifier gets per-class precision/recall/F1, macro/micro/weighted F1, ROC-AUC, PR-AUC
 and calibration; a reward model scores preference pairs (pairwise accuracy, margin,
-mean rewards, Bradley-Terry loss). Every number carries a bootstrap 95% interval; against a second model,
-each difference carries a paired-bootstrap interval and p-value. The stage writes
+mean rewards, Bradley-Terry loss). Every number carries a bootstrap 95% interval;
+against a second model, each difference carries a paired-bootstrap interval and p-value. The stage writes
 ``metrics.json``, ``predictions.jsonl`` and ``report.html`` to the output folder.
 """
 
@@ -201,8 +201,9 @@ def _write(out: Path, result: dict, own: dict, theirs: dict | None, rejects: lis
     if result["task"] == "reward":
         from tunesmith.eval.plots import plot_reward_panels
 
-        panels = [(f"{name[:40]}", [p["reward_chosen"] for p in side["predictions"]],
+        names = (str(result["against"])[:40], str(result["target"])[:40])
+        panels = [(name, [p["reward_chosen"] for p in side["predictions"]],
                    [p["reward_rejected"] for p in side["predictions"]])
-                  for name, side in ((result["against"], theirs), (result["target"], own)) if side is not None]
-        plot_reward_panels(panels, out / "rewards.png", (str(result["against"])[:30], str(result["target"])[:30]))
+                  for name, side in zip(names, (theirs, own)) if side is not None]
+        plot_reward_panels(panels, out / "rewards.png", names)
     write_eval_report(out, result, own, theirs)
