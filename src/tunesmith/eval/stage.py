@@ -139,7 +139,7 @@ def _check_metrics(name: str, task: str, metrics: list[str] | None) -> None:
                           f"Choose from {', '.join(known)}.")
 
 
-def _rows(target: Target, data: str | None, on_error: str, min_gap: float = 1.0) -> tuple[list[dict], list[dict], str]:
+def _rows(target: Target, data: str | None, on_error: str) -> tuple[list[dict], list[dict], str]:
     from tunesmith.data.sources import load_records
     from tunesmith.rundir import RunDir
 
@@ -152,10 +152,11 @@ def _rows(target: Target, data: str | None, on_error: str, min_gap: float = 1.0)
         return run.eval_rows(), [], str(run.eval_set)
     rejects: list[dict] = []
     rows = load_records(data, shape, on_error=on_error, rejects=rejects, keep_fields=())
-    if shape == "preference":  # ranked lists and ratings become pairs, as in training
+    if shape == "preference":  # ranked lists and ratings become pairs, as in training (data.min_gap's default)
+        from tunesmith.config.schema import DataConfig
         from tunesmith.data.preference_rows import expand_pairs
 
-        rows = expand_pairs(rows, min_gap)[0]
+        rows = expand_pairs(rows, DataConfig.model_fields["min_gap"].default)[0]
     if shape == "classification":
         unknown = [(i, r["label"]) for i, r in enumerate(rows, 1) if r["label"] not in target.labels]
         if unknown:
