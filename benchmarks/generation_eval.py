@@ -16,8 +16,11 @@ answer runs to the limit. Each system runs ``--reps`` times after one warm-up pa
 prints examples/s (min/median/max), the ratios, and whether the greedy answers are the
 same texts.
 
+``--precision bf16`` runs every system under CPU bf16 autocast (as a bf16 run's own
+evaluation decodes).
+
 Usage: python benchmarks/generation_eval.py [--prompts 64] [--max-new-tokens 32] [--reps 3]
-                                            [--anchors loop,pipeline]
+                                            [--anchors loop,pipeline] [--precision fp32|bf16]
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--anchors", default="loop,pipeline",
                         help="comma-separated: loop, pipeline (the loop takes minutes at long answers)")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     args = parser.parse_args()
 
     from transformers import pipeline
@@ -105,6 +109,8 @@ def main() -> None:
                "pipeline": ("transformers pipeline (batched)", pipelined)}
     systems = dict(anchors[name] for name in args.anchors.split(","))
     systems["tunesmith generate_answers"] = ours
+    if args.precision == "bf16":
+        systems = {name: _autocast_bf16(fn) for name, fn in systems.items()}
     answers, speeds = {}, {name: [] for name in systems}
     for name, fn in systems.items():
         answers[name] = fn()  # warm-up, and the answers compared below
@@ -113,7 +119,7 @@ def main() -> None:
             start = time.perf_counter()
             fn()
             speeds[name].append(len(ids) / (time.perf_counter() - start))
-    print(f"{len(ids)} prompts, max_new_tokens {args.max_new_tokens}, batch {args.batch_size}, "
+    print(f"{len(ids)} prompts, max_new_tokens {args.max_new_tokens}, batch {args.batch_size}, {args.precision}, "
           f"{torch.get_num_threads()} threads, {args.reps} reps (examples/s min / median / max)")
     ours_median = statistics.median(speeds["tunesmith generate_answers"])
     first = next(iter(systems))
@@ -123,6 +129,14 @@ def main() -> None:
         median = statistics.median(values)
         print(f"{name:>40}: {min(values):6.2f} / {median:6.2f} / {max(values):6.2f}   "
               f"tunesmith is {ours_median / median:4.2f}x   same answers as {reference_name}: {same}/{len(reference)}")
+
+
+def _autocast_bf16(fn):
+    def run():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return fn()
+
+    return run
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import torch
 from transformers.cache_utils import DynamicLayer
 
 from tunesmith.eval.generate import greedy_without_cache, stop_token_ids, uses_deep_prompts
+from tunesmith.models.packed_linear import packed_linears
 
 # End-of-turn markers of common chat templates; whichever the tokenizer knows as a single
 # token also ends an answer (a base model's EOS is often not the template's turn end).
@@ -50,7 +51,9 @@ def end_ids(model, tokenizer) -> set[int]:
     return ids
 
 
-@torch.inference_mode()
+# no_grad, not inference_mode: under inference_mode autocast does not keep its bf16 copies
+# of the weights between calls, and a bf16 run's evaluation decoded at half speed.
+@torch.no_grad()
 def generate_answers(model, tokenizer, prompts: list[list[int]], settings: DecodeSettings, device="cpu",
                      progress=None) -> list[dict]:
     """Answer each prompt (token ids, already rendered with the chat template).
@@ -124,6 +127,13 @@ def decode_continuously(model, prompts: list[list[int]], settings: DecodeSetting
     Caches whose layers are not plain ``DynamicLayer`` (sliding windows, ...) are only
     refilled when empty, which is batch-by-batch decoding.
     """
+    size = max(1, settings.batch_size)
+    # The batch is full (``size`` rows) at nearly every step, the shape the packing is for.
+    with packed_linears(model, size):
+        return _decode_continuously(model, prompts, settings, stops, pad, generator, device, progress)
+
+
+def _decode_continuously(model, prompts, settings, stops, pad, generator, device, progress) -> list[list[int]]:
     key = cache_argument(model)
     size, queue = max(1, settings.batch_size), list(range(len(prompts)))
     tokens: list[list[int]] = [[] for _ in prompts]
