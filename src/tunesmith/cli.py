@@ -75,11 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     _plugin_option(compare)
     compare.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors")
     export = sub.add_parser(
-        "export", help="merge an adapter into its base, or export to ONNX / INT8 ONNX, with parity checks",
+        "export", help="merge an adapter into its base, or export to ONNX / INT8 ONNX / GGUF, with parity checks",
         epilog=EXPORT_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     export.add_argument("run", help="run directory (runs/<name>) or its final/ folder")
-    export.add_argument("--to", required=True, choices=["merged", "onnx", "int8"], help="what to export")
+    export.add_argument("--to", required=True, choices=["merged", "onnx", "int8", "gguf"], help="what to export")
+    export.add_argument("--quant", choices=["f16", "q8_0"], default="f16", help="GGUF weights (default f16)")
     export.add_argument("--out", help="output folder (default: <run>/export-<to>)")
     export.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors")
     data = sub.add_parser("data", help="inspect or prepare data without training",
@@ -368,7 +369,7 @@ def _serve(args) -> None:
 def _export(args) -> None:
     from tunesmith.export import export_run
 
-    report = export_run(args.run, args.to, args.out)
+    report = export_run(args.run, args.to, args.out, args.quant)
     for check in report.get("checks", []):
         verdict = "passed" if check["passed"] else "FAILED"
         print(f"{check['name']}: max |diff| {check['max_abs_diff']:.3g} "

@@ -1,4 +1,4 @@
-"""Exports of a trained run: merged weights, ONNX, INT8 ONNX; each writes ``export.json``."""
+"""Exports of a trained run: merged weights, ONNX, INT8 ONNX, GGUF (+ Ollama Modelfile); each writes ``export.json``."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ from pathlib import Path
 
 from tunesmith.errors import ConfigError
 
-FORMATS = ("merged", "onnx", "int8")
+FORMATS = ("merged", "onnx", "int8", "gguf")
 
 
-def export_run(path: str | Path, to: str, out: str | Path | None = None) -> dict:
+def export_run(path: str | Path, to: str, out: str | Path | None = None, quant: str = "f16") -> dict:
     """Export the run at ``path`` (run dir or its final/) to ``to``; returns what export.json holds.
 
-    ``out`` defaults to ``<run dir>/export-<to>``.
+    ``out`` defaults to ``<run dir>/export-<to>``; ``quant`` is GGUF's (f16 or q8_0).
 
     Raises:
         ConfigError: unknown format, not a run, or a method the format cannot hold.
@@ -41,6 +41,10 @@ def export_run(path: str | Path, to: str, out: str | Path | None = None) -> dict
         result = export_onnx(final_dir, run_dir, out)
         for key in ("model", "tokenizer", "meta"):
             result.pop(key)
+    elif to == "gguf":
+        from tunesmith.export.gguf_export import export_gguf
+
+        result = export_gguf(final_dir, run_dir, out, quant)
     else:
         from tunesmith.export.quantize import export_int8
 
