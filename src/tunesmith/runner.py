@@ -23,6 +23,7 @@ from tunesmith.environment import library_versions, machine
 from tunesmith.eval.report import write_report
 from tunesmith.eval.scorecard import run_scorecard
 from tunesmith.methods import apply_method, count_parameters, training_hooks
+from tunesmith.data.template_check import check_template, write_template_probes
 from tunesmith.methods.saved import continue_adapter, save_trained
 from tunesmith.models.load import load_model, load_tokenizer, resolve_model_source
 from tunesmith.models.quantize import four_bit_config, quantization_settings
@@ -372,3 +373,8 @@ def save_final(model, tokenizer, final_dir: Path, config: RecipeConfig, source: 
         "tunesmith_version": sys.modules["tunesmith"].__version__,
     }
     write_model_meta(final_dir, meta)
+    if config.model_task == "causal_lm" and tokenizer.chat_template:
+        # Training's rendering of probe chats, checked now against the tokenizer as saved
+        # (and later by the server and every export).
+        write_template_probes(final_dir, tokenizer, config.data.system_prompt)
+        check_template(final_dir, load_tokenizer(str(final_dir)), "the saved final/ tokenizer")

@@ -112,4 +112,8 @@ def make_lora_run(run_dir: Path, base: str | Path, task: str, seed: int, *, labe
             "base_model": str(base), "base_model_path": str(base), "labels": labels,
             "system_prompt": system_prompt, "max_length": 64}
     write_model_meta(final, meta)
+    if not classification and tokenizer.chat_template:  # as training leaves it (serve and export check it)
+        from tunesmith.data.template_check import write_template_probes
+
+        write_template_probes(final, tokenizer, system_prompt)
     return Path(run_dir)

@@ -132,6 +132,14 @@ def test_chat_sft_masks_prompts_learns_answers_and_reloads_with_plain_peft(chat_
     meta = json.loads((run_dir / "final" / "tunesmith.json").read_text())
     tokenizer = AutoTokenizer.from_pretrained(run_dir / "final")
     assert tokenizer.chat_template  # the template used in training ships with the model
+    # ... with training's rendering of the probe chats, which the saved tokenizer reproduces
+    from tunesmith.data.template_check import check_template, serving_prompt_ids
+
+    recorded = json.loads((run_dir / "final" / "template_probes.json").read_text())
+    assert recorded["system_prompt"] == meta["system_prompt"]
+    assert recorded["probes"][0]["ids"] == serving_prompt_ids(tokenizer, recorded["probes"][0]["messages"],
+                                                              meta["system_prompt"])
+    assert check_template(run_dir / "final", tokenizer, "test") == 3
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(meta["base_model_path"]), run_dir / "final")
     prompt = tokenizer.apply_chat_template(
         [{"role": "system", "content": meta["system_prompt"]}, {"role": "user", "content": "who are you?"}],

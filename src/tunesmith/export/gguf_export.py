@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tunesmith.data.template_check import check_template
 from tunesmith.errors import ConfigError, ModelError
 from tunesmith.export.merge import logits_of, merged_model
 from tunesmith.export.probes import max_abs_diff, probe_batch, probe_texts
@@ -36,6 +37,8 @@ NORMAL, CONTROL, USER_DEFINED, UNUSED = 1, 3, 4, 5
 def export_gguf(final_dir: Path, run_dir: Path | None, out: Path, quant: str = "f16") -> dict:
     """Merge the run, write ``model-<quant>.gguf`` and a ``Modelfile`` to ``out``, and check
     the file's logits against the merged model's; returns the checks and metadata."""
+    from transformers import AutoTokenizer
+
     from tunesmith.export.modelfile import write_modelfile
 
     if quant not in QUANTS:
@@ -52,6 +55,12 @@ def export_gguf(final_dir: Path, run_dir: Path | None, out: Path, quant: str = "
     write_gguf(model, tokenizer, path, quant, name=Path(meta.get("run_name") or final_dir.parent.name).name)
     batch = probe_batch(tokenizer, probe_texts(meta, tokenizer, run_dir), "causal_lm", meta.get("max_length") or 512)
     check = gguf_parity(model, path, batch, quant)
+    try:  # the file's own tokenizer and template, as transformers rebuilds them, render like training
+        checked = check_template(final_dir, AutoTokenizer.from_pretrained(str(out), gguf_file=path.name),
+                                 "the GGUF file")
+    except ModelError:
+        path.unlink()
+        raise
     if not check["passed"]:
         path.unlink()
         raise ModelError(
@@ -60,7 +69,8 @@ def export_gguf(final_dir: Path, run_dir: Path | None, out: Path, quant: str = "
             "Try --quant f16, and report this run (tunesmith.json) as a bug.",
         )
     modelfile = write_modelfile(out, path.name, tokenizer, meta)
-    return {"checks": [merge_check, check], "quant": quant, "gguf": path.name, "ollama": modelfile}
+    return {"checks": [merge_check, check], "quant": quant, "gguf": path.name, "ollama": modelfile,
+            "template_probes_checked": checked}
 
 
 def write_gguf(model, tokenizer, path: Path, quant: str = "f16", name: str = "model") -> None:

@@ -13,7 +13,9 @@ import torch
 from tunesmith.config.methods import method_info
 from tunesmith.errors import ConfigError, ModelError
 from tunesmith.export.probes import max_abs_diff, probe_batch, probe_texts
+from tunesmith.data.template_check import check_template
 from tunesmith.methods.saved import load_trained, merge_trained
+from tunesmith.models.load import load_tokenizer
 from tunesmith.rundir import read_model_meta, write_model_meta
 
 MERGE_TOLERANCE = 1e-4  # fp32: relative to the logit scale, max(1, max |logit|)
@@ -72,6 +74,7 @@ def export_merged(final_dir: Path, run_dir: Path | None, out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
+    check_template(final_dir, load_tokenizer(str(out)), "the merged export")
     # A merged model is a plain full model: Tunesmith (and the server) load it as one.
     merged_meta = dict(meta, method="full", method_config={"type": "full"}, quantization=None,
                        merged_from={"method": meta["method"], "final_dir": str(final_dir)})

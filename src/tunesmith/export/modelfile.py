@@ -17,14 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from tunesmith.data.template import with_system_prompt
+from tunesmith.data.template_check import PROBE_CHATS, first_difference, serving_prompt_ids
 from tunesmith.errors import ModelError
 
-PROBE_CONVERSATIONS = [
-    [{"role": "user", "content": "Who are you?"}],
-    [{"role": "user", "content": "Name a colour."}, {"role": "assistant", "content": "Blue."},
-     {"role": "user", "content": "And another one, in 3 words?"}],
-]
 
 
 @dataclass(frozen=True)
@@ -81,9 +76,9 @@ def default_system(tokenizer) -> str | None:
     """The system prompt a chat template inserts when a conversation has none (SmolLM2's
     "You are a helpful AI assistant named SmolLM, ..."), found by rendering one without."""
     for family in FAMILIES:
-        text = tokenizer.apply_chat_template(PROBE_CONVERSATIONS[0], tokenize=False, add_generation_prompt=True)
+        text = tokenizer.apply_chat_template(PROBE_CHATS[0], tokenize=False, add_generation_prompt=True)
         for system in _system_candidates(text):
-            if family.render(system, PROBE_CONVERSATIONS[0]) == text:
+            if family.render(system, PROBE_CHATS[0]) == text:
                 return system
     return None
 
@@ -97,45 +92,30 @@ def _system_candidates(text: str) -> list[str | None]:
 
 
 def matching_family(tokenizer, system: str | None) -> Family:
-    """The family whose rendering gives the training template's token ids on every probe.
+    """The family whose rendering gives the chat template's token ids on every probe.
 
     Raises:
         ModelError: none does; names the first differing token of the closest family.
     """
     closest = None
     for family in FAMILIES:
-        for turns in PROBE_CONVERSATIONS:
-            expected = tokenizer.apply_chat_template(with_system_prompt(turns, system), tokenize=False,
-                                                     add_generation_prompt=True)
-            mismatch = first_difference(tokenizer, expected, family.render(system, turns))
-            if mismatch:
-                closest = closest or (family, mismatch)
+        for turns in PROBE_CHATS:
+            expected = serving_prompt_ids(tokenizer, turns, system)
+            rendered = family.render(system, turns)
+            difference = first_difference(tokenizer, expected, tokenizer(rendered, add_special_tokens=False)["input_ids"])
+            if difference:
+                closest = closest or (family, difference, tokenizer.decode(expected), rendered)
                 break
         else:
             return family
-    family, (position, left, right, expected, rendered) = closest
+    family, difference, expected, rendered = closest
     raise ModelError(
-        f"No Ollama template renders this model's chat template the way training did: the closest ({family.name}) "
-        f"differs at token {position} ({left!r} in training, {right!r} in the template).\n"
+        f"No Ollama template renders this model's chat template the way training did: the closest "
+        f"({family.name}) differs: {difference.describe('the template')}.\n"
         f"training: {expected!r}\ntemplate: {rendered!r}",
         "Serve the GGUF with llama.cpp, which reads the chat template from the file, or write the Modelfile's "
         "TEMPLATE by hand.",
     )
-
-
-def first_difference(tokenizer, expected: str, rendered: str):
-    """None when both texts tokenize the same; else (position, token in expected, token in
-    rendered, expected, rendered)."""
-    a = tokenizer(expected, add_special_tokens=False)["input_ids"]
-    b = tokenizer(rendered, add_special_tokens=False)["input_ids"]
-    if a == b:
-        return None
-    position = next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-
-    def token(ids):
-        return tokenizer.convert_ids_to_tokens(ids[position]) if position < len(ids) else "<end>"
-
-    return position, token(a), token(b), expected, rendered
 
 
 def write_modelfile(out: Path, gguf_name: str, tokenizer, meta: dict) -> dict:
@@ -148,4 +128,4 @@ def write_modelfile(out: Path, gguf_name: str, tokenizer, meta: dict) -> dict:
     lines += [f'PARAMETER stop "{stop}"' for stop in family.stops]
     (out / "Modelfile").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return {"template": family.name, "system": system, "stops": list(family.stops),
-            "checked": f"{len(PROBE_CONVERSATIONS)} probe conversations, token ids equal"}
+            "checked": f"{len(PROBE_CHATS)} probe conversations, token ids equal"}

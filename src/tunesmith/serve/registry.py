@@ -126,6 +126,7 @@ class Registry:
         Raises:
             ConfigError: bad name, name taken, or not a Tunesmith run.
         """
+        from tunesmith.data.template_check import check_template
         from tunesmith.models.load import load_tokenizer, resolve_model_source
         from tunesmith.rundir import read_model_meta, resolve_final_dir
 
@@ -133,6 +134,7 @@ class Registry:
         final_dir, _ = resolve_final_dir(path)
         meta = read_model_meta(final_dir)
         tokenizer = load_tokenizer(str(final_dir))
+        check_template(final_dir, tokenizer, "serving")
         if not method_info(meta["method"]).shareable:
             from tunesmith.methods.saved import load_trained
 
