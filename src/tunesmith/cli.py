@@ -13,6 +13,7 @@ from pathlib import Path
 
 from tunesmith import __version__
 from tunesmith.cli_eval import add_eval_parser, is_review, review_parser, run_eval_command, run_review_command
+from tunesmith.cli_use import add_use_parsers, run_use_command
 from tunesmith.cli_text import (
     COMPARE_EXAMPLES,
     DATA_EXAMPLES,
@@ -119,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors")
 
     add_eval_parser(sub)
+    add_use_parsers(sub)
     serve = sub.add_parser(
         "serve", help="OpenAI-compatible server: one base model in memory, many adapters picked per request",
         epilog=SERVE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -212,6 +214,8 @@ def _run_command(args) -> int:
             _export(args)
         elif args.command == "recipe":
             _recipe(args)
+        elif args.command in ("chat", "predict"):
+            run_use_command(args)
         elif args.command == "eval":
             run_eval_command(args)
         elif args.command == "review":
