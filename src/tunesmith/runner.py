@@ -36,6 +36,7 @@ from tunesmith.train.backend import Backend
 from tunesmith.train.checkpoint import remove_stale_temp_dirs
 from tunesmith.train.loop import train
 from tunesmith.train.precision import autocast
+from tunesmith.train.tracking import Trackers, open_trackers
 from tunesmith.train.preflight import (
     check_disk_space,
     config_hash,
@@ -106,8 +107,9 @@ def run_recipe(
                                      "started": time.strftime("%Y-%m-%d %H:%M:%S %z")}}
     if extension:
         summary["extended"] = extension  # recorded: this run is longer than it was first planned
+    trackers = open_trackers(config, run_dir, resumed=resume_from is not None) if backend.is_main else Trackers([])
     try:
-        summary = _run(config, run, backend, summary, base_dir, show_progress, log, resume_from, fingerprint)
+        summary = _run(config, run, backend, summary, base_dir, show_progress, log, resume_from, fingerprint, trackers)
         summary["status"] = "completed"
     except KeyboardInterrupt as exc:  # TrainingInterrupted (a checkpoint was saved) is one too
         summary["status"] = "interrupted"
@@ -123,16 +125,19 @@ def run_recipe(
         summary["run_dir"] = str(run_dir)
         summary["environment"]["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %z")
         run.write_summary(summary)
+        if summary["status"] != "completed":
+            trackers.finish(summary, run_dir)
     if backend.is_main:
         write_report(run_dir, summary)
         final = run.final
         write_model_card(final, read_model_meta(final), summary, config.model_dump(mode="json"))
         portable_adapter_config(final, config.model.name)
+        trackers.finish(summary, run_dir, final if config.train.report_model else None)
     return summary
 
 
 def _run(config: RecipeConfig, run: RunDir, backend: Backend, summary: dict, base_dir, show_progress: bool, log,
-         resume_from: Path | None, fingerprint: str) -> dict:
+         resume_from: Path | None, fingerprint: str, trackers: Trackers) -> dict:
     started = time.perf_counter()
     if config.train.num_threads:
         torch.set_num_threads(config.train.num_threads)
@@ -216,7 +221,7 @@ def _run(config: RecipeConfig, run: RunDir, backend: Backend, summary: dict, bas
         model, objective, train_features, config.train, lr=config.learning_rate, seed=config.seed,
         run_dir=run.path, backend=backend, evaluate=lambda m: scalar_metrics(scores(m)),
         best_metric=config.train.best_metric or spec.headline, show_progress=show_progress,
-        resume_from=resume_from, config_hash=fingerprint, hooks=training_hooks(config.method),
+        resume_from=resume_from, config_hash=fingerprint, hooks=training_hooks(config.method), trackers=trackers,
     )
     model = backend.unwrap(model)
     after, probes_after = full_eval(model)

@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from tunesmith.config.guard import GuardConfig  # noqa: F401 (re-exported)
 from tunesmith.config.methods import LoraMethod, Method, default_lr, method_info
 from tunesmith.config.section import Section, looks_like_import_path
 from tunesmith.config.stages import GrpoConfig, PreferenceConfig, RejectionConfig, RewardConfig  # noqa: F401 (re-exported)
@@ -208,26 +209,6 @@ class DataConfig(Section):
         return self
 
 
-class GuardConfig(Section):
-    """Numerical-health guard: skip bad batches, roll back after repeated trouble."""
-
-    enabled: bool = Field(True, description="Check every step for non-finite loss/gradients and loss spikes.")
-    window: int = Field(20, ge=2, description="Recent accepted losses the spike statistics use.")
-    min_history: int = Field(10, ge=2, description="Accepted steps before spike detection starts.")
-    spike_std: float = Field(6.0, gt=0, description="A loss above the rolling mean by this many standard deviations is a spike.")
-    spike_factor: float = Field(3.0, gt=1, description="A loss above this factor of the recent median is a spike.")
-    min_delta: float = Field(
-        0.5, ge=0, description="A spike must also exceed the rolling mean by this much absolute loss "
-        "(near-zero losses jump by large factors harmlessly).",
-    )
-    max_skips: int = Field(3, ge=1, description="Skipped batches within skip_window steps that trigger a rollback.")
-    skip_window: int = Field(50, ge=1, description="Steps over which skips are counted.")
-    max_rollbacks: int = Field(3, ge=0, description="Rollbacks before the run stops with a report.")
-    rollback_lr_factor: float = Field(
-        1.0, gt=0, le=1, description="Multiply the learning rate by this after each rollback (e.g. 0.5)."
-    )
-
-
 class TrainConfig(Section):
     epochs: float = Field(1, gt=0, description="Passes over the training data (ignored when max_steps is set).")
     max_steps: int | None = Field(None, ge=1, description="Optimizer steps; overrides epochs.")
@@ -285,6 +266,11 @@ class TrainConfig(Section):
         True, description="Causal LMs: run the vocabulary projection only where the next token is trained "
         "(answers), not over prompts and padding. Same loss, less compute and memory."
     )
+    report_to: list[Literal["tensorboard", "mlflow"]] = Field(
+        default_factory=list, description="Also log to TensorBoard (<run>/tb/) and/or MLflow (a SQLite store "
+        "next to the run directories, mlflow.db; MLFLOW_TRACKING_URI overrides it): the recipe as params, per-step "
+        "and eval metrics, before/after scores, report.html, tags (task, method, model).")
+    report_model: bool = Field(False, description="With mlflow: also log final/ (the trained model) as artifacts.")
 
 
 # The composite scorecard's dimensions (eval/scorecard.py): the task metric, the general

@@ -25,8 +25,9 @@ def truncate_jsonl(path: Path, after_step: int) -> None:
 class Logbook:
     """Append-only writers of the three log files of ``run_dir``."""
 
-    def __init__(self, run_dir: Path, is_main: bool = True):
+    def __init__(self, run_dir: Path, is_main: bool = True, trackers=None):
         self.run_dir, self.is_main = Path(run_dir), is_main
+        self.trackers = trackers  # train/tracking.Trackers: a live copy for TensorBoard / MLflow
         self._files: dict = {}
 
     def open(self) -> "Logbook":
@@ -40,6 +41,8 @@ class Logbook:
             fh = self._files[name]
             fh.write(json.dumps(record) + "\n")
             fh.flush()
+            if self.trackers is not None:
+                self.trackers.log(name, record)
 
     def event(self, step: int, kind: str, **info) -> None:
         self.write("events", {"step": step, "event": kind, **info})
@@ -48,6 +51,8 @@ class Logbook:
         """Drop the lines after ``step`` (events.jsonl keeps its record of a rollback by default)."""
         if not self.is_main:
             return
+        if self.trackers is not None:
+            self.trackers.rewind(step)
         for name in names:
             fh = self._files.pop(name, None)
             if fh:

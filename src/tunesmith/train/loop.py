@@ -36,14 +36,15 @@ from tunesmith.train.step import StepRunner
 def train(model, objective, features: list[dict], cfg, *, lr: float, seed: int, run_dir: Path, backend: Backend,
           evaluate: Callable[[object], dict] | None = None, best_metric: str = "eval_loss",
           show_progress: bool | str = True, resume_from: Path | None = None, config_hash: str | None = None,
-          hooks: TrainingHooks | None = None) -> TrainStats:
+          hooks: TrainingHooks | None = None, trackers=None) -> TrainStats:
     """Train ``model`` in place on ``features`` according to ``cfg`` (a TrainConfig).
 
     ``show_progress``: True (a bar in a terminal, plain lines elsewhere), "lines", or False.
     ``evaluate(model)`` is called every ``cfg.eval_every`` steps; ``best_metric`` (its
     direction from the metric registry) ranks those evaluations for keep_best and early
     stopping. Logs go to metrics.jsonl / eval.jsonl / events.jsonl. ``resume_from`` is a
-    checkpoint directory to continue from; ``hooks`` let a method act inside the loop.
+    checkpoint directory to continue from; ``hooks`` let a method act inside the loop;
+    ``trackers`` (``train/tracking.Trackers``) receive a copy of every log line.
 
     Raises:
         TrainingInterrupted: after SIGINT/SIGTERM (a checkpoint was saved first).
@@ -66,7 +67,7 @@ def train(model, objective, features: list[dict], cfg, *, lr: float, seed: int, 
     restorer = Restorer(runner.unwrapped, runner.params, optimizer, scheduler, runner.scaler, hooks)
     saver = Checkpointer(run_dir, cfg, runner.unwrapped, optimizer, scheduler, runner.scaler, hooks, config_hash,
                          backend.is_main)
-    logbook = Logbook(run_dir, backend.is_main)
+    logbook = Logbook(run_dir, backend.is_main, trackers)
     state = LoopState()
     if resume_from is not None:
         state = restorer.restore(resume_from, state)
