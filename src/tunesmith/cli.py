@@ -376,8 +376,14 @@ def _export(args) -> None:
     report = export_run(args.run, args.to, args.out, args.quant)
     for check in report.get("checks", []):
         verdict = "passed" if check["passed"] else "FAILED"
-        print(f"{check['name']}: max |diff| {check['max_abs_diff']:.3g} "
-              f"(allowed {check['tolerance']:.3g}, {check['probes']} probes) {verdict}")
+        if "skipped" in check:
+            print(f"{check['name']}: skipped ({check['skipped']})")
+        elif "max_abs_diff" in check:
+            print(f"{check['name']}: max |diff| {check['max_abs_diff']:.3g} "
+                  f"(allowed {check['tolerance']:.3g}, {check['probes']} probes) {verdict}")
+        else:
+            print(f"{check['name']}: {check['same_answers']:.0%} of {check['probes']} answers equal "
+                  f"(at least {check['required']:.0%}) {verdict}")
     if "metrics" in report:
         for name, scores in report["metrics"].items():
             latency = report["latency_ms_per_example"][name]

@@ -11,6 +11,7 @@ import torch
 from tests.conftest import write_jsonl
 from tunesmith.errors import ConfigError, ModelError
 from tunesmith.export import export_run
+from tunesmith.export.llama_cpp_gate import llama_cpp_available
 from tunesmith.export.modelfile import matching_family
 from tunesmith.synthetic import make_lora_run
 
@@ -54,7 +55,9 @@ def test_f16_gguf_reloads_to_the_merged_logits_with_tokenizer_and_template(gguf_
 
     out = tmp_path / "f16"
     report = export_run(gguf_run, "gguf", out, quant="f16")
-    merge_check, check = report["checks"]
+    merge_check, check, engine = report["checks"]
+    if not llama_cpp_available():
+        assert engine["passed"] and "llama-cpp-python is not installed" in engine["skipped"]
     assert merge_check["passed"] and check["passed"] and check["probes"] >= 8
     assert check["max_abs_diff"] <= check["tolerance"] and check["greedy_next_token_agreement"] > 0.99
 
@@ -102,6 +105,13 @@ def test_a_template_no_ollama_family_renders_is_named_at_its_first_differing_tok
     with pytest.raises(ModelError, match=r"token 2 \(':' in training, 'Ċ' in the template\)"):
         matching_family(wrong, None)
     assert matching_family(smollm_tokenizer, "Be brief.").name == "chatml"
+
+
+@pytest.mark.skipif(not llama_cpp_available(), reason="llama-cpp-python (optional extra) is not installed")
+def test_llama_cpp_runs_the_file_to_pytorchs_greedy_answers(gguf_run, tmp_path):
+    engine = export_run(gguf_run, "gguf", tmp_path / "f16")["checks"][2]
+    assert engine["passed"] and engine["probes"] >= 8
+    assert engine["same_answers"] >= 0.75 and engine["same_tokenization"] == 1.0
 
 
 def test_pre_tokenizer_names_follow_llama_cpp():

@@ -20,6 +20,8 @@ import torch
 
 from tunesmith.data.template_check import check_template
 from tunesmith.errors import ConfigError, ModelError
+from tunesmith.eval.decode import end_ids
+from tunesmith.export.llama_cpp_gate import llama_cpp_gate
 from tunesmith.export.merge import logits_of, merged_model
 from tunesmith.export.probes import max_abs_diff, probe_batch, probe_texts
 
@@ -53,24 +55,30 @@ def export_gguf(final_dir: Path, run_dir: Path | None, out: Path, quant: str = "
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"model-{quant}.gguf"
     write_gguf(model, tokenizer, path, quant, name=Path(meta.get("run_name") or final_dir.parent.name).name)
-    batch = probe_batch(tokenizer, probe_texts(meta, tokenizer, run_dir), "causal_lm", meta.get("max_length") or 512)
-    check = gguf_parity(model, path, batch, quant)
+    texts = probe_texts(meta, tokenizer, run_dir)
+    check = gguf_parity(model, path, probe_batch(tokenizer, texts, "causal_lm", meta.get("max_length") or 512), quant)
+    if not check["passed"]:
+        _refuse(path, f"The GGUF file's logits differ from the merged model's by {check['max_abs_diff']:.3g} "
+                f"(allowed {check['tolerance']:.3g}) on {check['probes']} probes, so it was not kept.")
     try:  # the file's own tokenizer and template, as transformers rebuilds them, render like training
         checked = check_template(final_dir, AutoTokenizer.from_pretrained(str(out), gguf_file=path.name),
                                  "the GGUF file")
     except ModelError:
         path.unlink()
         raise
-    if not check["passed"]:
-        path.unlink()
-        raise ModelError(
-            f"The GGUF file's logits differ from the merged model's by {check['max_abs_diff']:.3g} "
-            f"(allowed {check['tolerance']:.3g}) on {check['probes']} probes, so it was not kept.",
-            "Try --quant f16, and report this run (tunesmith.json) as a bug.",
-        )
+    engine_check = llama_cpp_gate(model, tokenizer, path, texts, end_ids(model, tokenizer), quant)
+    if not engine_check["passed"]:
+        _refuse(path, f"llama.cpp's greedy answers equal PyTorch's for {engine_check['same_answers']:.0%} of "
+                f"{engine_check['probes']} probes (at least {engine_check['required']:.0%} required), so the file "
+                "was not kept.")
     modelfile = write_modelfile(out, path.name, tokenizer, meta)
-    return {"checks": [merge_check, check], "quant": quant, "gguf": path.name, "ollama": modelfile,
+    return {"checks": [merge_check, check, engine_check], "quant": quant, "gguf": path.name, "ollama": modelfile,
             "template_probes_checked": checked}
+
+
+def _refuse(path: Path, problem: str) -> None:
+    path.unlink()
+    raise ModelError(problem, "Try --quant f16, and report this run (tunesmith.json) as a bug.")
 
 
 def write_gguf(model, tokenizer, path: Path, quant: str = "f16", name: str = "model") -> None:
