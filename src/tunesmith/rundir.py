@@ -22,6 +22,10 @@ from tunesmith.storage import atomic_write_text
 MODEL_META = "tunesmith.json"
 SUMMARY = "summary.json"
 LOGBOOK_FILES = ("metrics.jsonl", "eval.jsonl", "events.jsonl")
+# What experiment trackers store of a finished run (train/tracking.py), and where a run
+# keeps its tracker run id (so a resumed run continues it).
+TRACKED_ARTIFACTS = ("report.html", SUMMARY, "config.yaml")
+TRACKING = "tracking.json"
 
 
 def _write_json(path: Path, data) -> None:

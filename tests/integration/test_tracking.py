@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
 from tunesmith.cli import main
 
@@ -48,7 +49,7 @@ def test_mlflow_holds_params_metrics_tags_and_artifacts(tracked_run):
     assert record["tracking_uri"] == f"sqlite:///{(tracked_run.parent / 'mlflow.db').resolve()}"
     client = mlflow.MlflowClient(record["tracking_uri"])
     run = client.get_run(record["mlflow_run_id"])
-    config = json.loads(json.dumps(__import__("yaml").safe_load((tracked_run / "config.yaml").read_text())))
+    config = yaml.safe_load((tracked_run / "config.yaml").read_text())
     assert run.data.params["train.max_steps"] == "6" and run.data.params["method.type"] == config["method"]["type"]
     assert run.data.tags["task"] == "classification" and run.data.tags["method"] == config["method"]["type"]
     assert run.info.status == "FINISHED" and run.info.run_name == "tiny-cls"

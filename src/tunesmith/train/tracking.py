@@ -23,10 +23,10 @@ import os
 from pathlib import Path
 
 from tunesmith.errors import ConfigError
+from tunesmith.rundir import TRACKED_ARTIFACTS, TRACKING
 
 EXPERIMENT = "tunesmith"
 PARAM_VALUE_LIMIT = 6000  # MLflow's limit on one param's value
-ARTIFACTS = ("report.html", "summary.json", "config.yaml")
 
 
 def flatten(value, prefix: str = "") -> dict[str, str]:
@@ -96,19 +96,17 @@ def open_trackers(config, run_dir: Path, resumed: bool = False) -> Trackers:
     return Trackers(sinks)
 
 
-def _require(module: str, package: str):
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise ConfigError(f"train.report_to names {package.split('-')[0]}, but the '{package}' package is not "
-                          "installed.", f"pip install {package}") from None
+def _missing(package: str) -> ConfigError:
+    return ConfigError(f"train.report_to names {package.split('-')[0]}, but the '{package}' package is not "
+                       "installed.", "pip install 'tunesmith[tracking]'")
 
 
 class _TensorBoard:
     def __init__(self, run_dir: Path, name: str, params: dict, tags: dict, resumed: bool):
-        _require("tensorboard", "tensorboard")
+        try:
+            import tensorboard  # noqa: F401 (torch's SummaryWriter needs it)
+        except ImportError:
+            raise _missing("tensorboard") from None
         self.folder = run_dir / "tb"
         self.writer = self._writer(None)
         if not resumed:
@@ -137,14 +135,17 @@ class _TensorBoard:
 
 class _Mlflow:
     def __init__(self, run_dir: Path, name: str, params: dict, tags: dict, resumed: bool):
-        mlflow = _require("mlflow", "mlflow-skinny")
+        try:
+            import mlflow
+        except ImportError:
+            raise _missing("mlflow-skinny") from None
         workspace = run_dir.resolve().parent
         uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{workspace / 'mlflow.db'}"
         self.client = mlflow.MlflowClient(uri)
         experiment = self.client.get_experiment_by_name(EXPERIMENT)
         experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(
             EXPERIMENT, artifact_location=(workspace / "mlartifacts").as_uri())
-        record = run_dir / "tracking.json"
+        record = run_dir / TRACKING
         known = json.loads(record.read_text()).get("mlflow_run_id") if record.is_file() else None
         if resumed and known:
             self.run_id = known
@@ -168,7 +169,7 @@ class _Mlflow:
                                                         for k, v in values.items()])
 
     def finish(self, status: str, run_dir: Path, final_dir: Path | None) -> None:
-        for name in ARTIFACTS:
+        for name in TRACKED_ARTIFACTS:
             if (run_dir / name).is_file():
                 self.client.log_artifact(self.run_id, str(run_dir / name))
         if final_dir is not None and final_dir.is_dir():
