@@ -6,7 +6,8 @@ with a large random adapter (r=16, alpha 128: a strongly perturbed model, logits
 about 35 where SmolLM2's reach about 27); the export's own gate loads the file
 back with transformers and compares logits on the probe batch (the run's probe prompts,
 held-out chats and fixed texts). Prints max |diff| of the logits, the logit scale, the
-share of positions whose greedy next token agrees, file size and export time.
+share of positions whose greedy next token agrees, file size and export time; with
+llama-cpp-python installed, also how many greedy answers llama.cpp gives as PyTorch does.
 
 Usage: python benchmarks/gguf_parity.py
 """
@@ -56,6 +57,12 @@ def _export(name: str, run: Path, out: Path, quant: str) -> None:
           f"relative {check['max_abs_diff'] / check['logit_scale']:.4f}, allowed {check['tolerance']:.3f}), "
           f"greedy next token agrees at {check['greedy_next_token_agreement']:.4f} of positions, "
           f"{check['probes']} probes; {report['files'][report['gguf']]} MB; {report['wall_s']} s")
+    engine = report["checks"][2]
+    if "skipped" in engine:
+        print(f"    llama.cpp: skipped ({engine['skipped']})")
+    else:
+        print(f"    llama.cpp: {engine['same_answers']:.0%} of {engine['probes']} greedy answers equal PyTorch's, "
+              f"tokenization equal for {engine['same_tokenization']:.0%}; {engine['examples'][0]}")
 
 
 if __name__ == "__main__":

@@ -74,7 +74,7 @@ def test_f16_gguf_reloads_to_the_merged_logits_with_tokenizer_and_template(gguf_
     fields = GGUFReader(str(out / "model-f16.gguf")).fields
     assert fields["general.architecture"].contents() == "llama"
     # The packaged SmolLM2 tokenizer, as transformers rebuilds it from its GGUF, splits text as GPT-2 does
-    assert fields["tokenizer.ggml.pre"].contents() == "gpt2"
+    assert fields["tokenizer.ggml.pre"].contents() == "gpt-2"
     assert fields["tokenizer.chat_template"].contents() == smollm_tokenizer.chat_template
     assert fields["tokenizer.ggml.tokens"].contents()[:3] == ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
     assert fields["tokenizer.ggml.token_type"].contents()[:3] == [3, 3, 3]  # control tokens
@@ -124,7 +124,7 @@ def test_pre_tokenizer_names_follow_llama_cpp():
         backend.pre_tokenizer = pre
         return pre_tokenizer_name(backend)
 
-    assert named(pre_tokenizers.ByteLevel()) == "gpt2"
+    assert named(pre_tokenizers.ByteLevel()) == "gpt-2"
     assert named(pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
                                           pre_tokenizers.ByteLevel()])) == "smollm"
     assert named(pre_tokenizers.Whitespace()) == "default"

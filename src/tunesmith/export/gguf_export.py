@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tunesmith.data.template_check import check_template
+from tunesmith.data.template_check import PROBE_CHATS, check_template
 from tunesmith.errors import ConfigError, ModelError
 from tunesmith.eval.decode import end_ids
 from tunesmith.export.llama_cpp_gate import llama_cpp_gate
@@ -66,7 +66,8 @@ def export_gguf(final_dir: Path, run_dir: Path | None, out: Path, quant: str = "
     except ModelError:
         path.unlink()
         raise
-    engine_check = llama_cpp_gate(model, tokenizer, path, texts, end_ids(model, tokenizer), quant)
+    engine_check = llama_cpp_gate(model, tokenizer, path, answer_prompts(meta, tokenizer, run_dir),
+                                  end_ids(model, tokenizer), quant)
     if not engine_check["passed"]:
         _refuse(path, f"llama.cpp's greedy answers equal PyTorch's for {engine_check['same_answers']:.0%} of "
                 f"{engine_check['probes']} probes (at least {engine_check['required']:.0%} required), so the file "
@@ -74,6 +75,18 @@ def export_gguf(final_dir: Path, run_dir: Path | None, out: Path, quant: str = "
     modelfile = write_modelfile(out, path.name, tokenizer, meta)
     return {"checks": [merge_check, check, engine_check], "quant": quant, "gguf": path.name, "ollama": modelfile,
             "template_probes_checked": checked}
+
+
+def answer_prompts(meta: dict, tokenizer, run_dir: Path | None, limit: int = 12) -> list[str]:
+    """Prompts to answer, rendered as the server renders them: the template probe chats,
+    then the run's held-out conversations up to their last answer."""
+    from tunesmith.data.template import render_prompt, with_system_prompt
+    from tunesmith.rundir import RunDir
+
+    chats = list(PROBE_CHATS)
+    rows = RunDir(run_dir).eval_rows() if run_dir is not None else []
+    chats += [r["messages"][:-1] for r in rows if r.get("messages") and r["messages"][-1]["role"] == "assistant"]
+    return [render_prompt(tokenizer, with_system_prompt(chat, meta.get("system_prompt"))) for chat in chats[:limit]]
 
 
 def _refuse(path: Path, problem: str) -> None:
@@ -184,7 +197,7 @@ def _add_tokenizer(writer, tokenizer, vocab_size: int) -> None:
 
 def pre_tokenizer_name(backend) -> str:
     """llama.cpp's name for how the tokenizer splits text before BPE (``tokenizer.ggml.pre``):
-    GPT-2's split, SmolLM's (digits one by one), or Llama 3's / Qwen 2's regular expressions.
+    GPT-2's split ("gpt-2", as llama.cpp spells it), SmolLM's (digits one by one), or Llama 3's / Qwen 2's regular expressions.
     Anything else is written as "default"."""
     from transformers.integrations.gguf.gguf_tokenizer_mapping import GGUF_PRE_TOKENIZER_SPLITS
 
@@ -192,7 +205,7 @@ def pre_tokenizer_name(backend) -> str:
     parts = spec.get("pretokenizers", [spec]) if spec.get("type") == "Sequence" else [spec]
     kinds = [part.get("type") for part in parts]
     if kinds == ["ByteLevel"] and parts[0].get("use_regex", True):
-        return "gpt2"
+        return "gpt-2"
     if kinds == ["Digits", "ByteLevel"] and parts[0].get("individual_digits"):
         return "smollm"
     if kinds and kinds[0] == "Split":

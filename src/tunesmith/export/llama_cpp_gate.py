@@ -11,6 +11,9 @@ package the gate is skipped and ``export.json`` says so.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -35,27 +38,48 @@ def llama_cpp_gate(model, tokenizer, path: Path, prompts: list[str], stops: set[
     if not llama_cpp_available():
         return {"name": "llama.cpp greedy answers = PyTorch's", "skipped": "llama-cpp-python is not installed "
                 "(pip install 'tunesmith[llama-cpp]' builds llama.cpp from source)", "passed": True}
-    from llama_cpp import Llama
-
-    engine = Llama(model_path=str(path), n_ctx=2048, verbose=False, logits_all=False, seed=0)
+    # llama.cpp runs in a child process: native code loaded next to torch crashed a second
+    # export in the same process, and a crash there must not take the export down with it.
+    request = {"path": str(path), "prompts": prompts, "stops": sorted(stops), "max_new_tokens": MAX_NEW_TOKENS}
+    done = subprocess.run([sys.executable, "-m", "tunesmith.export.llama_cpp_gate"], input=json.dumps(request),
+                          capture_output=True, text=True, timeout=1800)
+    if done.returncode != 0:
+        return {"name": "llama.cpp greedy answers = PyTorch's", "passed": False, "probes": len(prompts),
+                "same_answers": 0.0, "required": AGREEMENT[quant],
+                "error": (done.stderr.strip().splitlines() or ["llama.cpp exited with " + str(done.returncode)])[-1]}
+    answers = json.loads(done.stdout.strip().splitlines()[-1])
     same_answers = same_tokens = 0
     examples = []
-    for text in prompts:
+    for text, theirs in zip(prompts, answers):
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        same_tokens += engine.tokenize(text.encode("utf-8"), add_bos=False, special=True) == ids
+        same_tokens += theirs["ids"] == ids
         ours = _torch_greedy(model, ids, stops)
-        theirs = []
-        for token in engine.generate(ids, top_k=1, top_p=1.0, temp=0.0, repeat_penalty=1.0, reset=True):
-            if token in stops or len(theirs) >= MAX_NEW_TOKENS:
-                break
-            theirs.append(token)
-        same_answers += theirs == ours
+        same_answers += theirs["answer"] == ours
         if len(examples) < 3:
-            examples.append({"prompt": text[-80:], "pytorch": tokenizer.decode(ours), "llama_cpp": tokenizer.decode(theirs)})
+            examples.append({"prompt": text[-80:], "pytorch": tokenizer.decode(ours),
+                             "llama_cpp": tokenizer.decode(theirs["answer"])})
     share = same_answers / max(1, len(prompts))
     return {"name": "llama.cpp greedy answers = PyTorch's", "probes": len(prompts), "same_answers": share,
             "same_tokenization": same_tokens / max(1, len(prompts)), "required": AGREEMENT[quant],
             "passed": share >= AGREEMENT[quant], "examples": examples}
+
+
+def _llama_cpp_answers(request: dict) -> list[dict]:
+    """In the child: llama.cpp's tokenization of each prompt and its greedy answer to the
+    prompt's ids as the training tokenizer gave them (tokenized here by llama.cpp too)."""
+    from llama_cpp import Llama
+
+    engine = Llama(model_path=request["path"], n_ctx=2048, verbose=False, logits_all=False, seed=0)
+    stops, results = set(request["stops"]), []
+    for text in request["prompts"]:
+        ids = engine.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        answer = []
+        for token in engine.generate(ids, top_k=1, top_p=1.0, temp=0.0, repeat_penalty=1.0, reset=True):
+            if token in stops or len(answer) >= request["max_new_tokens"]:
+                break
+            answer.append(token)
+        results.append({"ids": ids, "answer": answer})
+    return results
 
 
 @torch.no_grad()
@@ -65,3 +89,7 @@ def _torch_greedy(model, ids: list[int], stops: set[int]) -> list[int]:
                          do_sample=False, eos_token_id=sorted(stops), pad_token_id=stops and min(stops))
     new = out[0, len(ids):].tolist()
     return new[: next((k for k, t in enumerate(new) if t in stops), len(new))]
+
+
+if __name__ == "__main__":
+    print(json.dumps(_llama_cpp_answers(json.loads(sys.stdin.read()))))
