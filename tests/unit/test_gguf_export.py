@@ -88,7 +88,10 @@ def test_f16_gguf_reloads_to_the_merged_logits_with_tokenizer_and_template(gguf_
     assert saved["ollama"]["template"] == "chatml" and saved["quant"] == "f16"
 
 
-def test_q8_0_is_smaller_and_within_its_own_tolerance(gguf_run, tmp_path):
+def test_q8_0_is_smaller_and_within_its_own_tolerance(gguf_run, tmp_path, monkeypatch):
+    import tunesmith.export.llama_cpp_gate as gate
+
+    monkeypatch.setattr(gate, "llama_cpp_available", lambda: False)  # transformers' gate only (see the README)
     f16 = export_run(gguf_run, "gguf", tmp_path / "f16")
     q8 = export_run(gguf_run, "gguf", tmp_path / "q8", quant="q8_0")
     assert q8["checks"][1]["passed"]

@@ -69,7 +69,9 @@ def export_gguf(final_dir: Path, run_dir: Path | None, out: Path, quant: str = "
     engine_check = llama_cpp_gate(model, tokenizer, path, answer_prompts(meta, tokenizer, run_dir),
                                   end_ids(model, tokenizer), quant)
     if not engine_check["passed"]:
-        _refuse(path, f"llama.cpp's greedy answers equal PyTorch's for {engine_check['same_answers']:.0%} of "
+        _refuse(path, f"llama.cpp could not run the file ({engine_check['error']}), so it was not kept."
+                if "error" in engine_check else
+                f"llama.cpp's greedy answers equal PyTorch's for {engine_check['same_answers']:.0%} of "
                 f"{engine_check['probes']} probes (at least {engine_check['required']:.0%} required), so the file "
                 "was not kept.")
     modelfile = write_modelfile(out, path.name, tokenizer, meta)

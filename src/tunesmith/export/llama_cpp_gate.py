@@ -46,7 +46,8 @@ def llama_cpp_gate(model, tokenizer, path: Path, prompts: list[str], stops: set[
     if done.returncode != 0:
         return {"name": "llama.cpp greedy answers = PyTorch's", "passed": False, "probes": len(prompts),
                 "same_answers": 0.0, "required": AGREEMENT[quant],
-                "error": (done.stderr.strip().splitlines() or ["llama.cpp exited with " + str(done.returncode)])[-1]}
+                "error": f"killed by signal {-done.returncode}" if done.returncode < 0 else
+                (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]}
     answers = json.loads(done.stdout.strip().splitlines()[-1])
     same_answers = same_tokens = 0
     examples = []
