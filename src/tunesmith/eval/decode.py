@@ -130,12 +130,12 @@ def decode_continuously(model, prompts: list[list[int]], settings: DecodeSetting
     size = max(1, settings.batch_size)
     # The batch is full (``size`` rows) at nearly every step, the shape the packing is for.
     with packed_linears(model, size):
-        return _decode_continuously(model, prompts, settings, stops, pad, generator, device, progress)
+        return _decode_continuously(model, prompts, size, settings, stops, pad, generator, device, progress)
 
 
-def _decode_continuously(model, prompts, settings, stops, pad, generator, device, progress) -> list[list[int]]:
+def _decode_continuously(model, prompts, size, settings, stops, pad, generator, device, progress) -> list[list[int]]:
     key = cache_argument(model)
-    size, queue = max(1, settings.batch_size), list(range(len(prompts)))
+    queue = list(range(len(prompts)))
     tokens: list[list[int]] = [[] for _ in prompts]
     stop_ids = torch.tensor(sorted(stops), dtype=torch.long, device=device)
     rows = cache = mask = last = None  # prompt index, KV cache, attention mask and pending token per row
