@@ -13,6 +13,7 @@ from pathlib import Path
 
 from tunesmith import __version__
 from tunesmith.cli_eval import add_eval_parser, is_review, review_parser, run_eval_command, run_review_command
+from tunesmith.cli_plan import add_plan_parsers, run_plan_command
 from tunesmith.cli_use import add_use_parsers, run_use_command
 from tunesmith.cli_text import (
     COMPARE_EXAMPLES,
@@ -121,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_eval_parser(sub)
     add_use_parsers(sub)
+    add_plan_parsers(sub)
     serve = sub.add_parser(
         "serve", help="OpenAI-compatible server: one base model in memory, many adapters picked per request",
         epilog=SERVE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -165,6 +167,8 @@ def _run_options(p: argparse.ArgumentParser) -> None:
                         "when the output is not a terminal)")
     p.add_argument("--quiet", action="store_true", help="print only errors and the final summary")
     p.add_argument("--json", action="store_true", help="print the final summary as JSON on stdout (the rest on stderr)")
+    p.add_argument("--force", action="store_true", help="train even when the memory plan exceeds the budget by "
+                   "more than 10%% (see tunesmith plan)")
     _plugin_option(p)
     # SUPPRESS: an absent sub-command --debug must not reset a --debug given before the command.
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors")
@@ -214,6 +218,8 @@ def _run_command(args) -> int:
             _export(args)
         elif args.command == "recipe":
             _recipe(args)
+        elif args.command in ("plan", "tune"):
+            run_plan_command(args)
         elif args.command in ("chat", "predict"):
             run_use_command(args)
         elif args.command == "eval":
@@ -266,6 +272,7 @@ def _train(recipe: Path, args, overwrite: bool) -> None:
     summary = run_recipe(
         config, output_dir=args.output_dir, overwrite=overwrite, resume=args.resume, base_dir=recipe.resolve().parent,
         show_progress=False if args.quiet or args.json else ("lines" if no_bar else True), log=log,
+        force=args.force,
     )
     if args.json:
         print(json.dumps(summary, ensure_ascii=False), flush=True)

@@ -29,3 +29,7 @@ class DataError(TunesmithError):
 
 class ModelError(TunesmithError):
     """A model cannot be found, converted or loaded."""
+
+
+class RunStopped(Exception):
+    """A caller stopped a run on purpose (a tuning trial pruned by its study): not a failure."""

@@ -12,15 +12,13 @@ from transformers import set_seed
 
 from tunesmith.config.load import dump_recipe
 from tunesmith.config.schema import RecipeConfig
-from tunesmith.data import cache as data_cache
-from tunesmith.data.packing import pack_features, packing_efficiency
-from tunesmith.data.dedup import leakage_summary
-from tunesmith.data.pipeline import prepare_data
 from tunesmith.data.template import resolve_template
 from tunesmith.eval.chat_eval import chat_checks, chat_summary, flat_scores, prediction_rows
 from tunesmith.eval.evaluate import classification_summary, evaluate, scalar_metrics
 from tunesmith.environment import library_versions, machine
+from tunesmith.errors import RunStopped
 from tunesmith.eval.report import write_report
+from tunesmith.features import prepare_features
 from tunesmith.eval.scorecard import run_scorecard
 from tunesmith.methods import apply_method, count_parameters, training_hooks
 from tunesmith.data.template_check import check_template, write_template_probes
@@ -28,7 +26,6 @@ from tunesmith.methods.saved import continue_adapter, save_trained
 from tunesmith.models.load import load_model, load_tokenizer, resolve_model_source
 from tunesmith.models.quantize import four_bit_config, quantization_settings
 from tunesmith.objectives.reference_model import prepare_reference
-from tunesmith.objectives.rejections import generate_rejections
 from tunesmith.objectives.tasks import task_spec
 from tunesmith.modelcard import portable_adapter_config, write_model_card
 from tunesmith.rundir import RunDir, has_model_meta, read_model_meta, resolve_run_dir, write_model_meta
@@ -45,6 +42,8 @@ from tunesmith.train.preflight import (
     schedule_change,
 )
 from tunesmith.train.sampler import planned_steps
+from tunesmith.train.auto_batch import find_micro_batch
+from tunesmith.plan.check import budget_bytes, check_memory
 from tunesmith.train.state import TrainingInterrupted
 
 
@@ -52,6 +51,13 @@ def peak_rss_mb() -> float:
     """This process's peak resident memory in MB."""
     # ru_maxrss is in KiB on Linux.
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def current_rss_mb() -> float:
+    """This process's resident memory now, in MB."""
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
 
 
 def run_recipe(
@@ -63,12 +69,16 @@ def run_recipe(
     base_dir: Path | None = None,
     show_progress: bool = True,
     log=print,
+    on_evaluation=None,
+    force: bool = False,
 ) -> dict:
     """Run ``config`` end to end and return the summary (also written to summary.json).
 
     ``base_dir`` resolves relative data paths (the recipe file's folder). ``resume`` is
     "auto" (latest valid checkpoint of the run directory, or a fresh start when there is
-    none) or a checkpoint directory.
+    none) or a checkpoint directory. ``on_evaluation(metrics)`` is called after each periodic
+    evaluation; raising :class:`RunStopped` there stops the run (status "stopped").
+    ``force`` trains even when the memory plan exceeds the budget by more than 10%.
 
     Raises:
         ConfigError: run-directory, disk-space or resume problems (before any model loads).
@@ -109,8 +119,13 @@ def run_recipe(
         summary["extended"] = extension  # recorded: this run is longer than it was first planned
     trackers = open_trackers(config, run_dir, resumed=resume_from is not None) if backend.is_main else Trackers([])
     try:
-        summary = _run(config, run, backend, summary, base_dir, show_progress, log, resume_from, fingerprint, trackers)
+        summary = _run(config, run, backend, summary, base_dir, show_progress, log, resume_from, fingerprint, trackers,
+                       on_evaluation, force)
         summary["status"] = "completed"
+    except RunStopped as exc:
+        summary["status"] = "stopped"
+        summary["stopped"] = str(exc)
+        raise
     except KeyboardInterrupt as exc:  # TrainingInterrupted (a checkpoint was saved) is one too
         summary["status"] = "interrupted"
         if isinstance(exc, TrainingInterrupted):
@@ -137,7 +152,8 @@ def run_recipe(
 
 
 def _run(config: RecipeConfig, run: RunDir, backend: Backend, summary: dict, base_dir, show_progress: bool, log,
-         resume_from: Path | None, fingerprint: str, trackers: Trackers) -> dict:
+         resume_from: Path | None, fingerprint: str, trackers: Trackers, on_evaluation=None,
+         force: bool = False) -> dict:
     started = time.perf_counter()
     if config.train.num_threads:
         torch.set_num_threads(config.train.num_threads)
@@ -154,7 +170,15 @@ def _run(config: RecipeConfig, run: RunDir, backend: Backend, summary: dict, bas
         run.write_rows("rejects", data.rejects)
 
     source = resolve_model_source(config.model.name)
+    baseline_mb = current_rss_mb()  # what the process holds before the model: `tunesmith plan`'s baseline
     check_disk_space(run.path, source, config.method.type, config.train)
+    auto_batch = config.train.batch_size == "auto"
+    if auto_batch:  # planned (and counted in steps) as one global batch until the search picks the micro-batch
+        config = _with_batch(config, config.train.global_batch, 1)
+    if backend.is_main and not force and resume_from is None:
+        plan = check_memory(_with_batch(config, 1, config.train.global_batch) if auto_batch else config,
+                            train_features, source, log)
+        summary["plan"] = {"total_bytes": plan.total_bytes, "budget_bytes": plan.device["memory_bytes"]}
     quantization = quantization_settings(config.method)
     # A classifier's head has one output per label; a reward model's one output is the reward.
     head_labels = data.labels or getattr(objective, "labels", None)
@@ -213,13 +237,27 @@ def _run(config: RecipeConfig, run: RunDir, backend: Backend, summary: dict, bas
         model = apply_method(model, config.method, config.model_task, total_steps=total_steps)
     if config.train.gradient_checkpointing:
         (model.get_base_model() if hasattr(model, "get_base_model") else model).activation_checkpointing_enable()
+    if auto_batch:
+        search = find_micro_batch(model, objective, train_features, config.train.global_batch,
+                                  budget_bytes(config) or device_budget(backend.device), backend.device,
+                                  config.train.precision, log)
+        config = _with_batch(config, search.micro_batch, search.grad_accum)
+        summary["auto_batch"] = {"batch_size": search.micro_batch, "grad_accum": search.grad_accum,
+                                 "tries_mb": {k: round(v / 2**20, 1) for k, v in search.tries.items()},
+                                 "budget_mb": round(search.budget_bytes / 2**20, 1)}
     trainable, total = count_parameters(model)
     log(f"method {config.method.type}: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.2f}%)")
     summary.update(trainable_params=trainable, total_params=total)
 
+    def periodic_evaluation(m) -> dict:
+        metrics = scalar_metrics(scores(m))
+        if on_evaluation:
+            on_evaluation(metrics)
+        return metrics
+
     stats = train(
         model, objective, train_features, config.train, lr=config.learning_rate, seed=config.seed,
-        run_dir=run.path, backend=backend, evaluate=lambda m: scalar_metrics(scores(m)),
+        run_dir=run.path, backend=backend, evaluate=periodic_evaluation,
         best_metric=config.train.best_metric or spec.headline, show_progress=show_progress,
         resume_from=resume_from, config_hash=fingerprint, hooks=training_hooks(config.method), trackers=trackers,
     )
@@ -243,6 +281,7 @@ def _run(config: RecipeConfig, run: RunDir, backend: Backend, summary: dict, bas
             "samples_per_s": stats.samples / stats.wall_s,
             "tokens_per_s": stats.tokens / stats.wall_s,
             "peak_rss_mb": round(peak_rss_mb(), 1),
+            "baseline_rss_mb": round(baseline_mb, 1),
             "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch.cuda.is_available() else None,
             "steps": stats.steps,
             "samples": stats.samples,
@@ -273,6 +312,20 @@ def _run(config: RecipeConfig, run: RunDir, backend: Backend, summary: dict, bas
     return summary
 
 
+def _with_batch(config: RecipeConfig, batch_size: int, grad_accum: int) -> RecipeConfig:
+    return config.model_copy(update={"train": config.train.model_copy(
+        update={"batch_size": batch_size, "grad_accum": grad_accum})})
+
+
+def device_budget(device) -> int:
+    """The memory a run may use by default: the GPU's, or what this process can grow to."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[1]
+    import psutil
+
+    return psutil.virtual_memory().available + psutil.Process().memory_info().rss
+
+
 def reward_rows(before: dict | None, after: dict) -> list[dict]:
     """One row per held-out pair: its chosen and rejected rewards before and after training."""
     rows = [{"chosen_after": c, "rejected_after": r} for c, r in zip(after["chosen"], after["rejected"])]
@@ -280,65 +333,6 @@ def reward_rows(before: dict | None, after: dict) -> list[dict]:
         for row, c, r in zip(rows, before["chosen"], before["rejected"]):
             row.update(chosen_before=c, rejected_before=r)
     return rows
-
-
-def make_objective(config: RecipeConfig, tokenizer, labels):
-    """The task's objective (from the task registry): how records become batches and losses."""
-    return task_spec(config.task).make_objective(config, tokenizer, labels)
-
-
-def prepare_features(config: RecipeConfig, base_dir, tokenizer, summary: dict, log, show_progress: bool = True,
-                     device="cpu"):
-    """The data stage and tokenization, from the cache when the same inputs were prepared
-    before: returns ``(data, objective, train_features, eval_features)``. ``device``: where
-    the starting model writes generated rejections (``data.generate_rejected``)."""
-    started = time.perf_counter()
-    key = data_cache.fingerprint(config, base_dir, tokenizer) if config.data.cache else None
-    cached = data_cache.load(key) if key else None
-    if cached is not None:
-        data, train_features, eval_features, extra = cached
-        objective = make_objective(config, tokenizer, data.labels)
-        summary["data"] = dict(data.info, **extra, cache={"key": key, "hit": True})
-        log(f"data: {len(data.train)} train / {len(data.eval)} eval rows (tokenized data from the cache)")
-    else:
-        data = prepare_data(config.data, task_spec(config.task).shape, config.seed, base_dir)
-        log(f"data: {len(data.train)} train / {len(data.eval)} eval rows")
-        extra = {}
-        if config.data.generate_rejected is not None:
-            extra["rejections"] = generate_rejections(data, config, tokenizer, device, log, show_progress)
-        objective = make_objective(config, tokenizer, data.labels)
-        train_features = objective.encode(data.train)
-        extra["overlength_train"] = objective.overlength_report
-        # Eval rows are truncated rather than dropped: predictions.jsonl pairs them with eval_set.jsonl.
-        if objective.overlength == "drop":
-            objective.overlength = "truncate"
-        eval_features = objective.encode(data.eval)
-        extra["overlength_eval"] = objective.overlength_report
-        if config.data.packing:  # training rows only: evaluation stays one example per row
-            packed = pack_features(train_features, config.data.max_length)
-            extra["packing"] = packing_efficiency(train_features, packed, config.data.max_length)
-            train_features = packed
-        if key:
-            data_cache.save(key, data, train_features, eval_features, extra)
-        summary["data"] = dict(data.info, **extra, cache={"key": key, "hit": False} if key else None)
-    if data.rejects:
-        log(f"data: {len(data.rejects)} invalid rows left out ({config.data.on_error}): "
-            + ", ".join(f"{code} {n}" for code, n in data.info["validation"]["by_reason"].items()))
-    leak = summary["data"].get("leakage")
-    if leak and leak["exact"] + leak["near"] > leak.get("removed", 0):
-        # Held-out rows seen in training inflate every eval number: say so before training.
-        log(f"warning: {leakage_summary(leak)}. Eval metrics will look better than they are; deduplicate "
-            "(data.dedup), or set data.leakage: remove (or error).")
-    if "packing" in summary["data"]:
-        packing = summary["data"]["packing"]
-        log(f"data: packed {packing['examples']} examples into {packing['rows']} rows "
-            f"({100 * packing['fill']:.0f}% of token slots used)")
-    for split in ("train", "eval"):
-        report = summary["data"][f"overlength_{split}"]
-        if report["rows"]:
-            log(f"data: {report['rows']} {split} rows longer than {report['max_length']} tokens ({report['policy']})")
-    summary["data"]["prepare_s"] = round(time.perf_counter() - started, 3)
-    return data, objective, train_features, eval_features
 
 
 def _answer_probes(objective, model, config: RecipeConfig, device) -> list:

@@ -35,7 +35,7 @@ def test_objectives_come_from_the_registry(tiny_bert_dir):
     from tunesmith.objectives.causal_lm import CausalLMObjective
     from tunesmith.objectives.classification import ClassificationObjective
     from tunesmith.objectives.pretrain import PretrainObjective
-    from tunesmith.runner import make_objective
+    from tunesmith.features import make_objective
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
     expected = {"classification": ClassificationObjective, "causal_lm": CausalLMObjective, "pretrain": PretrainObjective}

@@ -212,7 +212,14 @@ class DataConfig(Section):
 class TrainConfig(Section):
     epochs: float = Field(1, gt=0, description="Passes over the training data (ignored when max_steps is set).")
     max_steps: int | None = Field(None, ge=1, description="Optimizer steps; overrides epochs.")
-    batch_size: int = Field(16, ge=1, description="Examples per forward pass.")
+    batch_size: int | Literal["auto"] = Field(
+        16, description="Examples per forward pass; 'auto': the largest that fits in memory (a short search with "
+        "real forward/backward passes), grad_accum then keeping global_batch examples per step.")
+    global_batch: int = Field(16, ge=1, description="Examples per optimizer step with batch_size: auto.")
+    memory_budget: float | None = Field(
+        None, gt=0, description="GiB this run may use: the preflight refuses a plan above it by more than 10% "
+        "(--force runs anyway), and batch_size: auto searches under it. Default: the GPU's memory, or the RAM free "
+        "at the start.")
     grad_accum: int = Field(1, ge=1, description="Forward passes per optimizer step.")
     lr: float | None = Field(None, gt=0, description="Peak learning rate; default depends on the method.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay (not on biases and norms).")

@@ -31,8 +31,16 @@ class TaskSpec:
         return self.metrics[0]
 
 
-def _padding_free(config) -> bool:
+# Tasks whose objectives can put a micro-batch's examples back to back in one row.
+PADDING_FREE_TASKS = ("causal_lm", "pretrain", "preference")
+
+
+def padding_free(config) -> bool:
+    """Whether ``config``'s micro-batches are packed into one row (train.padding_free)."""
     from tunesmith.config.methods import method_info
+
+    if config.task not in PADDING_FREE_TASKS:
+        return False
 
     # Virtual tokens (prompt methods) would be shared by every example of a concatenated row.
     return config.train.padding_free and not method_info(config.method.type).prompt_based
@@ -49,14 +57,14 @@ def _chat_sft(config, tokenizer, labels):
 
     return CausalLMObjective(tokenizer, config.data.max_length, config.data.system_prompt,
                              config.data.on_overlength, config.data.loss_on == "last_answer",
-                             head_on_targets=config.train.lm_head_on_targets, padding_free=_padding_free(config))
+                             head_on_targets=config.train.lm_head_on_targets, padding_free=padding_free(config))
 
 
 def _pretrain(config, tokenizer, labels):
     from tunesmith.objectives.pretrain import PretrainObjective
 
     return PretrainObjective(tokenizer, config.data.max_length, head_on_targets=config.train.lm_head_on_targets,
-                             padding_free=_padding_free(config))
+                             padding_free=padding_free(config))
 
 
 def _reward(config, tokenizer, labels):
@@ -70,7 +78,7 @@ def _preference(config, tokenizer, labels):
     from tunesmith.objectives.preference import PreferenceObjective
 
     return PreferenceObjective(tokenizer, config.data.max_length, config.preference, config.data.system_prompt,
-                               config.data.on_overlength, padding_free=_padding_free(config))
+                               config.data.on_overlength, padding_free=padding_free(config))
 
 
 def _grpo(config, tokenizer, labels):

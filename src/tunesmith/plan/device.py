@@ -1,0 +1,137 @@
+"""The device a plan is for: its memory budget and its measured (or known) matmul rate.
+
+This machine's rates come from microbenchmarks (about two seconds): a matmul at the
+model's own shapes, elementwise ops writing fresh and in-place tensors, random numbers.
+They are cached per machine, shape and dtype under the cache directory, so later plans
+are instant. A named GPU that is not this machine's (``--device a100:80GB``) takes its
+dense bf16 rate and memory bandwidth from the vendor's data sheet, scaled by the share
+that training reaches (``GPU_ACHIEVED``), and says so.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import re
+import time
+from dataclasses import asdict, dataclass
+
+from tunesmith.errors import ConfigError
+from tunesmith.paths import cache_root
+
+# Dense bf16 (fp16 before Ampere) tensor-core TFLOP/s and memory bandwidth in TB/s, from the data sheets.
+GPU_SHEET = {"h200": (989, 4.8), "h100": (989, 3.35), "a100": (312, 2.0), "l40s": (362, 0.86), "l40": (181, 0.86),
+             "a10g": (125, 0.6), "a10": (125, 0.6), "l4": (121, 0.3), "rtx4090": (165, 1.0), "rtx3090": (71, 0.94),
+             "v100": (125, 0.9), "t4": (65, 0.32)}
+GPU_ACHIEVED = 0.4  # share of the data-sheet rates a fine-tuning step reaches; a planning assumption
+UNIT = {"": 2**30, "gb": 2**30, "gib": 2**30, "g": 2**30, "mb": 2**20, "mib": 2**20, "m": 2**20}
+
+
+@dataclass
+class Rates:
+    """How fast the device does each kind of work (see plan/work.py)."""
+
+    matmul_flops: float      # FLOP/s of matrix products
+    fresh_bytes: float       # bytes/s of ops writing a new tensor
+    inplace_bytes: float     # bytes/s of in-place updates
+    random_numbers: float    # random numbers/s (dropout masks)
+    source: str
+
+    def seconds(self, work) -> float:
+        """Time of the work counted by a :class:`~tunesmith.plan.work.WorkCounter`."""
+        return (work.flops / self.matmul_flops + work.fresh_bytes / self.fresh_bytes
+                + work.inplace_bytes / self.inplace_bytes + work.random / self.random_numbers)
+
+
+@dataclass
+class Device:
+    """Where training runs: its kind, memory budget in bytes and FLOP rate."""
+
+    name: str
+    kind: str             # "cpu" or "cuda"
+    memory_bytes: int
+    rates: Rates | None  # None when unknown (a GPU not in the table)
+    count: int = 1
+
+
+def parse_memory(text: str) -> int:
+    """'80GB', '24', '512MB' -> bytes (a bare number is GiB)."""
+    match = re.fullmatch(r"\s*([0-9.]+)\s*([a-zA-Z]*)\s*", text)
+    if not match or match.group(2).lower() not in UNIT:
+        raise ConfigError(f"cannot read the memory size '{text}'.", "Write it like 80GB, 24 (GiB) or 512MB.")
+    return int(float(match.group(1)) * UNIT[match.group(2).lower()])
+
+
+def resolve_device(spec: str | None, gpus: int, shape: tuple[int, int, int], dtype: str,
+                   budget_bytes: int | None = None, with_rates: bool = True) -> Device:
+    """The device of ``--device`` (default: a visible GPU, else this CPU); ``with_rates=False``
+    skips measuring this machine's rates (no time estimate)."""
+    import torch
+
+    spec = (spec or ("cuda" if torch.cuda.is_available() else "cpu")).lower()
+    if spec == "cpu":
+        import psutil
+
+        # What this process can grow to now: the free memory plus what it already holds.
+        memory = budget_bytes or psutil.virtual_memory().available + psutil.Process().memory_info().rss
+        return Device(f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)", "cpu",
+                      memory, measured_rates("cpu", shape, dtype) if with_rates else None)
+    if spec == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError("--device cuda, but no GPU is visible here.",
+                              "Plan for a named GPU instead, e.g. --device a100:80GB (or h100:80GB, rtx4090:24GB).")
+        total = torch.cuda.mem_get_info()[1]
+        return Device(torch.cuda.get_device_name(), "cuda", budget_bytes or total,
+                      measured_rates("cuda", shape, dtype) if with_rates else None, gpus)
+    name, _, memory = spec.partition(":")
+    if not memory:
+        raise ConfigError(f"--device {spec}: give the GPU's memory too.", f"For example --device {name}:80GB.")
+    sheet = GPU_SHEET.get(name.replace("-", "").replace(" ", ""))
+    rates = None
+    if sheet:
+        tflops, bandwidth = sheet
+        rates = Rates(tflops * 1e12 * GPU_ACHIEVED, bandwidth * 1e12 * GPU_ACHIEVED, bandwidth * 1e12 * GPU_ACHIEVED,
+                      bandwidth * 1e12 / 8, f"{name} data sheet ({tflops} TFLOP/s bf16, {bandwidth} TB/s) x "
+                      f"{GPU_ACHIEVED} achieved")
+    return Device(name, "cuda", budget_bytes or parse_memory(memory), rates, gpus)
+
+
+def _timed(work, seconds: float = 0.4) -> float:
+    """Calls of ``work`` per second (after one warm-up call)."""
+    work()
+    calls, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds or calls < 3:
+        work()
+        calls += 1
+    return calls / (time.perf_counter() - started)
+
+
+def measured_rates(kind: str, shape: tuple[int, int, int], dtype: str) -> Rates:
+    """This machine's rates (about two seconds of microbenchmarks), from the cache when measured before."""
+    import torch
+
+    m, k, n = shape
+    key = f"{platform.node()}|{kind}|{torch.get_num_threads()}|{dtype}|{m}x{k}x{n}"
+    cache = cache_root() / "plan" / "rates.json"
+    rates = json.loads(cache.read_text()) if cache.is_file() else {}
+    if key in rates:
+        return Rates(**rates[key])
+    torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+    if kind == "cpu" and dtype == "fp16":
+        torch_dtype = torch.bfloat16
+    device = "cuda" if kind == "cuda" else "cpu"
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    a = torch.randn(m, k, device=device, dtype=torch_dtype)
+    b = torch.randn(k, n, device=device, dtype=torch_dtype)
+    matmul = 2 * m * k * n * _timed(lambda: (a @ b, sync()), 1.0)
+    # Elementwise work at activation sizes: a fresh result (allocated, its pages faulted in),
+    # an in-place update, and random numbers (dropout masks).
+    x, y = torch.randn(8 * 2**20, device=device), torch.randn(8 * 2**20, device=device)
+    fresh = 3 * x.numel() * 4 * _timed(lambda: (torch.mul(x, y), sync()))
+    inplace = 3 * x.numel() * 4 * _timed(lambda: (x.add_(y), sync()))
+    random = x.numel() * _timed(lambda: (torch.bernoulli(torch.full_like(x, 0.9)), sync()))
+    measured = Rates(matmul, fresh, inplace, random, "measured (microbenchmarks)")
+    rates[key] = asdict(measured)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(rates, indent=1))
+    return measured

@@ -1,0 +1,149 @@
+"""`tunesmith plan`: parameters, memory, time and disk of a recipe on a device.
+
+Memory comes from :mod:`tunesmith.plan.trace` (what one micro-batch really keeps) and
+:mod:`tunesmith.plan.memory` (when a step peaks). Time is the step's counted work
+(:mod:`tunesmith.plan.work`: matmul FLOPs, random numbers, bytes moved by fresh and
+in-place ops, from a fake forward, backward and optimizer step) over the device's
+measured rates for each kind (:mod:`tunesmith.plan.device`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+from tunesmith.config.methods import method_info
+from tunesmith.plan.device import Device, resolve_device
+from tunesmith.plan.memory import MemoryPlan, MicroBatch, estimate_memory, micro_batch
+from tunesmith.plan.trace import NF4_BYTES, NF4_DOUBLE_QUANT_BYTES, Trace, model_config, trace_training
+
+# What the training process holds before the model loads, when it cannot be measured (a
+# GPU plan's host side is not part of the GPU budget).
+CUDA_CONTEXT_BYTES = 500 * 2**20
+
+
+@dataclass
+class Plan:
+    """Everything `tunesmith plan` prints (``--json`` prints this as a dict)."""
+
+    recipe: str
+    method: str
+    device: dict
+    micro_batch: dict
+    params: dict
+    weights_by_dtype: dict
+    components: dict
+    peak_moment: str
+    total_bytes: int
+    fits: bool
+    time: dict
+    disk: dict
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def step_seconds(trace: Trace, rates, config) -> float:
+    """One optimizer step: every micro-batch's forward and backward (plus a second forward
+    of the blocks with gradient checkpointing), then the optimizer."""
+    micro = rates.seconds(trace.forward_work) + rates.seconds(trace.backward_work)
+    if config.train.gradient_checkpointing:
+        micro += rates.seconds(trace.forward_work)
+    return micro * config.train.grad_accum + rates.seconds(trace.optimizer_work)
+
+
+def weights_by_dtype(total_params: int) -> dict:
+    """Bytes of ``total_params`` weights in each storage format."""
+    return {"fp32": total_params * 4, "bf16": total_params * 2, "int8": total_params,
+            "nf4": int(total_params * NF4_BYTES), "nf4_double_quant": int(total_params * NF4_DOUBLE_QUANT_BYTES)}
+
+
+def current_baseline(device: Device) -> int:
+    """The process baseline: this planning process's resident memory (it has imported what
+    training imports) on a CPU; PyTorch's allocator starts near empty on a GPU."""
+    if device.kind == "cuda":
+        return 0
+    import psutil
+
+    return psutil.Process().memory_info().rss
+
+
+def make_plan(config, *, device_spec: str | None = None, gpus: int = 1, longest: int | None = None,
+              target_share: float = 1.0, budget_bytes: int | None = None, examples: int | None = None,
+              source: str | None = None, with_time: bool = True) -> Plan:
+    """The plan of ``config``. ``longest``/``target_share`` describe the data when it is known
+    (the worst case otherwise); ``examples`` is the training set's size, for epoch time.
+    ``with_time=False`` skips the step-time work count and the rate microbenchmarks."""
+    from tunesmith.models.load import resolve_model_source
+
+    source = source or resolve_model_source(config.model.name)
+    hf_config = model_config(source, config.model.trust_remote_code)
+    batch = micro_batch(config, longest, target_share)
+    labels = len(config.data.labels) if config.data.labels else 2
+    trace = trace_training(config, hf_config, batch.rows, batch.length, batch.targets_per_row, labels, with_time)
+    hidden = trace.hidden or 768
+    ffn = getattr(hf_config, "intermediate_size", 4 * hidden)
+    device = resolve_device(device_spec, gpus, (min(batch.rows * batch.length, 4096), hidden, ffn),
+                            config.train.precision, budget_bytes, with_time)
+    memory: MemoryPlan = estimate_memory(trace, config, current_baseline(device))
+    step_s = step_seconds(trace, device.rates, config) / device.count if device.rates else None
+    flops = (trace.forward_work.flops + trace.backward_work.flops) * config.train.grad_accum
+    global_batch = batch.rows * config.train.grad_accum * device.count
+    steps_per_epoch = math.ceil(examples / global_batch) if examples else None
+    notes = list(memory.notes)
+    if device.kind == "cuda" and device.count == 1:
+        notes.append(f"plus about {CUDA_CONTEXT_BYTES / 2**30:.1f} GiB of CUDA context outside PyTorch's allocator")
+    if device.count > 1:
+        notes.append(f"data parallel on {device.count} GPUs: every GPU holds the memory above; time is divided")
+    return Plan(
+        recipe=config.name, method=config.method.type,
+        device={"name": device.name, "kind": device.kind, "memory_bytes": device.memory_bytes, "count": device.count,
+                "rates": asdict(device.rates) if device.rates else None},
+        micro_batch=asdict(batch),
+        params={"total": trace.total_params, "trainable": trace.trainable_params, "biases": trace.bias_params,
+                "trainable_share": trace.trainable_params / max(trace.total_params, 1)},
+        weights_by_dtype=weights_by_dtype(trace.total_params),
+        components=memory.components, peak_moment=memory.peak_moment, total_bytes=memory.total_bytes,
+        fits=memory.total_bytes <= device.memory_bytes,
+        time={"flops_per_step": flops, "step_s": step_s, "steps_per_epoch": steps_per_epoch,
+              "epoch_s": step_s * steps_per_epoch if step_s and steps_per_epoch else None},
+        disk=checkpoint_disk(source, config, trace), notes=notes,
+    )
+
+
+def plan_all_methods(config, **kwargs) -> dict[str, Plan | str]:
+    """A plan per method of the catalog (its default settings), or why it cannot apply."""
+    from tunesmith.config.methods import METHOD_TYPES
+    from tunesmith.config.schema import RecipeConfig
+    from tunesmith.errors import ConfigError
+    from pydantic import ValidationError
+
+    plans: dict[str, Plan | str] = {}
+    for name in METHOD_TYPES:
+        data = config.model_dump(mode="json")
+        data["method"] = {"type": name}
+        try:
+            plans[name] = make_plan(RecipeConfig.model_validate(data), **kwargs)
+        except (ConfigError, ValidationError) as exc:  # e.g. BitFit on a model without biases
+            plans[name] = str(exc).splitlines()[0]
+    return plans
+
+
+def checkpoint_disk(source: str, config, trace: Trace) -> dict:
+    """Bytes of one checkpoint and of all kept checkpoints plus final/."""
+    from pathlib import Path
+
+    folder = Path(source)
+    weights = sum(f.stat().st_size for f in folder.glob("*.safetensors")) if folder.is_dir() else 0
+    weights = weights or trace.total_params * 4
+    info = method_info(config.method.type)
+    if info.family == "weights":
+        one = weights + 2 * trace.trainable_bytes  # the model, and the trained parameters' moments
+    else:
+        one = 3 * trace.trainable_bytes  # the adapter and its moments
+    train = config.train
+    saving = bool(train.save_every or train.save_every_epoch)
+    kept = ((train.keep_last_n or 10) + (1 if train.keep_best else 0)) if saving else 0
+    final = weights if info.family == "weights" else trace.trainable_bytes
+    return {"checkpoint_bytes": int(one), "kept": kept, "total_bytes": int(one * kept + final)}
