@@ -43,6 +43,7 @@ from tunesmith.train.preflight import (
 )
 from tunesmith.train.sampler import planned_steps
 from tunesmith.train.auto_batch import find_micro_batch
+from tunesmith.train.memory import fix_mmap_threshold
 from tunesmith.plan.check import budget_bytes, check_memory
 from tunesmith.train.state import TrainingInterrupted
 
@@ -238,6 +239,8 @@ def _run(config: RecipeConfig, run: RunDir, backend: Backend, summary: dict, bas
     if config.train.gradient_checkpointing:
         (model.get_base_model() if hasattr(model, "get_base_model") else model).activation_checkpointing_enable()
     if auto_batch:
+        if config.train.mmap_threshold_kb:  # measured under the allocator settings training will run with
+            fix_mmap_threshold(config.train.mmap_threshold_kb * 1024)
         search = find_micro_batch(model, objective, train_features, config.train.global_batch,
                                   budget_bytes(config) or device_budget(backend.device), backend.device,
                                   config.train.precision, log)

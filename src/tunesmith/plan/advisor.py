@@ -125,7 +125,7 @@ def advise(config, plan, *, device_spec=None, gpus: int = 1, examples: int | Non
         key = repr((method, base.train.model_dump()))
         if key not in cache:
             cache[key] = make_plan(_variant(base, **method), device_spec=device_spec, gpus=gpus,
-                                   budget_bytes=budget_bytes)
+                                   budget_bytes=budget_bytes, with_time=False)
         return cache[key]
 
     if has_biases is None:

@@ -6,6 +6,8 @@ A step's memory peaks at one of two moments:
   gradients of earlier micro-batches are held too);
 - the optimizer step: weights, gradients, moments, and one temporary the size of the
   trained parameters (AdamW's foreach step divides by ``sqrt(v) + eps`` out of place).
+Both hold the guard's rollback target, a copy of the trained weights as they started
+(``train/rollback.py``).
 
 Evaluation (no gradients, ``eval_batch_size`` rows) peaks lower on every recipe we measured,
 so it is not modelled. ``total_bytes`` adds the process baseline: what the training process
@@ -74,17 +76,20 @@ def estimate_memory(trace: Trace, config, baseline_bytes: int, optimizer: str = 
     activations = activation_bytes(trace, config.train.gradient_checkpointing)
     logits_grad = 2 * trace.logits_bytes  # the loss's gradient and the logits' gradient
     held_grads = grads if config.train.grad_accum > 1 else 0
-    backward = trace.weight_bytes + state + activations + logits_grad + held_grads
-    step = trace.weight_bytes + state + 2 * grads
+    # The guard's rollback target before the first checkpoint: a copy of the trained weights.
+    rollback = trace.trainable_bytes
+    backward = trace.weight_bytes + state + activations + logits_grad + held_grads + rollback
+    step = trace.weight_bytes + state + 2 * grads + rollback
     # The components of the moment that peaks: they add up to the total.
     if backward >= step:
         moment, components = "backward", {
             "baseline": baseline_bytes, "weights": trace.weight_bytes, "optimizer": state,
-            "activations": activations, "loss_gradient": logits_grad, "gradients": held_grads}
+            "activations": activations, "loss_gradient": logits_grad, "gradients": held_grads,
+            "rollback_copy": rollback}
     else:
         moment, components = "optimizer step", {
             "baseline": baseline_bytes, "weights": trace.weight_bytes, "optimizer": state,
-            "gradients": grads, "step_temporary": grads}
+            "gradients": grads, "step_temporary": grads, "rollback_copy": rollback}
     notes = []
     if config.model_task == "causal_lm":
         notes.append("logits: every token of the longest micro-batch counted as a target (the worst case)")

@@ -9,6 +9,7 @@ measured rates for each kind (:mod:`tunesmith.plan.device`).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass, field
 
@@ -60,10 +61,17 @@ def weights_by_dtype(total_params: int) -> dict:
 
 
 def current_baseline(device: Device) -> int:
-    """The process baseline: this planning process's resident memory (it has imported what
-    training imports) on a CPU; PyTorch's allocator starts near empty on a GPU."""
+    """The process baseline: this planning process's resident memory at its first plan (it
+    has imported what training imports; in `train` it is the moment before the model loads)
+    on a CPU; PyTorch's allocator starts near empty on a GPU. Measured once, so every plan
+    of a process (the advisor's comparisons) shares it."""
     if device.kind == "cuda":
         return 0
+    return _first_rss()
+
+
+@functools.lru_cache(maxsize=1)
+def _first_rss() -> int:
     import psutil
 
     return psutil.Process().memory_info().rss

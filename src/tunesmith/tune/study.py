@@ -26,6 +26,7 @@ from tunesmith.errors import ConfigError
 from tunesmith.tune.space import Param, apply_params
 
 PRUNERS = ("median", "hyperband", "none")
+INTERRUPTED = "interrupted: the study was stopped while this trial ran; its settings were run again"
 STUDY_NAME = "tunesmith"
 
 
@@ -53,19 +54,21 @@ def storage_url(study_dir: Path) -> str:
     return f"sqlite:///{(study_dir / 'study.db').resolve()}"
 
 
-def make_pruner(kind: str):
+def make_pruner(kind: str, eval_every: int | None):
+    """The study's pruner; the trials' processes build the same one to judge themselves."""
     import optuna
 
     if kind == "median":
-        # The first trials run whole so there is a median to compare with; each trial's first
-        # evaluation is never judged (early scores are noisy).
-        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+        # The first two trials run whole so there is a median to compare with; each trial's
+        # first evaluation is never judged (early scores are noisy).
+        # (Optuna judges a step once it reaches n_warmup_steps.)
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=(eval_every or 0) + 1)
     if kind == "hyperband":
         return optuna.pruners.HyperbandPruner()
     return optuna.pruners.NopPruner()
 
 
-def open_study(study_dir: Path, objective: Objective, pruner: str, seed: int):
+def open_study(study_dir: Path, objective: Objective, pruner: str, seed: int, eval_every: int | None = None):
     """Create the study, or load it to resume; a trial left RUNNING by a killed study is failed
     and its settings queued again."""
     import optuna
@@ -75,13 +78,22 @@ def open_study(study_dir: Path, objective: Objective, pruner: str, seed: int):
     study_dir.mkdir(parents=True, exist_ok=True)
     study = optuna.create_study(
         study_name=STUDY_NAME, storage=storage_url(study_dir), load_if_exists=True,
-        sampler=optuna.samplers.TPESampler(seed=seed), pruner=make_pruner(pruner),
+        sampler=optuna.samplers.TPESampler(seed=seed), pruner=make_pruner(pruner, eval_every),
         directions=objective.directions)
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study._storage.set_trial_user_attr(trial._trial_id, "error", INTERRUPTED)
         study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-        study._storage.set_trial_system_attr(trial._trial_id, "error", "interrupted: the study was stopped")
         study.enqueue_trial(trial.params)
     return study
+
+
+def finished_trials(study) -> int:
+    """Trials that count towards --trials: complete, pruned, or failed on their own (not interrupted)."""
+    from optuna.trial import TrialState
+
+    return sum(1 for t in study.get_trials(deepcopy=False)
+               if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+               or (t.state == TrialState.FAIL and t.user_attrs.get("error") != INTERRUPTED))
 
 
 def suggest(trial, params: list[Param]) -> dict:
@@ -104,14 +116,12 @@ def run_study(recipe: Path, base: dict, params: list[Param], *, trials: int, stu
               pruner: str = "median", jobs: int = 1, timeout: float | None = None, seed: int = 42,
               log=print) -> object:
     """Run trials until ``trials`` have finished (counting those of an earlier, resumed run)."""
-    import optuna
-    from optuna.trial import TrialState
-
     if len(objective.names) > 1 and pruner != "none":
         log("several objectives: pruning is off (Optuna prunes single-objective studies only)")
         pruner = "none"
-    study = open_study(study_dir, objective, pruner, seed)
-    done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)))
+    eval_every = (base.get("train") or {}).get("eval_every")
+    study = open_study(study_dir, objective, pruner, seed, eval_every)
+    done = finished_trials(study)
     if done:
         log(f"resuming the study in {study_dir}: {done} of {trials} trials finished")
     started = time.monotonic()
@@ -124,7 +134,8 @@ def run_study(recipe: Path, base: dict, params: list[Param], *, trials: int, stu
             recipe_dict = apply_params(base, settings)
             recipe_dict.update(name=f"trial-{trial.number:03d}", output_dir=str(study_dir / "trials"))
             trial.set_user_attr("settings", settings)
-            running[trial.number] = (trial, _launch(study_dir, trial, recipe_dict, objective, recipe))
+            running[trial.number] = (trial, _launch(study_dir, trial, recipe_dict, objective, recipe, pruner,
+                                                    eval_every))
             log(f"trial {trial.number}: {json.dumps(settings)}")
         if not running:
             break  # the timeout stopped new trials
@@ -138,13 +149,15 @@ def run_study(recipe: Path, base: dict, params: list[Param], *, trials: int, stu
     return study
 
 
-def _launch(study_dir: Path, trial, recipe_dict: dict, objective: Objective, recipe: Path) -> subprocess.Popen:
+def _launch(study_dir: Path, trial, recipe_dict: dict, objective: Objective, recipe: Path, pruner: str,
+            eval_every: int | None) -> subprocess.Popen:
     folder = study_dir / "trials"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"trial-{trial.number:03d}.yaml"
     path.write_text(yaml.safe_dump(recipe_dict, sort_keys=False, allow_unicode=True), encoding="utf-8")
     job = {"recipe": str(path), "base_dir": str(recipe.resolve().parent), "storage": storage_url(study_dir),
            "study": STUDY_NAME, "trial_id": trial._trial_id, "objectives": objective.names,
+           "pruner": pruner, "eval_every": eval_every,
            "result": str(folder / f"trial-{trial.number:03d}.result.json")}
     log_file = open(folder / f"trial-{trial.number:03d}.log", "w")
     return subprocess.Popen([sys.executable, "-m", "tunesmith.tune.worker", json.dumps(job)],

@@ -21,7 +21,10 @@ def run_trial(job: dict) -> dict:
     from tunesmith.config.load import load_recipe
     from tunesmith.runner import run_recipe
 
-    study = optuna.load_study(study_name=job["study"], storage=job["storage"])
+    from tunesmith.tune.study import make_pruner
+
+    study = optuna.load_study(study_name=job["study"], storage=job["storage"],
+                              pruner=make_pruner(job["pruner"], job["eval_every"]))
     trial = optuna.trial.Trial(study, job["trial_id"])
     config = load_recipe(job["recipe"])
     objectives = job["objectives"]

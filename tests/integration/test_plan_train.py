@@ -1,0 +1,71 @@
+"""`train` uses the plan: the memory preflight refuses (and --force overrides), and
+``batch_size: auto`` finds the largest micro-batch under a memory cap by measuring."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tunesmith.testing import write_chat_recipe
+
+
+def train(recipe, *args):
+    return subprocess.run([sys.executable, "-m", "tunesmith.cli", "train", str(recipe), "--overwrite", "--json",
+                           "--set", "train.max_steps=2", "--set", "eval.generate=false",
+                           "--set", "eval.forgetting=false", *args], capture_output=True, text=True, timeout=600)
+
+
+def test_the_preflight_refuses_a_run_that_cannot_fit_and_force_overrides(tmp_path, tiny_llama_dir):
+    recipe = write_chat_recipe(tmp_path, tiny_llama_dir)
+    refused = train(recipe, "--set", "train.memory_budget=0.05")  # 51 MiB: less than the process itself
+    assert refused.returncode == 2
+    assert "The run needs about" in refused.stderr and "DOES NOT FIT" in refused.stderr
+    assert "recommended changes" in refused.stderr and "--force" in refused.stderr
+    assert not (tmp_path / "runs" / "tiny-chat" / "final").exists()
+
+    forced = train(recipe, "--set", "train.memory_budget=0.05", "--force")
+    assert forced.returncode == 0, forced.stderr[-2000:]
+    assert json.loads(forced.stdout)["status"] == "completed"
+
+
+def test_batch_size_auto_keeps_the_global_batch(tmp_path, tiny_llama_dir):
+    recipe = write_chat_recipe(tmp_path, tiny_llama_dir)
+    out = train(recipe, "--set", "train.batch_size=auto", "--set", "train.global_batch=8")
+    assert out.returncode == 0, out.stderr[-2000:]
+    summary = json.loads(out.stdout)
+    auto = summary["auto_batch"]
+    # A tiny model fits whole global batches: one micro-batch per step.
+    assert (auto["batch_size"], auto["grad_accum"]) == (8, 1)
+    assert summary["train"]["samples"] == 2 * 8
+
+
+@pytest.mark.skipif(not __import__("tunesmith.train.auto_batch", fromlist=["x"]).can_measure_cpu_peaks(),
+                    reason="needs /proc/self/clear_refs (Linux)")
+def test_batch_search_finds_the_largest_batch_under_a_memory_cap(tiny_llama_dir):
+    from tunesmith.config.schema import RecipeConfig
+    from tunesmith.features import make_objective
+    from tunesmith.models.load import load_model
+    from tunesmith.train.auto_batch import find_micro_batch, measure_step
+    from tunesmith.train.memory import fix_mmap_threshold
+
+    fix_mmap_threshold(2 << 20)
+    config = RecipeConfig.model_validate({"name": "b", "task": "pretrain", "model": {"name": str(tiny_llama_dir)},
+                                          "data": {"train": "x.jsonl", "max_length": 96}, "method": {"type": "full"}})
+    model, tokenizer = load_model(str(tiny_llama_dir), "causal_lm")
+    objective = make_objective(config, tokenizer, None)
+    text = " ".join(["the film was wonderful and the plot was awful"] * 20)
+    features = objective.encode([{"text": text}] * 16)
+    device = torch.device("cpu")
+    # Each row's logits (96 tokens x 30k words, fp32, with their gradients) take ~35 MB, so
+    # the peaks of 4 and 8 rows lie far apart; the cap sits between them.
+    peaks = {rows: measure_step(model, objective, features, rows, device, "fp32") for rows in (4, 8)}
+    extra = 3 * sum(p.numel() * p.element_size() for p in model.parameters())
+    assert peaks[8] - peaks[4] > 60 * 2**20
+    cap = (peaks[4] + peaks[8]) // 2 + extra
+    search = find_micro_batch(model, objective, features, 16, cap, device, "fp32", log=lambda *a: None)
+    assert (search.micro_batch, search.grad_accum) == (4, 4)
+    assert search.tries[4] <= cap < search.tries[8]
