@@ -93,3 +93,33 @@ def test_a_killed_study_resumes_without_repeating_finished_trials(tmp_path, tiny
     # Trial 0 was not run again: its result and run directory are untouched.
     assert first.stat().st_mtime_ns == finished_at
     assert (study_dir / "trials" / "trial-000" / "summary.json").read_text() == summary
+
+
+def test_trials_are_tracked_in_tensorboard_and_mlflow(tmp_path, tiny_llama_dir):
+    pytest.importorskip("mlflow")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    recipe = write_chat_recipe(tmp_path, tiny_llama_dir)
+    write_space(tmp_path, [1e-3, 2e-2])
+    study_dir = tmp_path / "study"
+    out = subprocess.run(tune_command(recipe, study_dir, 2, "--pruner", "none", "--set",
+                                      "train.report_to=[tensorboard, mlflow]"), capture_output=True, text=True,
+                         timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    trials = optuna.load_study(study_name="tunesmith", storage=f"sqlite:///{study_dir / 'study.db'}").trials
+
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{study_dir / 'trials' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("tunesmith").experiment_id])
+    by_trial = {int(r.data.tags["tune.trial"]): r for r in runs}
+    assert sorted(by_trial) == [0, 1]
+    for trial in trials:
+        run = by_trial[trial.number]
+        assert run.data.tags["tune.study"] == str(study_dir) and run.data.tags["tune.state"] == "completed"
+        assert float(run.data.params["train.lr"]) == trial.params["train.lr"]  # the sampled setting
+        assert run.data.metrics["after/eval_loss"] == pytest.approx(trial.value)
+        events = EventAccumulator(str(study_dir / "trials" / f"trial-{trial.number:03d}" / "tb"))
+        events.Reload()
+        assert [e.step for e in events.Scalars("eval/eval_loss")] == [3, 6, 9]
+        assert events.Scalars("after/eval_loss")[0].value == pytest.approx(trial.value)

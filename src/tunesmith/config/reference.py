@@ -40,6 +40,7 @@ def _section_model(annotation) -> type[BaseModel] | None:
 def _type_name(annotation) -> str:
     text = str(annotation).replace("typing.", "").replace("NoneType", "null")
     text = re.sub(r"<class '(\w+)'>", r"\1", text)
+    text = re.sub(r"^Union\[(\w+), (.+)\]$", r"\1 | \2", text)  # int | Literal['auto']
     return re.sub(r"tunesmith\.[\w.]+\.(\w+)", r"\1", text)
 
 

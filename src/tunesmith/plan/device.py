@@ -111,7 +111,7 @@ def measured_rates(kind: str, shape: tuple[int, int, int], dtype: str) -> Rates:
     import torch
 
     m, k, n = shape
-    key = f"{platform.node()}|{kind}|{torch.get_num_threads()}|{dtype}|{m}x{k}x{n}"
+    key = f"{platform.node()}|{kind}|{torch.get_num_threads()}|{dtype}|{m}x{k}x{n}|v2"
     cache = cache_root() / "plan" / "rates.json"
     rates = json.loads(cache.read_text()) if cache.is_file() else {}
     if key in rates:
@@ -126,10 +126,14 @@ def measured_rates(kind: str, shape: tuple[int, int, int], dtype: str) -> Rates:
     matmul = 2 * m * k * n * _timed(lambda: (a @ b, sync()), 1.0)
     # Elementwise work at activation sizes: a fresh result (allocated, its pages faulted in),
     # an in-place update, and random numbers (dropout masks).
-    x, y = torch.randn(8 * 2**20, device=device), torch.randn(8 * 2**20, device=device)
+    # Activation-sized tensors (one micro-batch's tokens x hidden) for what activations do:
+    # ops writing a fresh tensor, and dropout's random masks; a large in-place update for
+    # what the optimizer does over the trained parameters.
+    x, y = torch.randn(m, k, device=device), torch.randn(m, k, device=device)
     fresh = 3 * x.numel() * 4 * _timed(lambda: (torch.mul(x, y), sync()))
-    inplace = 3 * x.numel() * 4 * _timed(lambda: (x.add_(y), sync()))
-    random = x.numel() * _timed(lambda: (torch.bernoulli(torch.full_like(x, 0.9)), sync()))
+    random = x.numel() * _timed(lambda: (torch.nn.functional.dropout(x, 0.1, training=True), sync()))
+    big, other = torch.randn(8 * 2**20, device=device), torch.randn(8 * 2**20, device=device)
+    inplace = 3 * big.numel() * 4 * _timed(lambda: (big.add_(other), sync()))
     measured = Rates(matmul, fresh, inplace, random, "measured (microbenchmarks)")
     rates[key] = asdict(measured)
     cache.parent.mkdir(parents=True, exist_ok=True)

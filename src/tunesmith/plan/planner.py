@@ -92,9 +92,11 @@ def make_plan(config, *, device_spec: str | None = None, gpus: int = 1, longest:
     trace = trace_training(config, hf_config, batch.rows, batch.length, batch.targets_per_row, labels, with_time)
     hidden = trace.hidden or 768
     ffn = getattr(hf_config, "intermediate_size", 4 * hidden)
-    device = resolve_device(device_spec, gpus, (min(batch.rows * batch.length, 4096), hidden, ffn),
+    # The matmul microbenchmark at the micro-batch's token count (at least 1,024 rows: the
+    # backward pass's weight-gradient products have the hidden sizes as their short side).
+    device = resolve_device(device_spec, gpus, (min(max(batch.rows * batch.length, 1024), 4096), hidden, ffn),
                             config.train.precision, budget_bytes, with_time)
-    memory: MemoryPlan = estimate_memory(trace, config, current_baseline(device))
+    memory: MemoryPlan = estimate_memory(trace, config, current_baseline(device), cpu=device.kind == "cpu")
     step_s = step_seconds(trace, device.rates, config) / device.count if device.rates else None
     flops = (trace.forward_work.flops + trace.backward_work.flops) * config.train.grad_accum
     global_batch = batch.rows * config.train.grad_accum * device.count

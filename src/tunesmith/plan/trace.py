@@ -44,6 +44,7 @@ class Trace:
     saved_bytes: int         # activations autograd keeps for the backward pass
     block_saved_bytes: int   # the part of it saved inside one transformer block
     block_input_bytes: int   # one block's input (what gradient checkpointing keeps per block)
+    small_saved_bytes: int   # saved tensors below the allocator's mmap threshold (CPU heap; see plan/memory.py)
     logits_bytes: int        # the fp32 logits the loss reads (one copy)
     blocks: int
     matmul_params: int       # parameters in matrix products (the 2N of the FLOP count)
@@ -195,6 +196,7 @@ def trace_training(config, hf_config, rows: int, length: int, targets_per_row: i
     return Trace(
         total_params=total, trainable_params=trainable, weight_bytes=weight, trainable_bytes=trained,
         saved_bytes=sum(nbytes.values()),
+        small_saved_bytes=sum(n for n in nbytes.values() if n < heap_threshold(config)),
         block_saved_bytes=sum(nbytes[k] for k, (_, inside) in saved.items() if inside),
         block_input_bytes=x.numel() * x.element_size() if x is not None else 0,
         logits_bytes=4 * rows * (max(targets_per_row, 1) * hf_config.vocab_size if head == "causal_lm" else num_labels),
@@ -204,6 +206,13 @@ def trace_training(config, hf_config, rows: int, length: int, targets_per_row: i
         forward_work=forward_work, backward_work=backward_work, optimizer_work=optimizer_work, hidden=getattr(hf_config, "hidden_size", 0),
         vocab=getattr(hf_config, "vocab_size", 0),
     )
+
+
+def heap_threshold(config) -> int:
+    """Allocations below this size come from glibc's heap (train.mmap_threshold_kb; glibc's
+    dynamic threshold grows up to 32 MiB without it)."""
+    kb = config.train.mmap_threshold_kb
+    return kb * 1024 if kb else 32 * 2**20
 
 
 def training_forward(model: nn.Module, head: str, rows: int, length: int, targets_per_row: int,

@@ -174,5 +174,20 @@ class _Mlflow:
                 self.client.log_artifact(self.run_id, str(run_dir / name))
         if final_dir is not None and final_dir.is_dir():
             self.client.log_artifacts(self.run_id, str(final_dir), artifact_path="final")
-        mlflow_status = {"completed": "FINISHED", "interrupted": "KILLED"}.get(status, "FAILED")
+        mlflow_status = {"completed": "FINISHED", "interrupted": "KILLED", "stopped": "KILLED"}.get(status, "FAILED")
         self.client.set_terminated(self.run_id, status=mlflow_status)
+
+
+def tag_mlflow_run(run_dir: Path, tags: dict) -> bool:
+    """Add ``tags`` to the MLflow run a run directory logged to (a tuning trial's study,
+    number and state); False when the run logged to no MLflow run."""
+    record = run_dir / TRACKING
+    if not record.is_file():
+        return False
+    import mlflow
+
+    known = json.loads(record.read_text())
+    client = mlflow.MlflowClient(known["tracking_uri"])
+    for key, value in tags.items():
+        client.set_tag(known["mlflow_run_id"], key, str(value))
+    return True

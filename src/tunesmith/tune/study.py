@@ -157,7 +157,8 @@ def _launch(study_dir: Path, trial, recipe_dict: dict, objective: Objective, rec
     path.write_text(yaml.safe_dump(recipe_dict, sort_keys=False, allow_unicode=True), encoding="utf-8")
     job = {"recipe": str(path), "base_dir": str(recipe.resolve().parent), "storage": storage_url(study_dir),
            "study": STUDY_NAME, "trial_id": trial._trial_id, "objectives": objective.names,
-           "pruner": pruner, "eval_every": eval_every,
+           "pruner": pruner, "eval_every": eval_every, "number": trial.number, "study_dir": str(study_dir),
+           "report_to": (recipe_dict.get("train") or {}).get("report_to", []),
            "result": str(folder / f"trial-{trial.number:03d}.result.json")}
     log_file = open(folder / f"trial-{trial.number:03d}.log", "w")
     return subprocess.Popen([sys.executable, "-m", "tunesmith.tune.worker", json.dumps(job)],

@@ -63,6 +63,12 @@ def main() -> None:
     quiet.filter_known_noise()
     result = run_trial(job)
     atomic_write_text(Path(job["result"]), json.dumps(result, indent=1))
+    if "mlflow" in job.get("report_to", []):
+        from tunesmith.train.tracking import tag_mlflow_run
+
+        # The trials of a study side by side in MLflow: filter on tune.study, sort by tune.trial.
+        tag_mlflow_run(Path(result["run_dir"]), {"tune.study": job["study_dir"], "tune.trial": job["number"],
+                                                 "tune.state": result["status"]})
 
 
 if __name__ == "__main__":
