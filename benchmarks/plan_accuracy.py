@@ -87,8 +87,15 @@ def main() -> None:
     parser.add_argument("--models", default="smollm2,minilm")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--quick", action="store_true", help="one length, no checkpointing variants")
+    parser.add_argument("--only", help="comma-separated configuration names to run (e.g. smollm2-lora-128-gc)")
+    parser.add_argument("--measured", default=str(Path(__file__).resolve().parents[1] / "docs" / "results" /
+                                                  "plan-accuracy-measured.json"),
+                        help="JSON file keeping the measured runs: configurations already in it are not trained "
+                        "again, so the predictions can be re-checked against the same measurements")
     args = parser.parse_args()
     rows = []
+    store = Path(args.measured)
+    known = json.loads(store.read_text()) if store.is_file() else {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         write_data(folder)
@@ -98,9 +105,14 @@ def main() -> None:
                 for length in lengths:
                     for checkpointing in ((False,) if args.quick else (False, True)):
                         spec = recipe(model_key, method, length, checkpointing, args.steps, folder)
+                        if args.only and spec["name"] not in args.only.split(","):
+                            continue
                         path = folder / f"{spec['name']}.yaml"
                         path.write_text(yaml.safe_dump(spec))
-                        predicted, measured = predict(path), measure(path)
+                        predicted = predict(path)
+                        measured = known.get(spec["name"]) or measure(path)
+                        known[spec["name"]] = measured
+                        store.write_text(json.dumps(known, indent=1))
                         row = {"config": spec["name"], **{f"pred_{k}": v for k, v in predicted.items()},
                                **{f"meas_{k}": v for k, v in measured.items()}}
                         row["mem_err"] = row["pred_peak_mb"] / row["meas_peak_mb"] - 1

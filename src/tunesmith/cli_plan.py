@@ -36,6 +36,8 @@ def add_plan_parsers(sub) -> None:
     plan.add_argument("--gpus", type=int, default=1, help="GPUs training in data parallel (default 1)")
     plan.add_argument("--all-methods", action="store_true", help="plan every method of the catalog side by side")
     plan.add_argument("--explain", action="store_true", help="print the advisor's path through the decision tree")
+    plan.add_argument("--data", action="store_true", help="read and tokenize the recipe's data (cached like train's) "
+                      "to plan its longest real micro-batch, the epoch time, and advise by its size")
     plan.add_argument("--json", action="store_true", help="print the plan as JSON")
     tune = sub.add_parser("tune", help="search hyperparameters with Optuna (TPE, pruning, resumable)",
                           epilog=TUNE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -67,8 +69,9 @@ def run_plan_command(args) -> None:
     from tunesmith.plan.planner import make_plan, plan_all_methods
     from tunesmith.plan.render import render_methods, render_plan
 
-    plan = make_plan(config, device_spec=args.device, gpus=args.gpus)
-    advice = advise(config, plan, device_spec=args.device, gpus=args.gpus)
+    shape = data_facts(config, Path(args.recipe)) if args.data else {}
+    plan = make_plan(config, device_spec=args.device, gpus=args.gpus, **shape)
+    advice = advise(config, plan, device_spec=args.device, gpus=args.gpus, examples=shape.get("examples"))
     methods = plan_all_methods(config, device_spec=args.device, gpus=args.gpus) if args.all_methods else None
     if args.json:
         out = plan.as_dict()
@@ -83,6 +86,21 @@ def run_plan_command(args) -> None:
         print(render_methods(methods))
     print()
     print(render_advice(advice, explain=args.explain))
+
+
+def data_facts(config, recipe: Path) -> dict:
+    """The training data's size, longest example and trained share, through train's data stage."""
+    from tunesmith.data.template import resolve_template
+    from tunesmith.features import prepare_features
+    from tunesmith.models.load import load_tokenizer
+    from tunesmith.plan.check import data_shape
+
+    tokenizer = load_tokenizer(config.model.name)
+    if config.data.chat_template:
+        tokenizer.chat_template = resolve_template(config.data.chat_template, recipe.resolve().parent)
+    _, _, features, _ = prepare_features(config, recipe.resolve().parent, tokenizer, {}, lambda *a: None, False)
+    longest, share = data_shape(features)
+    return {"longest": longest, "target_share": share, "examples": len(features)}
 
 
 def run_tune_command(args) -> None:

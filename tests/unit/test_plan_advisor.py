@@ -24,10 +24,16 @@ def needs(config, **method) -> int:
 
 
 def chosen(config, budget, examples=None):
+    """The method the advisor recommends, read back from its --set changes."""
+    import yaml
+
+    from tunesmith.config.load import apply_overrides, validate_recipe
+
     plan = make_plan(config, with_time=False, budget_bytes=budget)
     advice = advise(config, plan, budget_bytes=budget, examples=examples)
-    method = next((c.new for c in advice.changes if c.key == "method"), {})
-    return {**config.method.model_dump(mode="json"), **method}, advice
+    changed = validate_recipe(apply_overrides(config.model_dump(mode="json"), advice.overrides()))
+    assert yaml.safe_dump(changed.model_dump(mode="json"))  # the changes make a valid recipe
+    return changed.method.model_dump(mode="json"), advice
 
 
 @pytest.fixture(scope="module")

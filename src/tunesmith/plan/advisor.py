@@ -132,24 +132,26 @@ def advise(config, plan, *, device_spec=None, gpus: int = 1, examples: int | Non
         has_biases = plan.params["biases"] > 0
     method = choose_method(config, plan_of, budget, examples, has_biases, advice.path)
     current = config.method.model_dump(mode="json")
-    if method["type"] != current["type"] or any(current.get(k) != v for k, v in method.items()):
-        changed = {k: v for k, v in method.items() if current.get(k) != v}
-        advice.changes.append(Change("method", {k: current.get(k) for k in changed}, changed,
-                                     advice.path[-1].split(" -> ")[-1] if " -> " in advice.path[-1] else advice.path[-1]))
+    why = advice.path[-1]
+    if method["type"] != current["type"]:  # a new section: another method's fields would not apply
+        advice.changes.append(Change("method", current["type"], _flow(method), why))
+    else:
+        advice.changes += [Change(f"method.{k}", current.get(k), v, why) for k, v in method.items()
+                           if k != "type" and current.get(k) != v]
     chosen = _variant(config, **{**(current if method["type"] == current["type"] else {}), **method})
-    _memory_levers(chosen, plan_of, budget, advice)
-    _batch_and_lr(chosen, advice)
+    _batch_and_lr(_memory_levers(chosen, plan_of, budget, advice), advice)
     _model_choice(config, examples, advice)
     return advice
 
 
-def _memory_levers(config, plan_of, budget: int, advice: Advice) -> None:
-    """Gradient checkpointing, then bf16, then a smaller micro-batch, while the plan does not fit."""
+def _memory_levers(config, plan_of, budget: int, advice: Advice):
+    """Gradient checkpointing, then bf16, then a smaller micro-batch (more accumulation, the
+    same global batch), while the plan does not fit. Returns the changed recipe."""
     method = config.method.model_dump(mode="json")
     plan = plan_of(method, config)
     if _fits(plan, budget):
         advice.path.append(f"{plan.total_bytes / 2**30:.2f} GiB fits: no memory levers needed")
-        return
+        return config
     levers = [("train.gradient_checkpointing", True, "activations are kept per block only (about a third more compute)")]
     if config.train.precision == "fp32":
         levers.append(("train.precision", "bf16", "autocast halves the saved activations"))
@@ -158,25 +160,29 @@ def _memory_levers(config, plan_of, budget: int, advice: Advice) -> None:
         plan = plan_of(method, config)
         advice.changes.append(Change(key, None, value, f"{why}; the plan needs {plan.total_bytes / 2**30:.2f} GiB"))
         if _fits(plan, budget):
-            return
+            return config
+    start = config.train
     while config.train.batch_size > 1 and not _fits(plan, budget):
         smaller = config.train.batch_size // 2
         config = _with(_with(config, "train.batch_size", smaller), "train.grad_accum", config.train.grad_accum * 2)
         plan = plan_of(method, config)
-        advice.changes.append(Change("train.batch_size", smaller * 2, smaller,
-                                     f"a smaller micro-batch ({plan.total_bytes / 2**30:.2f} GiB); grad_accum doubles"))
+    if config.train.batch_size != start.batch_size:
+        why = f"a smaller micro-batch, the same global batch; the plan needs {plan.total_bytes / 2**30:.2f} GiB"
+        advice.changes += [Change("train.batch_size", start.batch_size, config.train.batch_size, why),
+                           Change("train.grad_accum", start.grad_accum, config.train.grad_accum, why)]
     if not _fits(plan, budget):
         advice.notes.append("even one row per micro-batch does not fit: shorten data.max_length or use a larger device")
+    return config
 
 
 def _batch_and_lr(config, advice: Advice) -> None:
     """Gradient accumulation towards the target batch; the learning rate inside its method's range."""
-    batch = config.train.batch_size * config.train.grad_accum
-    micro = next((c.new for c in reversed(advice.changes) if c.key == "train.batch_size"), config.train.batch_size)
-    if batch < TARGET_BATCH // 2:
-        accum = math.ceil(TARGET_BATCH / micro)
-        advice.changes.append(Change("train.grad_accum", config.train.grad_accum, accum,
-                                     f"{micro} x {accum} = {micro * accum} examples per step (the guides aim for 16-64)"))
+    micro, accum = config.train.batch_size, config.train.grad_accum
+    if micro * accum < TARGET_BATCH // 2:
+        target = math.ceil(TARGET_BATCH / micro)
+        advice.changes = [c for c in advice.changes if c.key != "train.grad_accum"]
+        advice.changes.append(Change("train.grad_accum", accum, target,
+                                     f"{micro} x {target} = {micro * target} examples per step (the guides aim for 16-64)"))
     low, high = LR_RANGE[config.method.type]
     lr = config.learning_rate
     if not low <= lr <= high:
@@ -202,16 +208,21 @@ def _model_choice(config, examples: int | None, advice: Advice) -> None:
                             "general knowledge than one tuned for chat")
 
 
+def _flow(section: dict) -> str:
+    """A method section as one-line YAML for --set (method={type: lora, r: 16})."""
+    return "{" + ", ".join(f"{k}: {v}" for k, v in section.items()) + "}"
+
+
 def render_advice(advice: Advice, explain: bool = False) -> str:
-    """The recommended recipe diff (and with ``explain`` the decision path)."""
+    """The recommended recipe diff as --set options (and with ``explain`` the decision path)."""
     lines = []
     if explain:
         lines.append("the advisor's path:")
         lines += [f"  {i}. {step}" for i, step in enumerate(advice.path, 1)]
     if advice.changes:
-        lines.append("recommended changes (--set form):")
+        lines.append("recommended changes:")
         for c in advice.changes:
-            lines.append(f"  {c.key}: {c.old} -> {c.new}    # {c.why}")
+            lines.append(f"  --set '{c.key}={c.new}'    # was {c.old}: {c.why}")
     else:
         lines.append("recommended changes: none, the recipe follows the guides")
     lines += [f"note: {n}" for n in advice.notes]

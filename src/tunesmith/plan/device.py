@@ -37,9 +37,16 @@ class Rates:
     random_numbers: float    # random numbers/s (dropout masks)
     source: str
 
-    def seconds(self, work) -> float:
-        """Time of the work counted by a :class:`~tunesmith.plan.work.WorkCounter`."""
-        return (work.flops / self.matmul_flops + work.fresh_bytes / self.fresh_bytes
+    def seconds(self, work, kind: str | None = None) -> float:
+        """Time of the work counted by a :class:`~tunesmith.plan.work.WorkCounter`. On this
+        machine (``kind`` given) each matrix-product shape is timed; elsewhere products run
+        at the data-sheet rate."""
+        if kind:
+            products = sum(calls * matmul_seconds(kind, key) for key, calls in work.matmuls.items())
+            products += work.other_flops / self.matmul_flops
+        else:
+            products = work.flops / self.matmul_flops
+        return (products + work.fresh_bytes / self.fresh_bytes
                 + work.inplace_bytes / self.inplace_bytes + work.random / self.random_numbers)
 
 
@@ -51,6 +58,7 @@ class Device:
     kind: str             # "cpu" or "cuda"
     memory_bytes: int
     rates: Rates | None  # None when unknown (a GPU not in the table)
+    local: bool = True     # this machine's device: matrix products are timed shape by shape
     count: int = 1
 
 
@@ -93,7 +101,31 @@ def resolve_device(spec: str | None, gpus: int, shape: tuple[int, int, int], dty
         rates = Rates(tflops * 1e12 * GPU_ACHIEVED, bandwidth * 1e12 * GPU_ACHIEVED, bandwidth * 1e12 * GPU_ACHIEVED,
                       bandwidth * 1e12 / 8, f"{name} data sheet ({tflops} TFLOP/s bf16, {bandwidth} TB/s) x "
                       f"{GPU_ACHIEVED} achieved")
-    return Device(name, "cuda", budget_bytes or parse_memory(memory), rates, gpus)
+    return Device(name, "cuda", budget_bytes or parse_memory(memory), rates, gpus, local=False)
+
+
+_MATMUL_TIMES: dict[str, float] = {}
+
+
+def matmul_seconds(kind: str, key: tuple) -> float:
+    """Seconds of one call of a matrix product (op, operand shapes, dtype) on this machine,
+    measured once and cached per machine (``plan/matmuls.json`` in the cache dir)."""
+    import torch
+
+    op, shapes, dtype = key
+    cache = cache_root() / "plan" / "matmuls.json"
+    name = f"{platform.node()}|{kind}|{torch.get_num_threads()}|{op}|{shapes}|{dtype}"
+    if not _MATMUL_TIMES and cache.is_file():
+        _MATMUL_TIMES.update(json.loads(cache.read_text()))
+    if name not in _MATMUL_TIMES:
+        device = "cuda" if kind == "cuda" else "cpu"
+        sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+        operands = [torch.randn(s, device=device, dtype=getattr(torch, dtype)) for s in shapes]
+        function = getattr(torch, op)
+        _MATMUL_TIMES[name] = 1 / _timed(lambda: (function(*operands), sync()), 0.05)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps(_MATMUL_TIMES, indent=0))
+    return _MATMUL_TIMES[name]
 
 
 def _timed(work, seconds: float = 0.4) -> float:

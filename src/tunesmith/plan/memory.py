@@ -84,7 +84,9 @@ def estimate_memory(trace: Trace, config, baseline_bytes: int, optimizer: str = 
     # The heap keeps freed activation blocks below the mmap threshold, and the next pass's
     # blocks do not fit every hole: 0.75 of those bytes stay resident on top (fitted on
     # benchmarks/plan_accuracy.py; blocks above the threshold go back to the system).
-    slack = int(HEAP_SLACK * trace.small_saved_bytes) if cpu else 0
+    # With gradient checkpointing only a block at a time churns: the slack shrinks with the activations.
+    churn = activations / trace.saved_bytes if config.train.gradient_checkpointing and trace.saved_bytes else 1.0
+    slack = int(HEAP_SLACK * trace.small_saved_bytes * min(churn, 1.0)) if cpu else 0
     backward = trace.weight_bytes + state + activations + logits_grad + held_grads + rollback + slack
     step = trace.weight_bytes + state + 2 * grads + rollback + slack
     # The components of the moment that peaks: they add up to the total.

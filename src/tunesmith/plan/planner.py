@@ -45,13 +45,15 @@ class Plan:
         return asdict(self)
 
 
-def step_seconds(trace: Trace, rates, config) -> float:
+def step_seconds(trace: Trace, rates, config, kind: str | None = None) -> float:
     """One optimizer step: every micro-batch's forward and backward (plus a second forward
-    of the blocks with gradient checkpointing), then the optimizer."""
-    micro = rates.seconds(trace.forward_work) + rates.seconds(trace.backward_work)
+    of the blocks with gradient checkpointing), then the optimizer. ``kind``: time this
+    machine's matrix products shape by shape."""
+    forward = rates.seconds(trace.forward_work, kind)
+    micro = forward + rates.seconds(trace.backward_work, kind)
     if config.train.gradient_checkpointing:
-        micro += rates.seconds(trace.forward_work)
-    return micro * config.train.grad_accum + rates.seconds(trace.optimizer_work)
+        micro += forward
+    return micro * config.train.grad_accum + rates.seconds(trace.optimizer_work, kind)
 
 
 def weights_by_dtype(total_params: int) -> dict:
@@ -97,7 +99,8 @@ def make_plan(config, *, device_spec: str | None = None, gpus: int = 1, longest:
     device = resolve_device(device_spec, gpus, (min(max(batch.rows * batch.length, 1024), 4096), hidden, ffn),
                             config.train.precision, budget_bytes, with_time)
     memory: MemoryPlan = estimate_memory(trace, config, current_baseline(device), cpu=device.kind == "cpu")
-    step_s = step_seconds(trace, device.rates, config) / device.count if device.rates else None
+    step_s = (step_seconds(trace, device.rates, config, device.kind if device.local else None) / device.count
+              if device.rates else None)
     flops = (trace.forward_work.flops + trace.backward_work.flops) * config.train.grad_accum
     global_batch = batch.rows * config.train.grad_accum * device.count
     steps_per_epoch = math.ceil(examples / global_batch) if examples else None

@@ -15,6 +15,8 @@ Views move nothing and count nothing.
 
 from __future__ import annotations
 
+from collections import Counter
+
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
@@ -23,6 +25,7 @@ from torch.utils.flop_counter import flop_registry
 # Ops that move no data in a real step: views in all but name, and the optimizer state's
 # creation (the first step only).
 NOT_TRAFFIC = {"_unsafe_view", "zeros_like", "empty_like", "empty", "empty_strided", "lift_fresh"}
+MATMULS = {"mm", "addmm", "bmm", "baddbmm"}
 RANDOM = {"bernoulli", "bernoulli_", "normal_", "uniform_", "native_dropout"}
 
 
@@ -39,17 +42,25 @@ class WorkCounter(TorchDispatchMode):
 
     def __init__(self):
         super().__init__()
-        self.flops = self.random = self.fresh_bytes = self.inplace_bytes = 0
+        self.flops = self.other_flops = self.random = self.fresh_bytes = self.inplace_bytes = 0
+        # Matrix products by shape: (op, operand shapes, dtype) -> calls. Small and oddly
+        # shaped products run far below the big-matmul rate, so each shape is timed.
+        self.matmuls: Counter = Counter()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         packet = func.overloadpacket
         name = packet.__name__
-        if packet in flop_registry:
+        if name in MATMULS:
             self.flops += flop_registry[packet](*args, **kwargs, out_val=out)
-        elif "attention" in name:
-            self.flops += _attention_flops(args, "backward" in name)
+            operands = tuple(tuple(a.shape) for a in args if isinstance(a, torch.Tensor))
+            self.matmuls[(name, operands, str(out.dtype).split(".")[-1])] += 1
+        elif packet in flop_registry or "attention" in name:
+            flops = flop_registry[packet](*args, **kwargs, out_val=out) if packet in flop_registry else \
+                _attention_flops(args, "backward" in name)
+            self.flops += flops
+            self.other_flops += flops
         elif name in RANDOM:
             self.random += sum(t.numel() for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor))
         elif func.namespace == "aten" and name not in NOT_TRAFFIC \
@@ -65,7 +76,9 @@ class WorkCounter(TorchDispatchMode):
     def add(self, other: "WorkCounter") -> "WorkCounter":
         """This counter plus ``other``'s counts."""
         self.flops += other.flops
+        self.other_flops += other.other_flops
         self.random += other.random
         self.fresh_bytes += other.fresh_bytes
         self.inplace_bytes += other.inplace_bytes
+        self.matmuls.update(other.matmuls)
         return self
