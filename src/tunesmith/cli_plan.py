@@ -116,7 +116,10 @@ def run_tune_command(args) -> None:
 
     names = [n.strip() for n in args.objectives.split(",")] if args.objectives else None
     objective = objective_of(config, names)
-    pruner = args.pruner if len(objective.names) == 1 else "none"
+    pruner = args.pruner
+    if len(objective.names) > 1 and pruner != "none":
+        print("several objectives: pruning is off (Optuna prunes single-objective studies only)")
+        pruner = "none"
     check_pruning_setup(base, pruner)
     study_dir = Path(args.study_dir or Path(config.output_dir) / f"{config.name}-tune")
     study = run_study(Path(args.recipe), base, params, trials=args.trials, study_dir=study_dir, objective=objective,

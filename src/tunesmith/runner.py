@@ -179,7 +179,8 @@ def _run(config: RecipeConfig, run: RunDir, backend: Backend, summary: dict, bas
     if backend.is_main and not force and resume_from is None:
         plan = check_memory(_with_batch(config, 1, config.train.global_batch) if auto_batch else config,
                             train_features, source, log)
-        summary["plan"] = {"total_bytes": plan.total_bytes, "budget_bytes": plan.device["memory_bytes"]}
+        summary["plan"] = {"total_bytes": plan.total_bytes, "baseline_bytes": plan.components["baseline"],
+                           "budget_bytes": plan.device["memory_bytes"]}
     quantization = quantization_settings(config.method)
     # A classifier's head has one output per label; a reward model's one output is the reward.
     head_labels = data.labels or getattr(objective, "labels", None)

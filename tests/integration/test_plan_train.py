@@ -69,3 +69,4 @@ def test_batch_search_finds_the_largest_batch_under_a_memory_cap(tiny_llama_dir)
     search = find_micro_batch(model, objective, features, 16, cap, device, "fp32", log=lambda *a: None)
     assert (search.micro_batch, search.grad_accum) == (4, 4)
     assert search.tries[4] <= cap < search.tries[8]
+

@@ -123,3 +123,25 @@ def test_trials_are_tracked_in_tensorboard_and_mlflow(tmp_path, tiny_llama_dir):
         events.Reload()
         assert [e.step for e in events.Scalars("eval/eval_loss")] == [3, 6]  # the final one is after/*
         assert events.Scalars("after/eval_loss")[0].value == pytest.approx(trial.value)
+
+
+def test_a_failed_trial_is_recorded_and_two_objectives_give_a_pareto_front(tmp_path, tiny_llama_dir):
+    recipe = write_chat_recipe(tmp_path, tiny_llama_dir)
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump({"method.type": {"choice": ["bitfit", "lora"]}}))
+    study_dir = tmp_path / "study"
+    study_dir.mkdir()
+    study = optuna.create_study(study_name="tunesmith", storage=f"sqlite:///{study_dir / 'study.db'}",
+                                directions=["minimize", "minimize"])
+    for method in ("bitfit", "lora"):  # BitFit cannot train a Llama (no bias terms): that trial fails
+        study.enqueue_trial({"method.type": method})
+    out = subprocess.run(tune_command(recipe, study_dir, 2, "--objectives", "eval_loss,train_s"),
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "pruning is off" in out.stdout
+    trials = optuna.load_study(study_name="tunesmith", storage=f"sqlite:///{study_dir / 'study.db'}").trials
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE"]
+    assert "BitFit found no bias terms" in trials[0].user_attrs["error"]
+    assert "BitFit found no bias terms" in (study_dir / "trials.md").read_text()
+    front = json.loads((study_dir / "pareto.json").read_text())
+    assert [p["trial"] for p in front] == [1] and set(front[0]["values"]) == {"eval_loss", "train_s"}
+    assert yaml.safe_load((study_dir / "best.yaml").read_text())["method"]["type"] == "lora"

@@ -31,9 +31,9 @@ def test_second_run_hits_the_cache_and_trains_identically(cls_recipe, tmp_path, 
     first_metrics = (tmp_path / "runs" / "tiny-cls" / "metrics.jsonl").read_text()
 
     # Prove preprocessing is skipped: the data stage would fail if it ran.
-    import tunesmith.runner as runner
+    import tunesmith.features as features
 
-    monkeypatch.setattr(runner, "prepare_data", lambda *a, **k: pytest.fail("preprocessing ran despite the cache"))
+    monkeypatch.setattr(features, "prepare_data", lambda *a, **k: pytest.fail("preprocessing ran despite the cache"))
     assert _train(cls_recipe) == 0
     second = _summary(tmp_path, "tiny-cls")
     assert second["data"]["cache"] == {"key": first["data"]["cache"]["key"], "hit": True}

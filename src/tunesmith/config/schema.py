@@ -279,6 +279,14 @@ class TrainConfig(Section):
         "and eval metrics, before/after scores, report.html, tags (task, method, model).")
     report_model: bool = Field(False, description="With mlflow: also log final/ (the trained model) as artifacts.")
 
+    @field_validator("batch_size", mode="before")
+    @classmethod
+    def _whole_or_auto(cls, value):
+        # One message for the union (pydantic would report the int and the 'auto' branch apart).
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            return value
+        raise ValueError("should be a whole number >= 1 or 'auto'")
+
 
 # The composite scorecard's dimensions (eval/scorecard.py): the task metric, the general
 # questions (out of domain), training time, peak memory, and the blind human review.

@@ -80,36 +80,34 @@ def choose_method(config, plan_of, budget: int, examples: int | None, has_biases
     """The method section the decision tree picks (as a dict), recording each question in ``path``."""
     complexity = COMPLEXITY[config.task]
     rank = RANK[complexity]
-    full = plan_of({"type": "full"})
-    path.append(f"full fine-tuning needs {full.total_bytes / 2**30:.2f} GiB of {budget / 2**30:.2f} GiB"
-                f" ({'fits' if _fits(full, budget) else 'does not fit'} with {100 - 100 * HEADROOM:.0f}% headroom)")
-    if _fits(full, budget):
+    lora = {"type": "lora", "r": rank, "alpha": 2 * rank}
+
+    def fits(label: str, method: dict) -> bool:
+        plan = plan_of(method)
+        ok = _fits(plan, budget)
+        path.append(f"{label} needs {plan.total_bytes / 2**30:.2f} GiB of {budget / 2**30:.2f} GiB "
+                    f"({'fits' if ok else 'does not fit'} with {100 - 100 * HEADROOM:.0f}% headroom)")
+        return ok
+
+    if fits("full fine-tuning", {"type": "full"}):
         if examples is not None and examples >= FULL_DATA:
             path.append(f"{examples:,} training examples (>= {FULL_DATA:,}): enough to move every weight -> full")
             return {"type": "full"}
         path.append(f"{'unknown number of' if examples is None else f'{examples:,}'} training examples "
                     f"(< {FULL_DATA:,} or unknown): full fine-tuning would overfit and forget more -> LoRA")
-        path.append(f"task {config.task} is {complexity} -> rank {rank}")
-        return {"type": "lora", "r": rank, "alpha": 2 * rank}
-    lora = plan_of({"type": "lora", "r": rank, "alpha": 2 * rank})
-    path.append(f"LoRA r={rank} needs {lora.total_bytes / 2**30:.2f} GiB"
-                f" ({'fits' if _fits(lora, budget) else 'does not fit'})")
-    if _fits(lora, budget):
-        path.append(f"task {config.task} is {complexity} -> rank {rank}")
-        return {"type": "lora", "r": rank, "alpha": 2 * rank}
-    qlora = plan_of({"type": "qlora", "r": rank, "alpha": 2 * rank})
-    path.append(f"QLoRA (4-bit base) needs {qlora.total_bytes / 2**30:.2f} GiB"
-                f" ({'fits' if _fits(qlora, budget) else 'does not fit'})")
-    if _fits(qlora, budget):
-        return {"type": "qlora", "r": rank, "alpha": 2 * rank}
-    if complexity == "simple":
-        choice = {"type": "bitfit"} if has_biases else {"type": "prompt"}
-        path.append(f"nothing on every layer fits; a simple task -> {choice['type']} "
-                    f"({'the model has bias terms' if has_biases else 'the model has no bias terms'})")
-    else:
-        choice = {"type": "ptuning", "version": 2} if config.model_task == "classification" else {"type": "adapter"}
-        path.append(f"nothing on every layer fits; a {complexity} task -> {choice['type']}")
-    return choice
+    elif not fits(f"LoRA r={rank}", lora):
+        if fits("QLoRA (4-bit base)", {**lora, "type": "qlora"}):
+            return {**lora, "type": "qlora"}
+        if complexity == "simple":
+            choice = {"type": "bitfit"} if has_biases else {"type": "prompt"}
+            path.append(f"nothing on every layer fits; a simple task -> {choice['type']} "
+                        f"({'the model has bias terms' if has_biases else 'the model has no bias terms'})")
+        else:
+            choice = {"type": "ptuning", "version": 2} if config.model_task == "classification" else {"type": "adapter"}
+            path.append(f"nothing on every layer fits; a {complexity} task -> {choice['type']}")
+        return choice
+    path.append(f"task {config.task} is {complexity} -> LoRA rank {rank}")
+    return lora
 
 
 def advise(config, plan, *, device_spec=None, gpus: int = 1, examples: int | None = None,

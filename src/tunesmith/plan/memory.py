@@ -56,7 +56,12 @@ def micro_batch(config, longest: int | None = None, target_share: float = 1.0) -
     rows = config.train.batch_size if isinstance(config.train.batch_size, int) else 1
     if config.data.packing:
         rows, length = rows, config.data.max_length  # packed rows are full
-    targets = max(1, math.ceil((length - 1) * target_share)) if config.model_task == "causal_lm" else 1
+    if config.model_task != "causal_lm":
+        targets = 1
+    elif not config.train.lm_head_on_targets:
+        targets = length  # the LM head runs over every position
+    else:
+        targets = max(1, math.ceil((length - 1) * target_share))
     return MicroBatch(rows, length, targets)
 
 
@@ -77,7 +82,10 @@ def estimate_memory(trace: Trace, config, baseline_bytes: int, optimizer: str = 
     # AdamW's moments take the parameters' dtype; 8-bit AdamW's are bytes whatever it is.
     state = 2 * grads if optimizer == "adamw" else int(trace.trainable_params * OPTIMIZER_STATE[optimizer])
     activations = activation_bytes(trace, config.train.gradient_checkpointing)
-    logits_grad = 2 * trace.logits_bytes  # the loss's gradient and the logits' gradient
+    # The loss's gradient over the logits: the NLL gradient and the log-softmax gradient, on
+    # top of the saved log-softmax, at the backward start. (On tiny models whose memory is
+    # almost all logits, the measured peak held one copy less: see docs/results/plan-accuracy.md.)
+    logits_grad = 2 * trace.logits_bytes
     held_grads = grads if config.train.grad_accum > 1 else 0
     # The guard's rollback target before the first checkpoint: a copy of the trained weights.
     rollback = trace.trainable_bytes

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 from tunesmith.config.methods import method_info
 from tunesmith.plan.device import Device, resolve_device
-from tunesmith.plan.memory import MemoryPlan, MicroBatch, estimate_memory, micro_batch
+from tunesmith.plan.memory import OPTIMIZER_STATE, MemoryPlan, activation_bytes, estimate_memory, micro_batch
 from tunesmith.plan.trace import NF4_BYTES, NF4_DOUBLE_QUANT_BYTES, Trace, model_config, trace_training
 
 # What the training process holds before the model loads, when it cannot be measured (a
@@ -37,6 +37,7 @@ class Plan:
     peak_moment: str
     total_bytes: int
     fits: bool
+    sizes: dict  # gradients, optimizer state (AdamW and 8-bit AdamW), activations with/without checkpointing
     time: dict
     disk: dict
     notes: list[str] = field(default_factory=list)
@@ -118,6 +119,9 @@ def make_plan(config, *, device_spec: str | None = None, gpus: int = 1, longest:
                 "trainable_share": trace.trainable_params / max(trace.total_params, 1)},
         weights_by_dtype=weights_by_dtype(trace.total_params),
         components=memory.components, peak_moment=memory.peak_moment, total_bytes=memory.total_bytes,
+        sizes={"gradients": trace.trainable_bytes, "adamw": 2 * trace.trainable_bytes,
+               "adamw_8bit": int(trace.trainable_params * OPTIMIZER_STATE["adamw_8bit"]),
+               "activations": activation_bytes(trace, False), "activations_checkpointed": activation_bytes(trace, True)},
         fits=memory.total_bytes <= device.memory_bytes,
         time={"flops_per_step": flops, "step_s": step_s, "steps_per_epoch": steps_per_epoch,
               "epoch_s": step_s * steps_per_epoch if step_s and steps_per_epoch else None},

@@ -30,6 +30,9 @@ def render_plan(plan) -> str:
              f"  parameters   {p['total']:,} total, {p['trainable']:,} trainable ({100 * p['trainable_share']:.2f}%)",
              "  weights as   " + ", ".join(f"{k} {size(v)}" for k, v in plan.weights_by_dtype.items()),
              f"  micro-batch  {b['rows']} rows x {b['length']} tokens ({b['targets_per_row']} trained per row)",
+             f"  sizes        gradients {size(plan.sizes['gradients'])}; AdamW moments {size(plan.sizes['adamw'])} "
+             f"(8-bit AdamW: {size(plan.sizes['adamw_8bit'])}); activations {size(plan.sizes['activations'])} "
+             f"({size(plan.sizes['activations_checkpointed'])} with gradient checkpointing)",
              "  memory at the peak (" + plan.peak_moment + "):"]
     for name, value in plan.components.items():
         lines.append(f"    {name:12s} {size(value):>12s}")

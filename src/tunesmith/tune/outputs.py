@@ -60,7 +60,7 @@ def write_outputs(study, study_dir: Path, base: dict, objective_names: list[str]
         recipe["name"] = f"{base['name']}-best"
         atomic_write_text(study_dir / "best.yaml", yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True))
         written["best"] = str(study_dir / "best.yaml")
-        if len(best) > 1:
+        if len(study.directions) > 1:
             front = [{"trial": t.number, "values": dict(zip(objective_names, t.values)),
                       "settings": t.user_attrs.get("settings", t.params)} for t in best]
             atomic_write_text(study_dir / "pareto.json", json.dumps(front, indent=1))

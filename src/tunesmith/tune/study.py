@@ -116,9 +116,6 @@ def run_study(recipe: Path, base: dict, params: list[Param], *, trials: int, stu
               pruner: str = "median", jobs: int = 1, timeout: float | None = None, seed: int = 42,
               log=print) -> object:
     """Run trials until ``trials`` have finished (counting those of an earlier, resumed run)."""
-    if len(objective.names) > 1 and pruner != "none":
-        log("several objectives: pruning is off (Optuna prunes single-objective studies only)")
-        pruner = "none"
     eval_every = (base.get("train") or {}).get("eval_every")
     study = open_study(study_dir, objective, pruner, seed, eval_every)
     done = finished_trials(study)
