@@ -230,12 +230,13 @@ def test_resume_with_changed_settings_is_refused(recipe, reference, tmp_path, ca
 
 
 def test_existing_run_dir_without_resume_or_overwrite_fails_fast(recipe, reference, capsys, monkeypatch):
-    import tunesmith.runner as runner  # the library import is not what "fast" is about
+    import tunesmith.features as features  # the library import is not what "fast" is about
+    import tunesmith.runner as runner
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("the run directory check must come before data and model loading")
 
-    monkeypatch.setattr(runner, "prepare_data", must_not_run)
+    monkeypatch.setattr(features, "prepare_data", must_not_run)
     monkeypatch.setattr(runner, "load_model", must_not_run)
     run_dir = reference["run_dir"]
     before = sorted((p.relative_to(run_dir), p.stat().st_mtime_ns) for p in run_dir.rglob("*"))
