@@ -45,6 +45,7 @@ from tunesmith.train.sampler import planned_steps
 from tunesmith.train.auto_batch import find_micro_batch
 from tunesmith.train.memory import fix_mmap_threshold
 from tunesmith.plan.check import budget_bytes, check_memory
+from tunesmith.plan.device import default_budget
 from tunesmith.train.state import TrainingInterrupted
 
 
@@ -243,7 +244,7 @@ def _run(config: RecipeConfig, run: RunDir, backend: Backend, summary: dict, bas
         if config.train.mmap_threshold_kb:  # measured under the allocator settings training will run with
             fix_mmap_threshold(config.train.mmap_threshold_kb * 1024)
         search = find_micro_batch(model, objective, train_features, config.train.global_batch,
-                                  budget_bytes(config) or device_budget(backend.device), backend.device,
+                                  budget_bytes(config) or default_budget(backend.device.type), backend.device,
                                   config.train.precision, log)
         config = _with_batch(config, search.micro_batch, search.grad_accum)
         summary["auto_batch"] = {"batch_size": search.micro_batch, "grad_accum": search.grad_accum,
@@ -319,15 +320,6 @@ def _run(config: RecipeConfig, run: RunDir, backend: Backend, summary: dict, bas
 def _with_batch(config: RecipeConfig, batch_size: int, grad_accum: int) -> RecipeConfig:
     return config.model_copy(update={"train": config.train.model_copy(
         update={"batch_size": batch_size, "grad_accum": grad_accum})})
-
-
-def device_budget(device) -> int:
-    """The memory a run may use by default: the GPU's, or what this process can grow to."""
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[1]
-    import psutil
-
-    return psutil.virtual_memory().available + psutil.Process().memory_info().rss
 
 
 def reward_rows(before: dict | None, after: dict) -> list[dict]:

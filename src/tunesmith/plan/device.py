@@ -62,6 +62,18 @@ class Device:
     count: int = 1
 
 
+def default_budget(kind: str) -> int:
+    """The memory a run may use unless told: the GPU's, or what this process can grow to now
+    (the free RAM plus what it already holds)."""
+    if kind == "cuda":
+        import torch
+
+        return torch.cuda.mem_get_info()[1]
+    import psutil
+
+    return psutil.virtual_memory().available + psutil.Process().memory_info().rss
+
+
 def parse_memory(text: str) -> int:
     """'80GB', '24', '512MB' -> bytes (a bare number is GiB)."""
     match = re.fullmatch(r"\s*([0-9.]+)\s*([a-zA-Z]*)\s*", text)
@@ -78,18 +90,14 @@ def resolve_device(spec: str | None, gpus: int, shape: tuple[int, int, int], dty
 
     spec = (spec or ("cuda" if torch.cuda.is_available() else "cpu")).lower()
     if spec == "cpu":
-        import psutil
-
-        # What this process can grow to now: the free memory plus what it already holds.
-        memory = budget_bytes or psutil.virtual_memory().available + psutil.Process().memory_info().rss
+        memory = budget_bytes or default_budget("cpu")
         return Device(f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)", "cpu",
                       memory, measured_rates("cpu", shape, dtype) if with_rates else None)
     if spec == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError("--device cuda, but no GPU is visible here.",
                               "Plan for a named GPU instead, e.g. --device a100:80GB (or h100:80GB, rtx4090:24GB).")
-        total = torch.cuda.mem_get_info()[1]
-        return Device(torch.cuda.get_device_name(), "cuda", budget_bytes or total,
+        return Device(torch.cuda.get_device_name(), "cuda", budget_bytes or default_budget("cuda"),
                       measured_rates("cuda", shape, dtype) if with_rates else None, gpus)
     name, _, memory = spec.partition(":")
     if not memory:

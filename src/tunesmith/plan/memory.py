@@ -55,7 +55,7 @@ def micro_batch(config, longest: int | None = None, target_share: float = 1.0) -
     length = min(config.data.max_length, longest or config.data.max_length)
     rows = config.train.batch_size if isinstance(config.train.batch_size, int) else 1
     if config.data.packing:
-        rows, length = rows, config.data.max_length  # packed rows are full
+        length = config.data.max_length  # packed rows are full
     if config.model_task != "causal_lm":
         targets = 1
     elif not config.train.lm_head_on_targets:

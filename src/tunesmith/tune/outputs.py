@@ -28,7 +28,7 @@ def trial_rows(study) -> list[dict]:
         rows.append({"trial": t.number, "state": t.state.name.lower(),
                      "values": t.values, "steps": t.user_attrs.get("steps"),
                      "train_s": t.user_attrs.get("train_s"), "settings": t.user_attrs.get("settings", t.params),
-                     "error": t.user_attrs.get("error") or t.system_attrs.get("error")})
+                     "error": t.user_attrs.get("error")})
     return rows
 
 
