@@ -15,6 +15,7 @@ from tunesmith import __version__
 from tunesmith.cli_data import add_data_parsers, plugin_option, run_data_command
 from tunesmith.cli_eval import add_eval_parser, is_review, review_parser, run_eval_command, run_review_command
 from tunesmith.cli_plan import add_plan_parsers, run_plan_command
+from tunesmith.cli_ui import add_ui_parser, run_ui_command
 from tunesmith.cli_use import add_use_parsers, run_use_command
 from tunesmith.cli_text import (
     COMPARE_EXAMPLES,
@@ -88,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_parser(sub)
     add_use_parsers(sub)
     add_plan_parsers(sub)
+    add_ui_parser(sub)
     serve = sub.add_parser(
         "serve", help="OpenAI-compatible server: one base model in memory, many adapters picked per request",
         epilog=SERVE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -183,6 +185,8 @@ def _run_command(args) -> int:
             run_eval_command(args)
         elif args.command == "review":
             run_review_command(args)
+        elif args.command == "ui":
+            run_ui_command(args)
         elif args.command == "demo":
             # The demo owns its run directory, so running it again simply replaces it.
             _train(DEMO_RECIPE, args, overwrite=not args.resume)

@@ -26,6 +26,10 @@ LOGBOOK_FILES = ("metrics.jsonl", "eval.jsonl", "events.jsonl")
 # keeps its tracker run id (so a resumed run continues it).
 TRACKED_ARTIFACTS = ("report.html", SUMMARY, "config.yaml")
 TRACKING = "tracking.json"
+# What the web UI keeps of a run it launched (the command, its pid, queued/running/exited),
+# so a restarted UI rebuilds its queue from the run directories alone.
+UI_JOB = "ui-job.json"
+UI_LOG = "ui-job.log"
 
 
 def _write_json(path: Path, data) -> None:
@@ -79,6 +83,12 @@ def resolve_run_dir(config, output_dir: str | Path | None) -> Path:
     return Path(output_dir) if output_dir else Path(config.output_dir) / config.name
 
 
+def holds_run_files(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds anything besides the web UI's job record and log (which the
+    UI writes before the run it queued starts)."""
+    return run_dir.is_dir() and any(p.name not in (UI_JOB, UI_LOG) for p in run_dir.iterdir())
+
+
 def check_run_dir(run_dir: Path, overwrite: bool, resume: str | None) -> None:
     """Refuse to mix two runs' files in one folder (changes nothing; torch-free, so the CLI
     says it in a second, before any model library loads).
@@ -86,7 +96,7 @@ def check_run_dir(run_dir: Path, overwrite: bool, resume: str | None) -> None:
     Raises:
         ConfigError: ``run_dir`` holds files and neither ``resume`` nor ``overwrite`` is set.
     """
-    if run_dir.exists() and any(run_dir.iterdir()) and not resume and not overwrite:
+    if holds_run_files(run_dir) and not resume and not overwrite:
         raise ConfigError(
             f"The run directory {run_dir} already exists and is not empty.",
             "Pass --resume to continue it, --overwrite to replace it, or choose another with "
@@ -159,6 +169,11 @@ class RunDir:
                           "probs": dict(zip(labels, p))})
         write_jsonl(self.path / "predictions.jsonl", lines)
 
+    def predictions(self) -> list[dict]:
+        """predictions.jsonl: per eval example the trained model's output (and, for chat
+        runs, the base model's answer as ``prediction_before``); [] when the run has none."""
+        return read_jsonl(self.path / "predictions.jsonl")
+
     def write_generations(self, rows: list[dict]) -> None:
         """A chat run's predictions.jsonl: per held-out prompt the reference, the trained and the
         base model's answers and their scores (see eval/chat_eval.py)."""
@@ -177,6 +192,25 @@ class RunDir:
     def eval_set(self) -> Path:
         """The held-out rows file (``eval_set.jsonl``); it may not exist."""
         return self.path / "eval_set.jsonl"
+
+    # ---- the web UI's job record -----------------------------------------------------------
+    def write_job(self, job: dict) -> None:
+        """The UI's record of the process it runs (or queued) in this directory."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        _write_json(self.path / UI_JOB, job)
+
+    def read_job(self) -> dict:
+        """The UI's job record, or {} when the UI never ran this directory (or the file is torn)."""
+        path = self.path / UI_JOB
+        try:
+            return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        except ValueError:
+            return {}
+
+    @property
+    def job_log(self) -> Path:
+        """Where the UI sends a job's output (stdout and stderr)."""
+        return self.path / UI_LOG
 
     def is_run(self) -> bool:
         """Whether the folder is a run directory (it has a summary.json)."""

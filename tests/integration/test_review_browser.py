@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -19,11 +18,9 @@ import pytest
 from tunesmith.eval.review import export_review
 from tunesmith.eval.review_import import import_reviews
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(
-    not (CHROMIUM and CHROMEDRIVER),
-    reason="needs Debian's chromium and chromedriver (apt-get install chromium chromium-driver; scripts/test.sh does)")
+from tests.browser import needs_chromium, open_chromium
+
+pytestmark = needs_chromium
 
 NAMES = ("basemodel", "runs/sft-identity-lora")
 HOSTILE = '</script><script>window.pwned = 1</script><img src=x onerror="window.pwned = 2">'
@@ -43,21 +40,7 @@ WINNERS = {"who": "B", "maker": "B", "name": "B", "html": "A"}  # system B wins 
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    downloads = tmp_path_factory.mktemp("downloads")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--window-size=1280,1500", f"--user-data-dir={tmp_path_factory.mktemp('profile')}"):
-        options.add_argument(flag)
-    options.add_experimental_option("prefs", {"download.default_directory": str(downloads),
-                                              "download.prompt_for_download": False})
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
-    driver.implicitly_wait(0)
-    driver.downloads = downloads
+    driver = open_chromium(tmp_path_factory.mktemp("profile"), tmp_path_factory.mktemp("downloads"))
     yield driver
     driver.quit()
 

@@ -24,7 +24,8 @@ _Loader.add_implicit_resolver(
 )
 
 
-def _parse(text: str):
+def parse_yaml(text: str):
+    """YAML text -> plain values through the safe loader (how recipes and --set values are read)."""
     return yaml.load(text, Loader=_Loader)  # noqa: S506 -- a SafeLoader subclass
 
 
@@ -42,7 +43,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> RecipeC
     if not path.is_file():
         raise ConfigError(f"Recipe file {str(path)!r} does not exist.", "Check the path (see configs/ for examples).")
     try:
-        raw = _parse(path.read_text(encoding="utf-8"))
+        raw = parse_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ConfigError(f"Recipe {path} is not valid YAML: {exc}", "Fix the YAML syntax.") from None
     if not isinstance(raw, dict):
@@ -74,7 +75,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
                 node[part] = {}
             node = node[part]
         try:
-            node[parts[-1]] = _parse(value) if value != "" else None
+            node[parts[-1]] = parse_yaml(value) if value != "" else None
         except yaml.YAMLError:
             raise ConfigError(
                 f"Override {item!r} has a value that is not valid YAML.", "Quote it: --set 'key=\"text\"'"
@@ -84,14 +85,27 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 
 def validate_recipe(raw: dict[str, Any]) -> RecipeConfig:
     """Validate a plain dict, turning pydantic's errors into one readable ConfigError."""
-    try:
-        return RecipeConfig.model_validate(raw)
-    except ValidationError as exc:
-        lines = [_explain(err, raw) for err in exc.errors()]
+    config, problems = check_recipe(raw)
+    if problems:
+        lines = [message for _, message in problems]
         raise ConfigError(
             "The recipe is invalid:\n  - " + "\n  - ".join(lines),
             "Fix these keys in the YAML or with --set key=value.",
-        ) from None
+        )
+    return config
+
+
+def check_recipe(raw: dict[str, Any]) -> tuple[RecipeConfig | None, list[tuple[str, str]]]:
+    """Validate ``raw``; return the config, or None and every problem as ``(key, message)``.
+
+    ``key`` is the dotted YAML path (``train.lr``, ``data.train.0.path``, ``method.r``;
+    "recipe" for rules across fields) and ``message`` the line the CLI prints, so the UI
+    can put each message next to its field.
+    """
+    try:
+        return RecipeConfig.model_validate(raw), []
+    except ValidationError as exc:
+        return None, [_explain(err, raw) for err in exc.errors()]
 
 
 def dump_recipe(config: RecipeConfig, path: Path) -> None:
@@ -100,7 +114,7 @@ def dump_recipe(config: RecipeConfig, path: Path) -> None:
     path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
 
 
-def _explain(err: dict, raw: dict) -> str:
+def _explain(err: dict, raw: dict) -> tuple[str, str]:
     loc = [str(p) for p in err["loc"]]
     # Drop pydantic's union tags (e.g. 'adalora' in method.adalora.init_r) so the path matches the YAML.
     if len(loc) >= 2 and loc[0] == "method" and loc[1] in METHODS:
@@ -109,13 +123,14 @@ def _explain(err: dict, raw: dict) -> str:
     if err["type"] == "extra_forbidden":
         suggestion = _closest_key(loc, raw)
         hint = f" Did you mean {suggestion!r}?" if suggestion else ""
-        return f"unknown key {where!r}.{hint}"
+        return where, f"unknown key {where!r}.{hint}"
     if err["type"] == "missing":
-        return f"{where}: required key is missing"
+        return where, f"{where}: required key is missing"
     if err["type"] == "union_tag_invalid":
-        return f"{where}: unknown method type; choose one of {', '.join(METHOD_TYPES)}"
+        return where, f"{where}: unknown method type; choose one of {', '.join(METHOD_TYPES)}"
     msg = err["msg"].removeprefix("Value error, ")
-    return f"{where}: {msg}" + (f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict) else "")
+    got = f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict) else ""
+    return where, f"{where}: {msg}{got}"
 
 
 # Names other tools (PEFT, HF TrainingArguments) use for a field, which string similarity

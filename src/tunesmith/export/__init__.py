@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from tunesmith.errors import ConfigError
+from tunesmith.rundir import UI_JOB, UI_LOG, holds_run_files
 
 FORMATS = ("merged", "onnx", "int8", "gguf")
 
@@ -27,7 +28,7 @@ def export_run(path: str | Path, to: str, out: str | Path | None = None, quant: 
         raise ConfigError(f"Unknown export format '{to}'.", f"Use one of: {', '.join(FORMATS)}.")
     final_dir, run_dir = resolve_final_dir(path)
     out = Path(out) if out else (run_dir or final_dir.parent) / f"export-{to}"
-    if out.exists() and any(out.iterdir()):
+    if holds_run_files(out):  # the web UI's job record may already be there
         raise ConfigError(f"The export folder {out} already exists and is not empty.",
                           "Choose another --out, or delete the folder.")
     started = time.perf_counter()
@@ -54,7 +55,8 @@ def export_run(path: str | Path, to: str, out: str | Path | None = None, quant: 
         "source": str(final_dir),
         "out": str(out),
         **result,
-        "files": {p.name: round(p.stat().st_size / 2**20, 3) for p in sorted(out.iterdir()) if p.is_file()},
+        "files": {p.name: round(p.stat().st_size / 2**20, 3) for p in sorted(out.iterdir())
+                  if p.is_file() and p.name not in (UI_JOB, UI_LOG)},
         "wall_s": round(time.perf_counter() - started, 2),
         "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
     }

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tunesmith.config.methods import method_info
 from tunesmith.errors import ConfigError
-from tunesmith.rundir import check_run_dir
+from tunesmith.rundir import check_run_dir, holds_run_files
 from tunesmith.train.checkpoint import is_valid_checkpoint, latest_valid_checkpoint, read_manifest
 
 
@@ -30,7 +30,7 @@ def config_hash(config) -> str:
 def prepare_run_dir(run_dir: Path, overwrite: bool, resume: str | None) -> None:
     """Create ``run_dir``; refuse to mix two runs' files in one folder; prove it is writable."""
     check_run_dir(run_dir, overwrite, resume)
-    if run_dir.exists() and any(run_dir.iterdir()) and not resume:
+    if holds_run_files(run_dir) and not resume:
         shutil.rmtree(run_dir)  # --overwrite
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
