@@ -2,8 +2,8 @@
 reduced budget: a few steps on a few rows. Slow (minutes); the fast check that every one
 parses and validates is tests/unit/test_documented_commands.py.
 
-Not run here: `serve` (a server that runs until stopped; tests/integration/test_serve.py
-drives it) and `curl`, and commands naming a user's own file that the repository does not
+Not run here: `serve` and `ui` (servers that run until stopped; test_serve.py and test_ui_browser.py
+drive them) and `curl`, and commands naming a user's own file that the repository does not
 have (`my-recipe.yaml`, `my_chats.jsonl`).
 """
 
@@ -22,7 +22,7 @@ REDUCED = ["--set", "data.max_train_samples=32", "--set", "data.max_eval_samples
 
 def _reduced(argv: list[str]) -> list[str] | None:
     """The command with a small budget, or None when it is not run here."""
-    if argv[0] == "serve" or "--help" in argv or any("*" in a for a in argv):
+    if argv[0] in ("serve", "ui") or "--help" in argv or any("*" in a for a in argv):
         return None  # a server, help, or a shell glob over a reviewer's files
     files = [a for a in argv if a.endswith((".yaml", ".jsonl")) and not a.startswith(("runs/", "configs/"))]
     if argv[0] != "recipe" and files:

@@ -81,3 +81,7 @@ def test_the_catalog_floor_imports_only_catalogs():
     found = [f"{module} imports {name}" for module, names in imports_of("config").items()
              for name in sorted(names) if not name.startswith(allowed)]
     assert found == []
+
+
+def test_the_ui_runs_training_as_processes_not_in_its_own():
+    assert offenders("ui", ("tunesmith.runner", "tunesmith.train", "tunesmith.objectives.causal_lm")) == []

@@ -3,7 +3,9 @@ generated from the schema, and the job queue surviving a restart."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import time
 
 import pytest
@@ -186,3 +188,47 @@ def test_the_runs_list_reads_status_from_the_run_directories(tmp_path):
     assert rows["broken"]["status"] == "failed"
     assert yaml.safe_load(client.post("/api/recipe/check", json={"values": VALUES},
                                       headers={"X-Tunesmith-Token": TOKEN}).json()["yaml"])["name"] == "r1"
+
+
+def test_an_uploaded_recipe_fills_the_form_and_a_typo_gets_the_cli_suggestion(tmp_path):
+    client, _ = _client(tmp_path)
+    text = "name: up\ntask: classification\nmodel: {name: builtin:minilm}\ndata: {train: builtin:rt-snippets}\n" \
+           "train: {learning_rate: 1e-4, epochs: 2}\nmethod: {type: ia3}\n"
+    result = client.post("/api/recipe/upload", content=text.encode(), headers={"X-Tunesmith-Token": TOKEN}).json()
+    assert result["values"]["data.train.0.path"] == "builtin:rt-snippets" and result["values"]["method.type"] == "ia3"
+    assert result["values"]["train.epochs"] == "2"
+    assert [e["message"] for e in result["errors"]] == ["unknown key 'train.learning_rate'. Did you mean 'train.lr'?"]
+    broken = client.post("/api/recipe/upload", content=b"name: [unclosed", headers={"X-Tunesmith-Token": TOKEN})
+    assert broken.status_code == 400 and "not valid YAML" in broken.json()["detail"]
+
+
+def test_an_uploaded_data_file_is_inspected_with_its_bad_rows_named(tmp_path):
+    client, _ = _client(tmp_path)
+    headers = {"X-Tunesmith-Token": TOKEN}
+    rows = [json.dumps({"text": f"row {i}", "label": "pos" if i % 2 else "neg"}) for i in range(6)]
+    rows.insert(3, json.dumps({"text": "", "label": "pos"}))
+    rows.append(json.dumps({"text": "row 1", "label": "neg"}))
+    client.put("/api/data/mine.jsonl", content="\n".join(rows).encode(), headers=headers)
+    assert client.get("/api/data").json()["files"] == [{"path": "data/mine.jsonl", "bytes": len("\n".join(rows))}]
+    report = client.post("/api/data/inspect", json={"path": "data/mine.jsonl"}, headers=headers).json()
+    assert report["validation"]["rejected"] == 1 and report["validation"]["valid"] == 7
+    (reason, info), = report["rejects_by_reason"].items()
+    assert "line 4" in info["examples"][0]  # the empty text, on the file's 4th line
+    assert report["labels"]["all"] == {"neg": 4, "pos": 3} and report["duplicates"]["exact_duplicates"] == 1
+
+
+def test_the_plan_panel_gives_tunesmith_plans_numbers(tmp_path, tiny_bert_dir):
+    from tunesmith.config.load import load_recipe
+    from tunesmith.plan.planner import make_plan
+
+    client, _ = _client(tmp_path)
+    values = {**VALUES, "method.type": "full", "data.max_length": "32"}
+    shutil.copytree(tiny_bert_dir, tmp_path / "tiny")
+    values["model.name"] = "tiny"
+    result = client.post("/api/plan", json={"values": values}, headers={"X-Tunesmith-Token": TOKEN}).json()
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(form_to_recipe({**values, "model.name": str(tmp_path / "tiny")})[0]))
+    expected = make_plan(load_recipe(recipe), with_time=False)
+    assert result["plan"]["params"] == expected.params and result["plan"]["components"]["weights"] == \
+        expected.components["weights"]
+    assert "plan for r1" in result["text"]
