@@ -132,6 +132,11 @@ def test_fill_the_form_start_a_run_and_watch_its_loss_chart(ui, browser):
     preview = browser.find_element("id", "yaml-preview")
     _wait(lambda: "form-run" in preview.text and "log_every: 2" in preview.text, 10, "the YAML preview")
     assert browser.find_element("id", "form-errors").get_attribute("data-count") == "0"
+    browser.find_element("id", "plan-run").click()  # the plan panel: `tunesmith plan` of this form
+    plan = browser.find_element("id", "plan-box")
+    _wait(lambda: plan.get_attribute("data-fits") == "true", 60, "the plan")
+    assert "plan for form-run: method full" in plan.text and "fits" in plan.text
+    browser.execute_script("window.scrollTo(0, 0)")
     _shot(browser, "new-run")
     browser.find_element("id", "start-run").click()
     _wait(lambda: browser.execute_script("return location.hash") == "#/run/form-run", 20, "the run page")
