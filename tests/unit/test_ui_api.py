@@ -232,3 +232,19 @@ def test_the_plan_panel_gives_tunesmith_plans_numbers(tmp_path, tiny_bert_dir):
     assert result["plan"]["params"] == expected.params and result["plan"]["components"]["weights"] == \
         expected.components["weights"]
     assert "plan for r1" in result["text"]
+
+
+def test_the_live_stream_sends_new_lines_from_an_offset_and_holds_a_torn_line(tmp_path):
+    client, ctx = _client(tmp_path)
+    run = ctx.workspace.runs / "r"
+    run.mkdir()
+    RunDir(run).write_summary({"status": "completed", "task": "classification", "method": "lora"})
+    lines = [json.dumps({"step": s, "loss": 1.0 / s}) for s in (1, 2, 3)]
+    (run / "metrics.jsonl").write_text("\n".join(lines) + "\n" + '{"step": 4, "lo')  # the 4th still being written
+    with client.stream("GET", "/api/runs/r/live?metrics=1") as response:
+        text = "".join(response.iter_text())
+    events = [(block.split("\n")[0].removeprefix("event: "), json.loads(block.split("\n")[1].removeprefix("data: ")))
+              for block in text.strip().split("\n\n")]
+    assert events[0] == ("metrics", [{"step": 2, "loss": 0.5}, {"step": 3, "loss": 1 / 3}])
+    assert events[1][0] == "status" and events[1][1]["status"] == "completed"
+    assert events[-1] == ("end", {})

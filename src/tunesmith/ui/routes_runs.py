@@ -83,19 +83,27 @@ def runs_router(ctx) -> APIRouter:
         folder = ws.run_dir(name)
         offsets = {"metrics": metrics, "eval": eval, "events": events}
 
+        sizes = {log: 0 for log in LOGS}
+
         async def stream():
             last_status = None
             while True:
                 sent = False
                 for log in LOGS:
+                    path = folder / f"{log}.jsonl"
+                    size = path.stat().st_size if path.is_file() else 0
+                    if size < sizes[log]:  # a resume or a guard rollback rewound the file
+                        offsets[log] = 0
+                        yield f"event: reset\ndata: {json.dumps(log)}\n\n"
+                    sizes[log] = size
                     rows = logbook(folder, log, offsets[log])
                     if rows:
                         offsets[log] += len(rows)
                         yield f"event: {log}\ndata: {json.dumps(rows)}\n\n"
                         sent = True
                 row = run_row(folder)
-                if row != last_status:
-                    last_status = row
+                if row["status"] != last_status:  # only changes: the page redraws its buttons then
+                    last_status = row["status"]
                     yield f"event: status\ndata: {json.dumps(row)}\n\n"
                 if row["status"] not in ACTIVE and not sent:
                     yield "event: end\ndata: {}\n\n"

@@ -96,6 +96,7 @@
     for (const kind of ["metrics", "eval", "events"]) {
       source.addEventListener(kind, (e) => { data[kind].push(...JSON.parse(e.data)); redraw(); });
     }
+    source.addEventListener("reset", (e) => { data[JSON.parse(e.data)] = []; redraw(); });
     let last = null;
     source.addEventListener("status", (e) => {
       const row = JSON.parse(e.data);
