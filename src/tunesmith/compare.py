@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from tunesmith.config.methods import PRESETS
 from tunesmith.config.schema import RecipeConfig
+from tunesmith.config.section import check_safe_name
 from tunesmith.errors import ConfigError
 from tunesmith.objectives.tasks import task_spec
 from tunesmith.rundir import RunDir
@@ -67,6 +68,10 @@ def parse_variants(methods: str | None, extra: list[str], rank_study: bool, mode
             problem = "it needs the form LABEL={\"type\": ..., ...}"
         if not isinstance(method, dict) or not label:
             raise ConfigError(f"--variant '{spec}': {problem}.", 'Example: --variant lora-r4=\'{"type": "lora", "r": 4}\'')
+        try:
+            check_safe_name(label)  # the label names the variant's run folder
+        except ValueError as exc:
+            raise ConfigError(f"--variant label {exc}.", "Example: --variant lora-r4='{...}'") from None
         variants.append(Variant(label, method))
     if rank_study:
         if model_type not in QUERY_VALUE:

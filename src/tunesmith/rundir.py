@@ -13,6 +13,8 @@ place. In a multi-process run only the main process writes (``is_main``).
 from __future__ import annotations
 
 import json
+import os
+from contextlib import contextmanager
 from pathlib import Path
 
 from tunesmith.errors import ConfigError, ModelError
@@ -30,6 +32,8 @@ TRACKING = "tracking.json"
 # so a restarted UI rebuilds its queue from the run directories alone.
 UI_JOB = "ui-job.json"
 UI_LOG = "ui-job.log"
+# Written into every run directory Tunesmith creates: --overwrite deletes only such folders.
+RUN_MARKER = ".tunesmith-run"
 
 
 def _write_json(path: Path, data) -> None:
@@ -102,6 +106,53 @@ def check_run_dir(run_dir: Path, overwrite: bool, resume: str | None) -> None:
             "Pass --resume to continue it, --overwrite to replace it, or choose another with "
             "--output-dir or --set name=...",
         )
+    if overwrite and not resume and holds_run_files(run_dir) and not is_run_dir(run_dir):
+        raise ConfigError(
+            f"--overwrite would delete {run_dir}, which is not a run directory Tunesmith made "
+            f"(it has no {RUN_MARKER} or {SUMMARY}).",
+            "Choose an empty or new --output-dir; Tunesmith never deletes folders it did not create.")
+
+
+def is_run_dir(path: Path) -> bool:
+    """Whether ``path`` is a folder Tunesmith created for a run (its marker, or an older run's summary)."""
+    return (path / RUN_MARKER).is_file() or (path / SUMMARY).is_file()
+
+
+def mark_run_dir(path: Path) -> None:
+    """Mark ``path`` as a run directory Tunesmith created (what --overwrite checks)."""
+    (path / RUN_MARKER).write_text("tunesmith run directory\n", encoding="utf-8")
+
+
+@contextmanager
+def lock_run_dir(run_dir: Path, enabled: bool = True):
+    """Hold ``run_dir`` for this process while a run writes it: a second ``tunesmith`` run
+    into the same folder fails at once, naming the holder's pid. The lock file lives beside
+    the folder (``.<name>.lock``), so --overwrite can replace the folder while holding it.
+
+    Raises:
+        ConfigError: another process holds the folder.
+    """
+    if not enabled:
+        yield
+        return
+    from filelock import FileLock, Timeout
+
+    run_dir = Path(run_dir)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(run_dir.parent / f".{run_dir.name}.lock"))
+    holder = run_dir.parent / f".{run_dir.name}.lock.pid"
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        pid = holder.read_text().strip() if holder.is_file() else "unknown"
+        raise ConfigError(f"The run directory {run_dir} is in use by another tunesmith process (pid {pid}).",
+                          "Wait for it to finish or stop it, or train into another --output-dir.") from None
+    try:
+        holder.write_text(str(os.getpid()))
+        yield
+    finally:
+        holder.unlink(missing_ok=True)
+        lock.release()
 
 
 class RunDir:

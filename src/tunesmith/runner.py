@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import resource
 import sys
 import time
@@ -28,7 +29,7 @@ from tunesmith.models.quantize import four_bit_config, quantization_settings
 from tunesmith.objectives.reference_model import prepare_reference
 from tunesmith.objectives.tasks import task_spec
 from tunesmith.modelcard import portable_adapter_config, write_model_card
-from tunesmith.rundir import RunDir, has_model_meta, read_model_meta, resolve_run_dir, write_model_meta
+from tunesmith.rundir import RunDir, has_model_meta, lock_run_dir, read_model_meta, resolve_run_dir, write_model_meta
 from tunesmith.train.backend import Backend
 from tunesmith.train.checkpoint import remove_stale_temp_dirs
 from tunesmith.train.loop import train
@@ -87,6 +88,11 @@ def run_recipe(
         TrainingInterrupted: SIGINT/SIGTERM; a checkpoint was saved and summary.status is "interrupted".
     """
     run_dir = resolve_run_dir(config, output_dir)
+    with lock_run_dir(run_dir, enabled=os.environ.get("RANK", "0") == "0"):  # the main process holds it
+        return _run_locked(config, run_dir, overwrite, resume, base_dir, show_progress, log, on_evaluation, force)
+
+
+def _run_locked(config, run_dir, overwrite, resume, base_dir, show_progress, log, on_evaluation, force) -> dict:
     prepare_run_dir(run_dir, overwrite, resume)
     backend = Backend()
     run = RunDir(run_dir, backend.is_main)

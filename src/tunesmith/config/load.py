@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import reprlib
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,25 @@ from tunesmith.config.schema import RecipeConfig
 from tunesmith.errors import ConfigError
 
 
+MAX_RECIPE_BYTES = 1_000_000
+MAX_ALIASES = 100  # a recipe needs a few; a "billion laughs" bomb needs thousands of expansions
+_SHORT = reprlib.Repr()  # bounded: a value in an error message may be huge or deeply nested
+_SHORT.maxstring = _SHORT.maxother = 80
+_SHORT.maxlist = _SHORT.maxdict = _SHORT.maxtuple = _SHORT.maxset = 4
+_SHORT.maxlevel = 2
+
+
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that also reads ``1e-4`` as a float (YAML 1.2; PyYAML's 1.1 rules need a dot)."""
+    """SafeLoader that also reads ``1e-4`` as a float (YAML 1.2; PyYAML's 1.1 rules need a dot)
+    and refuses more than :data:`MAX_ALIASES` aliases (nested aliases expand exponentially when
+    a value is validated or printed)."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            self.aliases = getattr(self, "aliases", 0) + 1
+            if self.aliases > MAX_ALIASES:
+                raise yaml.YAMLError(f"more than {MAX_ALIASES} aliases (*name): refused as a possible alias bomb")
+        return super().compose_node(parent, index)
 
 
 _Loader.add_implicit_resolver(
@@ -40,10 +58,18 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> RecipeC
         ConfigError: missing/unparsable file, unknown keys (with the closest valid key), bad values.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{str(path)!r} is a directory, not a recipe file.",
+                          "Give the YAML file (a run directory's recipe is its config.yaml).")
     if not path.is_file():
         raise ConfigError(f"Recipe file {str(path)!r} does not exist.", "Check the path (see configs/ for examples).")
+    if path.stat().st_size > MAX_RECIPE_BYTES:
+        raise ConfigError(f"Recipe {path} is {path.stat().st_size:,} bytes; a recipe is at most "
+                          f"{MAX_RECIPE_BYTES:,}.", "Put data in data files, not in the recipe.")
     try:
         raw = parse_yaml(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"Recipe {path} is not a UTF-8 text file.", "Give the YAML recipe.") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"Recipe {path} is not valid YAML: {exc}", "Fix the YAML syntax.") from None
     if not isinstance(raw, dict):
@@ -129,7 +155,7 @@ def _explain(err: dict, raw: dict) -> tuple[str, str]:
     if err["type"] == "union_tag_invalid":
         return where, f"{where}: unknown method type; choose one of {', '.join(METHOD_TYPES)}"
     msg = err["msg"].removeprefix("Value error, ")
-    got = f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict) else ""
+    got = f" (got {_SHORT.repr(err['input'])})" if "input" in err and not isinstance(err["input"], dict) else ""
     return where, f"{where}: {msg}{got}"
 
 

@@ -11,9 +11,16 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from tunesmith.config.data_sections import (  # noqa: F401 (re-exported)
+    AugmentConfig,
+    CleanConfig,
+    DedupConfig,
+    SourceConfig,
+    as_sources,
+)
 from tunesmith.config.guard import GuardConfig  # noqa: F401 (re-exported)
 from tunesmith.config.methods import LoraMethod, Method, default_lr, method_info
-from tunesmith.config.section import Section, looks_like_import_path
+from tunesmith.config.section import SafeName, Section
 from tunesmith.config.stages import GrpoConfig, PreferenceConfig, RejectionConfig, RewardConfig  # noqa: F401 (re-exported)
 from tunesmith.objectives.tasks import TASKS, task_spec, tasks_with_shape
 
@@ -41,70 +48,8 @@ class ModelConfig(Section):
         "a fresh one: same base model and method type (lora, qlora, ia3). eval_before then scores that adapter.")
 
 
-class SourceConfig(Section):
-    path: str = Field(description="'builtin:<name>' or a file (.jsonl/.json/.csv/.tsv), relative to the recipe.")
-    weight: float | None = Field(
-        None,
-        gt=0,
-        description="Share of this source in the mixed training set (needs data.mix_total). "
-        "E.g. weights 1 and 5 give domain : general = 1 : 5.",
-    )
-
-
-def _as_sources(value):
-    # Accept the short forms `train: builtin:x` and `train: [builtin:x, file.jsonl]`.
-    if value is None:
-        return value
-    if isinstance(value, (str, dict)):
-        value = [value]
-    return [{"path": v} if isinstance(v, str) else v for v in value]
-
-
-class CleanConfig(Section):
-    nfkc: bool = Field(True, description="Unicode NFKC normalisation (full-width to ASCII, ligatures, ...).")
-    whitespace: bool = Field(True, description="Collapse runs of spaces, trim lines, at most one blank line.")
-    control_chars: bool = Field(True, description="Remove control and zero-width characters (tab/newline kept).")
-    html: bool = Field(False, description="Strip HTML tags, scripts and styles; unescape entities.")
-    fillers: bool = Field(False, description="Remove filler words: um, uh, erm, hmm; 嗯, 呃, 啊, 那个, 就是说.")
-    mask_pii: bool = Field(False, description="Replace e-mail addresses, phone numbers and Chinese ID-card numbers "
-                                              "with [EMAIL], [PHONE], [ID].")
-    min_chars: int | None = Field(None, ge=0, description="Drop rows with fewer characters after cleaning.")
-    max_chars: int | None = Field(None, ge=1, description="Drop rows with more characters after cleaning.")
-
-
-class DedupConfig(Section):
-    exact: bool = Field(True, description="Drop rows whose normalised text repeats an earlier row.")
-    near: bool = Field(False, description="Also drop near duplicates (MinHash LSH over character n-grams).")
-    threshold: float = Field(0.8, gt=0, lt=1, description="Estimated Jaccard similarity that counts as a near duplicate.")
-    ngram: int = Field(5, ge=1, le=20, description="Character n-gram size (works for text without spaces, e.g. Chinese).")
-
-
-class AugmentConfig(Section):
-    copies: int = Field(1, ge=1, le=16, description="Augmented copies of each training row.")
-    synonym_rate: float = Field(0.1, ge=0, le=1, description="EDA: share of words with synonyms to replace.")
-    swap_rate: float = Field(0.0, ge=0, le=1, description="EDA: random swaps, as a share of the words.")
-    delete_rate: float = Field(0.0, ge=0, le=1, description="EDA: chance to delete each word.")
-    back_translation: str | None = Field(
-        None, description="Name of a registered back-translator that paraphrases each text, applied before the "
-        "EDA steps: built-in 'opus-mt:en-de', 'opus-mt:en-fr', 'opus-mt:en-zh', 'opus-mt:zh-en' (round trips "
-        "through OPUS-MT models from the hub), one loaded with the CLI's --plugin NAME, or one registered in "
-        "Python with tunesmith.data.paraphrase.register_back_translator. Never a path to code to import.")
-
-    @field_validator("back_translation")
-    @classmethod
-    def _no_import_paths(cls, value: str | None) -> str | None:
-        # Recipes are untrusted: a value shaped like 'package.module:function' is refused here,
-        # before anything runs, instead of being looked up (the registry refuses such names too).
-        if value is not None and looks_like_import_path(value):
-            raise ValueError(
-                f"{value!r} looks like an import path, and recipes cannot name code to import. Use the name of a "
-                "registered back-translator: a built-in (e.g. 'opus-mt:en-de'), an installed plugin loaded with "
-                "'--plugin NAME', or a function registered in Python with register_back_translator().")
-        return value
-
-
 class DataConfig(Section):
-    train: list[SourceConfig] = Field(description="Training sources (one or more).")
+    train: list[SourceConfig] = Field(min_length=1, description="Training sources (one or more).")
     eval: list[SourceConfig] | None = Field(
         None, description="Evaluation sources. When absent, eval_size rows are split off the training data."
     )
@@ -187,8 +132,15 @@ class DataConfig(Section):
         "(a mostly broken file is a wrong file, not noise).",
     )
 
-    _normalise_train = field_validator("train", mode="before")(lambda cls, v: _as_sources(v))
-    _normalise_eval = field_validator("eval", mode="before")(lambda cls, v: _as_sources(v))
+    _normalise_train = field_validator("train", mode="before")(lambda cls, v: as_sources(v))
+    _normalise_eval = field_validator("eval", mode="before")(lambda cls, v: as_sources(v))
+
+    @field_validator("eval_size", "test_size")
+    @classmethod
+    def _share_or_count(cls, size: float) -> float:
+        if size >= 1 and size != int(size):
+            raise ValueError(f"a share (< 1) or a row count (a whole number >= 1), not {size}")
+        return size
 
     @model_validator(mode="after")
     def _weights_need_total(self):
@@ -203,6 +155,9 @@ class DataConfig(Section):
             raise ValueError("data.split_by: time needs data.time_field (the column holding the timestamp)")
         if self.split_by == "group" and not self.group_field:
             raise ValueError("data.split_by: group needs data.group_field (the column holding the group id)")
+        if 0 < self.eval_size < 1 and 0 < self.test_size < 1 and self.eval_size + self.test_size >= 1:
+            raise ValueError(f"data.eval_size + data.test_size = {self.eval_size + self.test_size:g} leaves no "
+                             "training rows; together they must stay below 1")
         if self.test_size and self.eval:
             raise ValueError("data.test_size splits test rows off with eval; with data.eval given, give the test "
                              "set as a separate file instead")
@@ -325,12 +280,13 @@ class EvalConfig(Section):
 
 
 class RecipeConfig(Section):
-    name: str = Field(description="Run name; the run directory is <output_dir>/<name>.")
+    name: SafeName = Field(description="Run name; the run directory is <output_dir>/<name> (one folder name: "
+                           "letters, digits, '.', '_', '-').")
     task: Task = Field(description="The training stage: classification (a label per text), causal_lm (chat SFT, "
                        "loss on answers), pretrain (raw text, loss on every token), reward (a reward model "
                        "on preference pairs), preference (DPO, IPO, ORPO, SimPO or KTO on a causal LM) or grpo "
                        "(online RL on prompts, with grpo.rewards).")
-    seed: int = Field(42, description="Seeds data order, splits, sampling and initialisation: same seed, same run.")
+    seed: int = Field(42, ge=0, le=2**32 - 1, description="Seeds data order, splits, sampling and initialisation: same seed, same run.")
     output_dir: str = Field("runs", description="Parent folder of run directories.")
     model: ModelConfig = Field(description="The base model.")
     data: DataConfig = Field(description="Sources, validation, cleaning, splits, mixing, tokenization.")

@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 import re
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict
 
 # "package.module:function" (or "module:attr.attr"): the shape of an import path. Names of
 # this shape are refused everywhere (recipe values and registry names alike), so a recipe
@@ -22,7 +23,23 @@ def looks_like_import_path(name: str) -> bool:
     return bool(_IMPORT_PATH.fullmatch(name)) or ("." in name and ":" in name)
 
 
-class Section(BaseModel):
-    """Base for every config section: strict about unknown keys, validates on assignment."""
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+def check_safe_name(value: str) -> str:
+    """``value`` if it is one safe folder name: it names a directory that is created, written
+    and (with --overwrite) deleted, so '', '.', '..', slashes and absolute paths are refused."""
+    if not _SAFE_NAME.fullmatch(value) or set(value) == {"."}:
+        raise ValueError(f"{value!r} is not a folder name: use 1-128 letters, digits, '.', '_' or '-', starting "
+                         "with a letter or digit (no '/', no '..')")
+    return value
+
+
+SafeName = Annotated[str, AfterValidator(check_safe_name)]
+
+
+class Section(BaseModel):
+    """Base for every config section: strict about unknown keys, validates on assignment,
+    and refuses inf/NaN (``lr: .inf`` would train until the guard gives up)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)

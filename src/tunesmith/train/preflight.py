@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tunesmith.config.methods import method_info
 from tunesmith.errors import ConfigError
-from tunesmith.rundir import check_run_dir, holds_run_files
+from tunesmith.rundir import check_run_dir, holds_run_files, mark_run_dir
 from tunesmith.train.checkpoint import is_valid_checkpoint, latest_valid_checkpoint, read_manifest
 
 
@@ -34,6 +34,7 @@ def prepare_run_dir(run_dir: Path, overwrite: bool, resume: str | None) -> None:
         shutil.rmtree(run_dir)  # --overwrite
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
+        mark_run_dir(run_dir)
         probe = run_dir / ".write-test"
         probe.write_text("ok")
         probe.unlink()
