@@ -134,6 +134,8 @@ def _run_options(p: argparse.ArgumentParser) -> None:
                         "when the output is not a terminal)")
     p.add_argument("--quiet", action="store_true", help="print only errors and the final summary")
     p.add_argument("--json", action="store_true", help="print the final summary as JSON on stdout (the rest on stderr)")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="run the model folder's own Python (hub models with custom code); never a recipe value")
     p.add_argument("--force", action="store_true", help="train even when the memory plan exceeds the budget by "
                    "more than 10%% (see tunesmith plan)")
     plugin_option(p)
@@ -214,10 +216,12 @@ def _raise_interrupt(signum, frame):
 
 
 def _train(recipe: Path, args, overwrite: bool) -> None:
-    from tunesmith.config.load import load_recipe  # torch-free: a bad recipe is reported in a second
+    from tunesmith.config.load import allow_remote_code, load_recipe  # torch-free: a bad recipe is reported fast
     from tunesmith.rundir import check_run_dir, resolve_run_dir
 
     config = load_recipe(recipe, args.overrides)
+    if getattr(args, "trust_remote_code", False):
+        config = allow_remote_code(config)
     check_run_dir(resolve_run_dir(config, args.output_dir), overwrite, args.resume)
     from tunesmith.runner import run_recipe  # torch, transformers, peft: only for a recipe that can run
     from tunesmith.summary import print_summary

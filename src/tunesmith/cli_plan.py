@@ -34,6 +34,8 @@ def add_plan_parsers(sub) -> None:
     plan.add_argument("--device", help="cpu, cuda, or NAME:MEMORY for another machine's GPU (e.g. a100:80GB); "
                       "default: this machine's GPU, else its CPU")
     plan.add_argument("--gpus", type=int, default=1, help="GPUs training in data parallel (default 1)")
+    plan.add_argument("--trust-remote-code", action="store_true",
+                      help="read the model folder's own configuration code (never a recipe value)")
     plan.add_argument("--all-methods", action="store_true", help="plan every method of the catalog side by side")
     plan.add_argument("--explain", action="store_true", help="print the advisor's path through the decision tree")
     plan.add_argument("--data", action="store_true", help="read and tokenize the recipe's data (cached like train's) "
@@ -65,6 +67,10 @@ def run_plan_command(args) -> None:
         run_tune_command(args)
         return
     config = load_recipe(Path(args.recipe), args.overrides)
+    if args.trust_remote_code:
+        from tunesmith.config.load import allow_remote_code
+
+        config = allow_remote_code(config)
     from tunesmith.plan.advisor import advise, render_advice
     from tunesmith.plan.planner import make_plan, plan_all_methods
     from tunesmith.plan.render import render_methods, render_plan

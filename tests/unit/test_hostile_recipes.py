@@ -103,3 +103,19 @@ def test_a_compare_label_is_one_folder_name(label):
     with pytest.raises(ConfigError):
         parse_variants(None, [f'{label}={{"type": "lora"}}'], False, "bert")
 
+
+
+def test_remote_code_is_a_cli_flag_never_a_recipe_value(tmp_path):
+    from tunesmith.cli import build_parser
+    from tunesmith.config.load import allow_remote_code, dump_recipe
+
+    message = _refused(**{"model.trust_remote_code": True})
+    assert "- model.trust_remote_code: a recipe cannot switch on remote code" in message
+    assert "--trust-remote-code" in message
+    config = validate_recipe(BASE)
+    allowed = allow_remote_code(config)
+    assert allowed.model.trust_remote_code and not config.model.trust_remote_code
+    dump_recipe(allowed, tmp_path / "config.yaml")  # a run's config.yaml does not carry the permission
+    assert "trust_remote_code" not in (tmp_path / "config.yaml").read_text()
+    assert load_recipe(tmp_path / "config.yaml").model.trust_remote_code is False
+    assert build_parser().parse_args(["train", "r.yaml", "--trust-remote-code"]).trust_remote_code

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import time
 
 import pytest
@@ -139,16 +140,13 @@ def test_form_values_read_like_set_options_and_errors_match_the_cli(tmp_path):
     assert all(message in str(cli.value) for _, message in problems)
 
 
-def test_jobs_respect_the_limit_and_a_restarted_queue_adopts_them(tmp_path, monkeypatch):
-    # The queue runs `python -m tunesmith ARGS`; here a stand-in module that sleeps keeps it quick.
-    fake = tmp_path / "fake"
-    (fake / "tunesmith").mkdir(parents=True)
-    (fake / "tunesmith" / "__main__.py").write_text("import sys, time; time.sleep(float(sys.argv[1]))\n")
-    (fake / "tunesmith" / "__init__.py").write_text("")
-    monkeypatch.setenv("PYTHONPATH", str(fake))
-    monkeypatch.chdir(fake)
+def test_jobs_respect_the_limit_and_a_restarted_queue_adopts_them(tmp_path):
+    # The queue runs `python -m tunesmith ARGS`; here a stand-in that sleeps ARGS seconds keeps it quick.
+    fake = tmp_path / "fake-tunesmith.py"
+    fake.write_text("import sys, time; time.sleep(float(sys.argv[1]))\n")
+    command = [sys.executable, str(fake)]
     folders = [tmp_path / "runs" / name for name in ("a", "b", "c")]
-    queue = JobQueue(lambda: [f for f in folders if f.exists()], limit=1)
+    queue = JobQueue(lambda: [f for f in folders if f.exists()], limit=1, command=command)
     queue.submit(folders[0], ["30"], {"task": "classification"})
     queue.submit(folders[1], ["0.1"])
     queue.submit(folders[2], ["0.1"])
@@ -156,7 +154,7 @@ def test_jobs_respect_the_limit_and_a_restarted_queue_adopts_them(tmp_path, monk
     assert states == ["running", "queued", "queued"]  # one at a time, in submission order
     first_pid = RunDir(folders[0]).read_job()["pid"]
     # A new queue (the UI restarted) sees the running process and keeps the others waiting.
-    restarted = JobQueue(lambda: [f for f in folders if f.exists()], limit=1)
+    restarted = JobQueue(lambda: [f for f in folders if f.exists()], limit=1, command=command)
     restarted.tick()
     assert [RunDir(f).read_job()["state"] for f in folders] == ["running", "queued", "queued"]
     assert restarted.stop(folders[2]) == "cancelled"

@@ -134,9 +134,16 @@ def check_recipe(raw: dict[str, Any]) -> tuple[RecipeConfig | None, list[tuple[s
         return None, [_explain(err, raw) for err in exc.errors()]
 
 
+def allow_remote_code(config: RecipeConfig) -> RecipeConfig:
+    """``config`` with the model folder's own code allowed: only the CLI flag
+    ``--trust-remote-code`` calls this (a recipe value cannot; see ModelConfig)."""
+    return config.model_copy(update={"model": config.model.model_copy(update={"trust_remote_code": True})})
+
+
 def dump_recipe(config: RecipeConfig, path: Path) -> None:
-    """Write the fully resolved config so ``tunesmith train path`` repeats the run."""
-    data = config.model_dump(mode="json")
+    """Write the fully resolved config so ``tunesmith train path`` repeats the run (without
+    ``--trust-remote-code``'s permission, which the repeating user gives again or not)."""
+    data = config.model_dump(mode="json", exclude={"model": {"trust_remote_code"}})
     path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
 
 

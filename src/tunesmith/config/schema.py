@@ -41,12 +41,20 @@ class ModelConfig(Section):
         "float32", description="Dtype the base weights are loaded in."
     )
     trust_remote_code: bool = Field(
-        False, description="Allow model code from the hub to run. Off unless you trust the source."
-    )
+        False, description="Run the model folder's own Python (hub models with custom code). Never set by a "
+        "recipe, which may come from anyone: the CLI flag --trust-remote-code switches it on for one command.")
     adapter_from: str | None = Field(
         None, description="A finished run (its directory or final/) whose adapter this run starts from instead of "
         "a fresh one: same base model and method type (lora, qlora, ia3). eval_before then scores that adapter.")
 
+
+    @field_validator("trust_remote_code")
+    @classmethod
+    def _not_from_a_recipe(cls, value: bool) -> bool:
+        if value:
+            raise ValueError("a recipe cannot switch on remote code (it would run the model folder's Python); "
+                             "pass --trust-remote-code to the command instead")
+        return value
 
 class DataConfig(Section):
     train: list[SourceConfig] = Field(min_length=1, description="Training sources (one or more).")

@@ -266,9 +266,6 @@ def confine_paths(raw: dict, root: Path) -> list[tuple[str, str]]:
         model["name"] = confine("model.name", model.get("name"), False)
         if model.get("adapter_from"):
             model["adapter_from"] = confine("model.adapter_from", model["adapter_from"], True)
-        if model.get("trust_remote_code"):
-            problems.append(("model.trust_remote_code", "model.trust_remote_code: the UI never runs a model "
-                             "folder's code; train such a model from the CLI with the flag"))
     data = raw.get("data")
     if isinstance(data, dict):
         for split in ("train", "eval"):

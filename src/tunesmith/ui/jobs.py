@@ -26,30 +26,43 @@ from tunesmith.rundir import RunDir
 ACTIVE = ("queued", "running")
 
 
-def process_alive(pid: int | None) -> bool:
-    """Whether ``pid`` is a live ``tunesmith`` process (a recycled pid running something else is not)."""
+def _proc_stat(pid: int) -> list[str] | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def process_start(pid: int) -> str | None:
+    """When ``pid`` started (clock ticks since boot; None without /proc): with the pid, it
+    names one process, so a recycled pid is not mistaken for a job's."""
+    stat = _proc_stat(pid)
+    return stat[19] if stat else None
+
+
+def process_alive(pid: int | None, started: str | None = None) -> bool:
+    """Whether ``pid`` is alive, not a zombie, and (when ``started`` is known) the same process."""
     if not pid:
         return False
     try:
         os.kill(pid, 0)
     except (ProcessLookupError, PermissionError):
         return False
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
+    stat = _proc_stat(pid)
+    if stat is None:
         return True  # no /proc (not Linux): trust the signal check
-    return b"tunesmith" in cmdline and state != "Z"
+    return stat[0] != "Z" and (started is None or stat[19] == started)
 
 
 class JobQueue:
     """Runs queued ``tunesmith`` commands, at most ``limit`` at a time."""
 
-    def __init__(self, folders, limit: int = 1, python: str = sys.executable, poll_s: float = 0.2):
-        """``folders`` is a callable returning every folder that may hold a job record."""
+    def __init__(self, folders, limit: int = 1, command: list[str] | None = None, poll_s: float = 0.2):
+        """``folders`` is a callable returning every folder that may hold a job record;
+        ``command`` what a job's arguments follow (default ``python -m tunesmith``)."""
         self.folders = folders
         self.limit = limit
-        self.python = python
+        self.command = command or [sys.executable, "-m", "tunesmith"]
         self.poll_s = poll_s
         self.procs: dict[Path, subprocess.Popen] = {}
         self.lock = threading.RLock()
@@ -76,7 +89,7 @@ class JobQueue:
             if record.get("state") == "queued":
                 run.write_job({**record, "state": "cancelled"})
                 return "cancelled"
-            if record.get("state") == "running" and process_alive(record.get("pid")):
+            if record.get("state") == "running" and process_alive(record.get("pid"), record.get("pid_started")):
                 os.kill(record["pid"], signal.SIGINT)
                 return "stopping"
         return "not running"
@@ -123,7 +136,7 @@ class JobQueue:
         proc = self.procs.get(folder)
         if proc is not None:
             return proc.poll() is None
-        return process_alive(record.get("pid"))  # started by an earlier UI process
+        return process_alive(record.get("pid"), record.get("pid_started"))  # started by an earlier UI
 
     def _returncode(self, folder: Path) -> int | None:
         proc = self.procs.pop(folder, None)
@@ -136,11 +149,12 @@ class JobQueue:
         with open(run.job_log, "ab") as log:
             # A session of its own: Ctrl-C on the UI's terminal does not reach the runs, and a
             # run outlives a UI restart.
-            proc = subprocess.Popen([self.python, "-m", "tunesmith", *record["args"]], stdout=log,
+            proc = subprocess.Popen([*self.command, *record["args"]], stdout=log,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                     start_new_session=True)
         self.procs[folder] = proc
-        run.write_job({**record, "state": "running", "pid": proc.pid, "started_at": time.time()})
+        run.write_job({**record, "state": "running", "pid": proc.pid, "pid_started": process_start(proc.pid),
+                       "started_at": time.time()})
 
     def state(self, folder: Path) -> dict:
         """The job record of ``folder`` ({} when the UI never ran anything there)."""

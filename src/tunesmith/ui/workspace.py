@@ -87,7 +87,7 @@ def run_status(summary: dict, job: dict) -> str:
     state = job.get("state")
     if state == "queued":
         return "queued"
-    if state == "running" and process_alive(job.get("pid")):
+    if state == "running" and process_alive(job.get("pid"), job.get("pid_started")):
         return "running"
     if state == "cancelled":
         return "cancelled"
