@@ -157,3 +157,39 @@ def test_prompt_methods_are_served_as_their_own_models_with_their_prompts(regist
     expected = CausalLMObjective(tokenizer, 64).answer(model, ["hi there"], 6, "cpu")[0]
     assert served.strip() == expected
     assert served != base  # the virtual tokens reached the answer
+
+
+def test_a_run_folder_whose_final_links_outside_is_refused(tmp_path):
+    allowed = tmp_path / "runs"
+    (allowed / "run").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "adapter_model.safetensors").write_bytes(b"x")
+    os.symlink(tmp_path / "elsewhere", allowed / "run" / "final")
+    with pytest.raises(ConfigError, match=r"final -> .*elsewhere.* is outside"):
+        confined_path(str(allowed / "run"), [allowed])
+    with pytest.raises(ConfigError, match="NUL byte"):
+        confined_path(str(allowed / "run\x00"), [allowed])
+
+
+def test_every_load_and_unload_queued_behind_generations_is_answered(registry, tmp_path, tiny_llama_dir):
+    """Loads and unloads arriving while a batch of generations forms all run and all answer
+    (they were once grouped under one batch key and only the first ran)."""
+    engine = Engine(registry, max_batch=16, batch_wait_ms=300)
+    extra = make_lora_run(tmp_path / "extra", tiny_llama_dir, "causal_lm", seed=4)
+    try:
+        prompt = chat_prompt(registry.get("one"), [{"role": "user", "content": "hi"}])
+        futures = [engine.submit(Job("generate", registry.get("one"), [prompt], GenerationParams(max_tokens=3,
+                                                                                                 temperature=0)))]
+        calls = []
+        for i in range(6):
+            calls.append(engine.run_on_worker(lambda i=i: registry.add_run(f"flood-{i}", extra).name))
+            futures.append(engine.submit(Job("generate", registry.get("two"), [prompt],
+                                             GenerationParams(max_tokens=3, temperature=0))))
+        calls += [engine.run_on_worker(lambda i=i: registry.remove(f"flood-{i}") or f"gone-{i}") for i in range(6)]
+        assert [c.result(timeout=120) for c in calls] == [f"flood-{i}" for i in range(6)] + [f"gone-{i}" for i in range(6)]
+        texts = [f.result(timeout=120)["text"] for f in futures]
+        expected = _answers(engine, registry, [(name, [{"role": "user", "content": "hi"}], 3) for name in ("one", "two")])
+        assert texts == [expected[0]] + [expected[1]] * 6  # the generations around the loads are undisturbed
+        assert not any(name.startswith("flood-") for name in registry.entries)
+    finally:
+        engine.close()

@@ -62,6 +62,8 @@ class Job:
     future: Future = field(default_factory=Future)
 
     def batch_key(self):
+        if self.kind == "call":
+            return ("call", id(self))  # each load/unload runs (and is answered) on its own
         if self.kind != "generate":
             return (self.kind, id(self.entry))
         p = self.params

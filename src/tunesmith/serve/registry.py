@@ -201,14 +201,22 @@ class Registry:
 
 
 def confined_path(path: str, allowed: list[Path]) -> Path:
-    """``path`` resolved (symlinks followed) if it lies inside one of ``allowed``.
+    """``path`` resolved (symlinks followed) if it lies inside one of ``allowed``, and so does
+    every file and folder below it once their own symlinks are followed (a run folder inside
+    the allowed directory whose ``final`` links elsewhere is refused too).
 
     Raises:
-        ConfigError: outside every allowed directory (e.g. ``../../etc``).
+        ConfigError: outside every allowed directory (e.g. ``../../etc``), or a NUL byte.
     """
+    if "\x00" in path:
+        raise ConfigError("The path contains a NUL byte.", "Send the run directory's path.")
     resolved = Path(path).expanduser().resolve()
-    for root in allowed:
-        if resolved.is_relative_to(root.resolve()):
-            return resolved
-    raise ConfigError(f"{path!r} is outside the directories adapters may be loaded from.",
-                      f"Allowed: {', '.join(str(r) for r in allowed)} (server option --allow-dir).")
+    roots = [root.resolve() for root in allowed]
+    below = list(resolved.rglob("*")) if resolved.is_dir() else []
+    for candidate in [resolved, *below]:
+        target = candidate.resolve()
+        if not any(target.is_relative_to(root) for root in roots):
+            shown = path if candidate == resolved else f"{path} ({candidate.relative_to(resolved)} -> {target})"
+            raise ConfigError(f"{shown!r} is outside the directories adapters may be loaded from.",
+                              f"Allowed: {', '.join(str(r) for r in allowed)} (server option --allow-dir).")
+    return resolved
