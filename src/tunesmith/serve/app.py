@@ -30,6 +30,7 @@ ENDPOINTS = {"causal_lm": "/v1/chat/completions or /v1/completions", "classifica
 log = logging.getLogger("tunesmith.serve")
 DEFAULT_CHAT_TOKENS = 256
 DEFAULT_COMPLETION_TOKENS = 16  # OpenAI's default for /v1/completions
+MIN_TEMPERATURE = 1e-3
 
 
 class ApiError(Exception):
@@ -90,7 +91,10 @@ def create_app(registry: Registry, engine: Engine, *, api_key: str | None = None
                 raise ApiError(413, f"Request body over {max_body_bytes} bytes.", code="request_too_large")
         try:
             data = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
+            _check_text(data)
+        except RecursionError:
+            raise ApiError(400, "The body is nested too deeply.", code="invalid_json") from None
+        except (ValueError, UnicodeError) as exc:
             raise ApiError(400, f"The body is not valid JSON: {exc}.", code="invalid_json") from exc
         if not isinstance(data, dict):
             raise ApiError(400, f"The body must be a JSON object, not {type(data).__name__}.", code="invalid_json")
@@ -118,6 +122,8 @@ def create_app(registry: Registry, engine: Engine, *, api_key: str | None = None
 
     def params_for(entry, prompt: str, req, max_tokens: int | None, default: int) -> GenerationParams:
         prompt_tokens = prompt_token_count(entry, prompt)
+        if prompt_tokens == 0:
+            raise ApiError(400, "The prompt is empty.", param="prompt", code="invalid_value")
         room = entry.context_length - prompt_tokens
         if room < 1:
             raise ApiError(400, f"The prompt has {prompt_tokens} tokens; the model's context is "
@@ -129,7 +135,10 @@ def create_app(registry: Registry, engine: Engine, *, api_key: str | None = None
         if req.stream and req.logprob_count is not None:
             raise ApiError(400, "logprobs are returned with whole answers, not streams.", param="logprobs",
                            code="invalid_value")
-        return GenerationParams(max_tokens=max_tokens or min(default, room), temperature=req.temperature,
+        # A tiny temperature is greedy decoding in all but name; dividing logits by a denormal
+        # one overflows to inf and the probabilities to NaN.
+        temperature = req.temperature if req.temperature >= MIN_TEMPERATURE else 0.0
+        return GenerationParams(max_tokens=max_tokens or min(default, room), temperature=temperature,
                                 top_p=req.top_p, stop=list(req.stop or []), seed=req.seed,
                                 logprobs=req.logprob_count)
 
@@ -257,10 +266,16 @@ def create_app(registry: Registry, engine: Engine, *, api_key: str | None = None
             path = confined_path(req.path, allowed_dirs)
         except ConfigError as exc:
             raise ApiError(403, str(exc), param="path", code="path_not_allowed") from exc
+        pickles = [p.name for p in path.rglob("*") if p.suffix in (".bin", ".pt", ".pth", ".pkl")]
+        if pickles:
+            raise ApiError(400, f"The folder holds pickle files ({', '.join(sorted(pickles)[:3])}), which can run code "
+                                "when loaded; only safetensors weights are loaded.", param="path", code="invalid_adapter")
         try:
             entry = await asyncio.wrap_future(engine.run_on_worker(lambda: registry.add_run(req.name, path)))
-        except TunesmithError as exc:
-            raise ApiError(400, str(exc), param="path", code="invalid_adapter") from exc
+        except Exception as exc:  # noqa: BLE001 - whatever is wrong with the folder, the client sent it: a 400
+            message = str(exc) if isinstance(exc, TunesmithError) else f"{type(exc).__name__}: {exc}"
+            raise ApiError(400, f"Could not load {req.path!r} as a Tunesmith run: {message}"[:2000], param="path",
+                           code="invalid_adapter") from exc
         return {"id": entry.name, "object": "model", "task": entry.kind, "method": entry.method}
 
     @v1.delete("/adapters/{name:path}")
@@ -278,6 +293,20 @@ def create_app(registry: Registry, engine: Engine, *, api_key: str | None = None
 
     app.include_router(v1)
     return app
+
+
+def _check_text(value) -> None:
+    """Refuse strings that cannot be UTF-8 (lone surrogates, which JSON's \\ud800 escapes allow)
+    before they reach a tokenizer."""
+    if isinstance(value, str):
+        value.encode("utf-8")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_text(key)
+            _check_text(item)
+    elif isinstance(value, list):
+        for item in value:
+            _check_text(item)
 
 
 def _is_union_branch(part) -> bool:
