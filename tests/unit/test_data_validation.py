@@ -124,8 +124,10 @@ def test_csv_rows_with_extra_cells_and_bad_files_name_the_line(tmp_path):
     assert rejects[0]["line"] == 3 and rejects[0]["codes"] == ["bad_csv_row"]
     broken = tmp_path / "latin1.csv"
     broken.write_bytes(b"text,label\nok,positive\ncaf\xe9,negative\n")
-    with pytest.raises(DataError, match="line 3"):
-        load_records(str(broken), "classification", on_error="drop")
+    bad_bytes: list[dict] = []  # one undecodable byte costs its row, not the file
+    assert [r["text"] for r in load_records(str(broken), "classification", on_error="quarantine",
+                                            rejects=bad_bytes)] == ["ok"]
+    assert bad_bytes[0]["line"] == 3 and "not valid UTF-8 (byte 0xe9)" in bad_bytes[0]["reasons"][0]
 
 
 @pytest.mark.parametrize("task", ["classification", "causal_lm"])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from pathlib import Path
 from typing import Any, Iterator, NamedTuple
 
@@ -50,6 +51,37 @@ def _read_text(path: Path, display: str) -> str:
         raise DataError(f"{display} cannot be read ({exc.strerror or exc}).") from exc
 
 
+def _bad_text(value) -> str | None:
+    """Why a parsed value cannot be used as text (a lone surrogate, which no tokenizer can
+    encode), or None. Iterative: a deeply nested row must not exhaust the stack here."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                return f"holds a lone surrogate (\\u{ord(item[exc.start]):04x}), which is not a character"
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return None
+
+
+# Bytes that are not UTF-8, kept by the "surrogateescape" decoding of a table as U+DC80..U+DCFF,
+# so the row holding them is rejected instead of the whole file.
+_UNDECODED = re.compile("[\udc80-\udcff]")
+
+
+def _read_table_text(path: Path, display: str) -> str:
+    try:
+        return path.read_bytes().removeprefix(b"\xef\xbb\xbf").decode("utf-8", errors="surrogateescape")
+    except OSError as exc:
+        raise DataError(f"{display} cannot be read ({exc.strerror or exc}).") from exc
+
+
 def _iter_jsonl(data: bytes) -> Iterator[Row]:
     # Decoded line by line, so one line with bad bytes is one bad row, not a bad file.
     data = data.removeprefix(b"\xef\xbb\xbf")
@@ -63,10 +95,19 @@ def _iter_jsonl(data: bytes) -> Iterator[Row]:
         if not line.strip():
             continue  # blank lines (often a trailing one) are not rows
         try:
-            yield Row(f"line {lineno}", json.loads(line))
+            value = json.loads(line)
         except json.JSONDecodeError as exc:
             # Kept as a row so it is reported in line order with the other problems.
-            yield Row(f"line {lineno}", BadRow(f"not valid JSON ({exc.msg} at column {exc.colno})", line))
+            yield Row(f"line {lineno}", BadRow(f"not valid JSON ({exc.msg} at column {exc.colno})", line[:200]))
+            continue
+        except RecursionError:
+            yield Row(f"line {lineno}", BadRow("nested too deeply to read", line[:200]))
+            continue
+        except ValueError as exc:  # e.g. an integer of more than 4,300 digits
+            yield Row(f"line {lineno}", BadRow(f"not readable JSON ({exc})", line[:200]))
+            continue
+        problem = _bad_text(value)
+        yield Row(f"line {lineno}", BadRow(problem, line[:200]) if problem else value)
 
 
 def _iter_json(text: str, display: str) -> Iterator[Row]:
@@ -77,6 +118,9 @@ def _iter_json(text: str, display: str) -> Iterator[Row]:
             f"{display} is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}).",
             "Fix the JSON, or store one object per line in a .jsonl file.",
         ) from exc
+    except (RecursionError, ValueError) as exc:
+        raise DataError(f"{display} cannot be read as JSON ({'nested too deeply' if isinstance(exc, RecursionError) else exc}).",
+                        "Store one object per line in a .jsonl file, so one bad row is one reject.") from None
     if not isinstance(data, list):
         raise DataError(
             f"{display} must hold a JSON list of row objects, but its top level is a "
@@ -84,12 +128,32 @@ def _iter_json(text: str, display: str) -> Iterator[Row]:
             "Wrap the rows in [...], or store one object per line in a .jsonl file.",
         )
     for i, item in enumerate(data):
-        yield Row(f"index {i}", item)
+        problem = _bad_text(item)
+        yield Row(f"index {i}", BadRow(problem) if problem else item)
+
+
+def _unclosed_quote_line(text: str, delimiter: str) -> int | None:
+    """The line of a row whose opening double quote never closes (the lenient reader would
+    silently make the rest of the file one cell), or None."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    start = 1
+    try:
+        for _ in reader:
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        return start if "unexpected end of data" in str(exc) else None
+    return None
 
 
 def _iter_csv(text: str, delimiter: str, display: str) -> tuple[list[str], list[Row]]:
     # StringIO(newline="") splits only on \n/\r, as the csv module expects; str.splitlines
     # would also split on U+2028 and friends inside a cell.
+    unclosed = _unclosed_quote_line(text, delimiter)
+    if unclosed is not None:
+        raise DataError(f"{display}: line {unclosed} opens a double quote that is never closed, so every line "
+                        "after it would be read as one cell.", "Close the quote (or double it: \"\" inside a "
+                        "quoted cell), or remove it.")
+    csv.field_size_limit(max(len(text), 131_072))  # a long cell is a long text, not a reason to refuse the file
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     rows: list[Row] = []
     try:
@@ -104,6 +168,12 @@ def _iter_csv(text: str, delimiter: str, display: str) -> tuple[list[str], list[
             where = f"line {start}"
             start = reader.line_num + 1
             if not any(v.strip() for v in values):
+                continue
+            undecodable = next((v for v in values if _UNDECODED.search(v)), None)
+            if undecodable is not None:
+                byte = _UNDECODED.search(undecodable).group()
+                rows.append(Row(where, BadRow(f"not valid UTF-8 (byte 0x{ord(byte) - 0xDC00:02x})",
+                                              delimiter.join(values).encode("utf-8", "replace").decode())))
                 continue
             if len(values) > len(header):
                 rows.append(Row(where, BadRow(
@@ -192,5 +262,5 @@ def read_rows(path: Path, display: str, shape: str, text_delimiter: str | None =
     elif ext == DATASET_FOLDER:
         rows = _iter_dataset_folder(path, display, split)
     else:
-        header, rows = _iter_csv(_read_text(path, display), "," if ext == ".csv" else "\t", display)
+        header, rows = _iter_csv(_read_table_text(path, display), "," if ext == ".csv" else "\t", display)
     return header, rows
