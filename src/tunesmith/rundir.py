@@ -12,6 +12,7 @@ place. In a multi-process run only the main process writes (``is_main``).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from contextlib import contextmanager
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from tunesmith.errors import ConfigError, ModelError
 from tunesmith.jsonl import read_jsonl, write_jsonl
-from tunesmith.storage import atomic_write_text
+from tunesmith.storage import atomic_write_text, sha256_file
 
 MODEL_META = "tunesmith.json"
 SUMMARY = "summary.json"
@@ -42,9 +43,55 @@ def _write_json(path: Path, data) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False))
 
 
+# Files of a model folder that are not the model: its card (rewritten after the run ends), an
+# export's report, the web UI's job record.
+UNHASHED = (MODEL_META, "README.md", "export.json", UI_JOB, UI_LOG)
+
+
 def write_model_meta(folder: Path, meta: dict) -> None:
-    """Write ``tunesmith.json`` into a model folder (final/ or an export)."""
-    _write_json(Path(folder) / MODEL_META, meta)
+    """Write ``tunesmith.json`` into a model folder (final/ or an export), written last: it
+    records the sha256 of every other file (``files``) and of its own fields (``meta_sha256``),
+    which :func:`verify_model_folder` checks before the model is used again."""
+    folder = Path(folder)
+    files = {str(p.relative_to(folder)): sha256_file(p) for p in sorted(folder.rglob("*"))
+             if p.is_file() and str(p.relative_to(folder)) not in UNHASHED}
+    body = {k: v for k, v in meta.items() if k not in ("files", "meta_sha256")} | {"files": files}
+    _write_json(folder / MODEL_META, body | {"meta_sha256": _meta_digest(body)})
+
+
+def _meta_digest(body: dict) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def verify_model_folder(folder: Path) -> None:
+    """Check a model folder against the hashes its ``tunesmith.json`` recorded when it was
+    written (folders from before hashes were recorded pass unchecked).
+
+    Raises:
+        ModelError: naming each file whose content changed, that is missing or was added,
+            or the metadata itself when its fields were edited.
+    """
+    folder = Path(folder)
+    meta = read_model_meta(folder)
+    if "files" not in meta:
+        return
+    problems = []
+    body = {k: v for k, v in meta.items() if k != "meta_sha256"}
+    if meta.get("meta_sha256") != _meta_digest(body):
+        problems.append(f"{MODEL_META}: its fields were edited after it was written")
+    recorded = meta["files"] if isinstance(meta["files"], dict) else {}
+    present = {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()} - set(UNHASHED)
+    for name in sorted(recorded):
+        if name not in present:
+            problems.append(f"{name}: missing")
+        elif sha256_file(folder / name) != recorded[name]:
+            problems.append(f"{name}: content changed since it was written (sha256 {recorded[name][:12]}... "
+                            f"recorded, {sha256_file(folder / name)[:12]}... now)")
+    problems += [f"{name}: added after the model was written" for name in sorted(present - set(recorded))]
+    if problems:
+        raise ModelError(f"{folder} is not the model Tunesmith wrote:\n  - " + "\n  - ".join(problems),
+                         "Use the run's own files (train again, or restore them); Tunesmith does not load a "
+                         "model whose files were changed.")
 
 
 def has_model_meta(folder: Path) -> bool:

@@ -373,9 +373,10 @@ def save_final(model, tokenizer, final_dir: Path, config: RecipeConfig, source: 
         "max_length": config.data.max_length,
         "tunesmith_version": sys.modules["tunesmith"].__version__,
     }
-    write_model_meta(final_dir, meta)
     if config.model_task == "causal_lm" and tokenizer.chat_template:
         # Training's rendering of probe chats, checked now against the tokenizer as saved
         # (and later by the server and every export).
         write_template_probes(final_dir, tokenizer, config.data.system_prompt)
+    write_model_meta(final_dir, meta)  # last: it records the hashes of everything above
+    if config.model_task == "causal_lm" and tokenizer.chat_template:
         check_template(final_dir, load_tokenizer(str(final_dir)), "the saved final/ tokenizer")

@@ -111,9 +111,9 @@ def make_lora_run(run_dir: Path, base: str | Path, task: str, seed: int, *, labe
     meta = {"task": task, "method": method, "method_config": {"type": method}, "quantization": None,
             "base_model": str(base), "base_model_path": str(base), "labels": labels,
             "system_prompt": system_prompt, "max_length": 64}
-    write_model_meta(final, meta)
     if not classification and tokenizer.chat_template:  # as training leaves it (serve and export check it)
         from tunesmith.data.template_check import write_template_probes
 
         write_template_probes(final, tokenizer, system_prompt)
+    write_model_meta(final, meta)  # last, as training writes it: it records the other files' hashes
     return Path(run_dir)

@@ -96,7 +96,8 @@ def test_a_nul_byte_in_an_adapter_path_is_refused(server):
 
 
 JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False) | st.text(max_size=20),
+    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
     max_leaves=12)
 BODIES = st.fixed_dictionaries({}, optional={
@@ -106,7 +107,7 @@ BODIES = st.fixed_dictionaries({}, optional={
     "prompt": st.text(max_size=30) | JSON_VALUES,
     "max_tokens": st.integers(-5, 4) | JSON_VALUES,
     "temperature": st.floats(allow_nan=False, allow_infinity=False, min_value=-1, max_value=3) | JSON_VALUES,
-    "top_p": st.floats(allow_nan=False, min_value=-1, max_value=2) | JSON_VALUES,
+    "top_p": st.floats(allow_nan=False, allow_infinity=False, min_value=-1, max_value=2) | JSON_VALUES,
     "stop": JSON_VALUES, "stream": st.booleans(), "logprobs": JSON_VALUES, "seed": JSON_VALUES,
 })
 

@@ -70,5 +70,10 @@ def test_the_server_refuses_a_run_whose_saved_template_was_changed(tmp_path, tin
         data = json.loads(config.read_text())
         data["chat_template"] = data["chat_template"].replace("<|im_start|>", "<|im_end|>", 1)
         config.write_text(json.dumps(data))
+    with pytest.raises(ModelError, match=r"(chat_template\.jinja|tokenizer_config\.json): content changed"):
+        Registry().add_run("edited", run)  # the hashes written with the model catch the edit first
+    from tunesmith.rundir import read_model_meta, write_model_meta
+
+    write_model_meta(run / "final", read_model_meta(run / "final"))  # hashes re-recorded: the probes still catch it
     with pytest.raises(ModelError, match="used for serving renders probe conversation 1 differently"):
         Registry().add_run("edited", run)

@@ -22,7 +22,7 @@ from tunesmith.errors import ConfigError
 from tunesmith.methods.adapters import is_adapter_model, load_adapters, save_adapters
 from tunesmith.methods.lora import save_pissa_as_lora
 from tunesmith.methods.prompt import accept_past_key_values
-from tunesmith.rundir import read_model_meta
+from tunesmith.rundir import read_model_meta, verify_model_folder
 
 
 def save_trained(model: nn.Module, final_dir: Path) -> None:
@@ -50,6 +50,7 @@ def load_trained(final_dir: str | Path, *, base_model: str | None = None, full_p
     from tunesmith.models.load import load_tokenizer
 
     final_dir = Path(final_dir)
+    verify_model_folder(final_dir)
     meta = read_model_meta(final_dir)
     labels = meta.get("labels")
     id2label = dict(enumerate(labels)) if labels else None

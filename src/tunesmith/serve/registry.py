@@ -128,10 +128,11 @@ class Registry:
         """
         from tunesmith.data.template_check import check_template
         from tunesmith.models.load import load_tokenizer, resolve_model_source
-        from tunesmith.rundir import read_model_meta, resolve_final_dir
+        from tunesmith.rundir import read_model_meta, resolve_final_dir, verify_model_folder
 
         self._check_new_name(name)
         final_dir, _ = resolve_final_dir(path)
+        verify_model_folder(final_dir)
         meta = read_model_meta(final_dir)
         tokenizer = load_tokenizer(str(final_dir))
         check_template(final_dir, tokenizer, "serving")

@@ -1,0 +1,51 @@
+"""A model folder is checked against the hashes written with it: edited weights, edited
+metadata, missing or added files are refused before the model is used (by reload, serve and
+export alike), naming what differs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tunesmith.errors import ModelError
+from tunesmith.methods.saved import load_trained
+from tunesmith.rundir import verify_model_folder
+from tunesmith.serve.registry import Registry
+from tunesmith.synthetic import make_lora_run
+
+
+@pytest.fixture()
+def run(tmp_path, tiny_llama_dir):
+    return make_lora_run(tmp_path / "run", tiny_llama_dir, "causal_lm", seed=1)
+
+
+def test_an_untouched_folder_passes_and_reloads(run):
+    verify_model_folder(run / "final")
+    model, _, meta = load_trained(run / "final")
+    assert meta["method"] == "lora" and set(meta["files"]) >= {"adapter_model.safetensors", "adapter_config.json"}
+
+
+def test_edited_weights_are_refused_by_reload_and_serve(run):
+    weights = run / "final" / "adapter_model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0x01  # one bit of one weight
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match=r"adapter_model\.safetensors: content changed since it was written"):
+        load_trained(run / "final")
+    with pytest.raises(ModelError, match="is not the model Tunesmith wrote"):
+        Registry().add_run("edited", run)
+
+
+def test_edited_metadata_and_added_or_missing_files_are_named(run):
+    meta_path = run / "final" / "tunesmith.json"
+    meta = json.loads(meta_path.read_text())
+    meta["method_config"]["r"] = 64
+    meta_path.write_text(json.dumps(meta))
+    (run / "final" / "adapter_model.bin").write_bytes(b"pickle")
+    (run / "final" / "adapter_config.json").unlink()
+    with pytest.raises(ModelError) as refused:
+        verify_model_folder(run / "final")
+    message = str(refused.value)
+    assert "tunesmith.json: its fields were edited" in message
+    assert "adapter_config.json: missing" in message and "adapter_model.bin: added after" in message
