@@ -134,6 +134,8 @@ def _run_options(p: argparse.ArgumentParser) -> None:
                         "when the output is not a terminal)")
     p.add_argument("--quiet", action="store_true", help="print only errors and the final summary")
     p.add_argument("--json", action="store_true", help="print the final summary as JSON on stdout (the rest on stderr)")
+    p.add_argument("--allow-data-change", action="store_true",
+                   help="with --resume: continue although the training data's content changed since the checkpoint")
     p.add_argument("--trust-remote-code", action="store_true",
                    help="run the model folder's own Python (hub models with custom code); never a recipe value")
     p.add_argument("--force", action="store_true", help="train even when the memory plan exceeds the budget by "
@@ -237,7 +239,7 @@ def _train(recipe: Path, args, overwrite: bool) -> None:
     summary = run_recipe(
         config, output_dir=args.output_dir, overwrite=overwrite, resume=args.resume, base_dir=recipe.resolve().parent,
         show_progress=False if args.quiet or args.json else ("lines" if no_bar else True), log=log,
-        force=args.force,
+        force=args.force, allow_data_change=args.allow_data_change,
     )
     if args.json:
         print(json.dumps(summary, ensure_ascii=False), flush=True)

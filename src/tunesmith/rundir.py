@@ -241,11 +241,21 @@ class RunDir:
                 json.dumps({"metrics": metrics, "probes": probes}, ensure_ascii=False), encoding="utf-8")
 
     def eval_before(self) -> tuple[dict, list] | None:
+        """The saved base-model scores, or None when there are none or the file is torn or
+        malformed (the base model is then measured again)."""
         path = self.path / "eval_before.json"
         if not path.is_file():
             return None
-        saved = json.loads(path.read_text(encoding="utf-8"))
-        return saved["metrics"], saved["probes"]
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+            return dict(saved["metrics"]), list(saved["probes"])
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    def forget_eval_before(self) -> None:
+        """Delete the base model's saved scores (the data they were measured on changed)."""
+        if self.is_main:
+            (self.path / "eval_before.json").unlink(missing_ok=True)
 
     def write_probes(self, probes: list[dict]) -> None:
         if self.is_main:

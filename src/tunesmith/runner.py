@@ -37,7 +37,7 @@ from tunesmith.train.precision import autocast
 from tunesmith.train.tracking import Trackers, open_trackers
 from tunesmith.train.preflight import (
     check_disk_space,
-    config_hash,
+    run_fingerprint,
     find_resume_checkpoint,
     prepare_run_dir,
     schedule_change,
@@ -74,6 +74,7 @@ def run_recipe(
     log=print,
     on_evaluation=None,
     force: bool = False,
+    allow_data_change: bool = False,
 ) -> dict:
     """Run ``config`` end to end and return the summary (also written to summary.json).
 
@@ -82,6 +83,8 @@ def run_recipe(
     none) or a checkpoint directory. ``on_evaluation(metrics)`` is called after each periodic
     evaluation; raising :class:`RunStopped` there stops the run (status "stopped").
     ``force`` trains even when the memory plan exceeds the budget by more than 10%.
+    ``allow_data_change`` resumes although the training data's content changed since the
+    checkpoint (the base model is scored again on the new data).
 
     Raises:
         ConfigError: run-directory, disk-space or resume problems (before any model loads).
@@ -89,14 +92,16 @@ def run_recipe(
     """
     run_dir = resolve_run_dir(config, output_dir)
     with lock_run_dir(run_dir, enabled=os.environ.get("RANK", "0") == "0"):  # the main process holds it
-        return _run_locked(config, run_dir, overwrite, resume, base_dir, show_progress, log, on_evaluation, force)
+        return _run_locked(config, run_dir, overwrite, resume, base_dir, show_progress, log, on_evaluation, force,
+                           allow_data_change)
 
 
-def _run_locked(config, run_dir, overwrite, resume, base_dir, show_progress, log, on_evaluation, force) -> dict:
+def _run_locked(config, run_dir, overwrite, resume, base_dir, show_progress, log, on_evaluation, force,
+                allow_data_change) -> dict:
     prepare_run_dir(run_dir, overwrite, resume)
     backend = Backend()
     run = RunDir(run_dir, backend.is_main)
-    fingerprint = config_hash(config)
+    fingerprint = run_fingerprint(config, base_dir)
     resume_from = None
     extension = schedule_change(run_dir, config) if resume else None
     if resume == "auto" and not extension and run.read_summary().get("status") == "completed" \
@@ -107,7 +112,10 @@ def _run_locked(config, run_dir, overwrite, resume, base_dir, show_progress, log
     if resume:
         if backend.is_main:
             remove_stale_temp_dirs(run_dir)
-        resume_from = find_resume_checkpoint(run_dir, resume, fingerprint)
+        resume_from, data_changed = find_resume_checkpoint(run_dir, resume, fingerprint, allow_data_change, log)
+        if data_changed:
+            log("the training data changed since the checkpoint (--allow-data-change): the base model is scored again")
+            run.forget_eval_before()
         if resume_from is None:
             log("no valid checkpoint to resume from: starting from the beginning")
             run.forget_progress()

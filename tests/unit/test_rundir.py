@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -12,8 +13,11 @@ from tunesmith.rundir import RunDir, read_model_meta, resolve_final_dir, write_m
 
 def test_model_meta_round_trips_and_a_missing_one_is_named(tmp_path):
     meta = {"task": "causal_lm", "method": "lora", "system_prompt": "你是 Quill。"}
+    (tmp_path / "weights.safetensors").write_bytes(b"w")
     write_model_meta(tmp_path, meta)
-    assert read_model_meta(tmp_path) == meta
+    saved = read_model_meta(tmp_path)
+    assert {k: saved[k] for k in meta} == meta
+    assert saved["files"] == {"weights.safetensors": hashlib.sha256(b"w").hexdigest()}  # what verification checks
     assert "你是" in (tmp_path / "tunesmith.json").read_text(encoding="utf-8")  # readable, not \u-escaped
     with pytest.raises(ModelError, match="has no tunesmith.json"):
         read_model_meta(tmp_path / "elsewhere")

@@ -36,6 +36,12 @@ def _source_digest(spec: str, base_dir: Path | None) -> str:
     return digest_tree(path) if path.exists() else f"missing:{path}"
 
 
+def data_digest(config, base_dir: Path | None) -> str:
+    """The content hash of the recipe's data sources (train and eval), 16 hex digits."""
+    sources = [s.path for s in config.data.train + (config.data.eval or [])]
+    return hashlib.sha256("\x1f".join(_source_digest(s, base_dir) for s in sources).encode()).hexdigest()[:16]
+
+
 def tokenizer_digest(tokenizer) -> str:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     body = backend.to_str() if backend is not None else json.dumps(tokenizer.get_vocab(), sort_keys=True)

@@ -14,6 +14,7 @@ Layout of ``checkpoints/step-N/``:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -78,6 +79,7 @@ def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, state
     manifest = {"step": step, "epoch": state.get("epoch"), "data_cursor": state.get("cursor"),
                 "saved_at": time.time(), "config_hash": config_hash, "versions": library_versions(),
                 "state": state, "files": files}
+    manifest["manifest_sha256"] = _manifest_digest(manifest)  # an edited step or cursor is caught too
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
     fsync_tree(tmp)
     if final.exists():
@@ -91,16 +93,41 @@ def read_manifest(path: Path) -> dict:
     return json.loads((path / MANIFEST).read_text())
 
 
-def is_valid_checkpoint(path: Path) -> bool:
-    """True when the manifest exists and every file it lists has the recorded hash."""
-    manifest = path / MANIFEST
-    if not manifest.is_file():
-        return False
+def _manifest_digest(manifest: dict) -> str:
+    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """Why ``path`` is not a usable checkpoint (None when it is): no or unreadable manifest,
+    a manifest edited after it was written or naming another step, a listed file missing or
+    changed."""
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        return "no manifest.json (the write did not finish)"
     try:
-        files = json.loads(manifest.read_text())["files"]
-    except (ValueError, KeyError):
-        return False
-    return all((path / name).is_file() and sha256_file(path / name) == digest for name, digest in files.items())
+        manifest = json.loads(manifest_path.read_text())
+    except (ValueError, UnicodeDecodeError):
+        return "manifest.json is not valid JSON"
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict) or not manifest["files"]:
+        return "manifest.json does not list the checkpoint's files"
+    if "manifest_sha256" in manifest and manifest["manifest_sha256"] != _manifest_digest(manifest):
+        return "manifest.json was edited after it was written"
+    number = path.name.removeprefix("step-")
+    if number.isdigit() and manifest.get("step") != int(number):
+        return f"manifest.json says step {manifest.get('step')!r}, the folder says {path.name}"
+    for name, digest in manifest["files"].items():
+        target = (path / str(name)).resolve()
+        if not target.is_relative_to(path.resolve()) or not target.is_file():
+            return f"{name} is missing"
+        if sha256_file(target) != digest:
+            return f"{name} changed since it was written"
+    return None
+
+
+def is_valid_checkpoint(path: Path) -> bool:
+    """True when :func:`checkpoint_problem` finds nothing wrong."""
+    return checkpoint_problem(path) is None
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
@@ -112,11 +139,15 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name[5:]))
 
 
-def latest_valid_checkpoint(run_dir: Path) -> Path | None:
-    """The newest checkpoint that passes validation (a corrupt newest one is skipped)."""
+def latest_valid_checkpoint(run_dir: Path, rejected: list[str] | None = None) -> Path | None:
+    """The newest checkpoint that passes validation; each newer one skipped is described in
+    ``rejected`` ("step-16 rejected: ...")."""
     for path in reversed(list_checkpoints(run_dir)):
-        if is_valid_checkpoint(path):
+        problem = checkpoint_problem(path)
+        if problem is None:
             return path
+        if rejected is not None:
+            rejected.append(f"{path.name} rejected: {problem}")
     return None
 
 

@@ -15,11 +15,18 @@ from tunesmith.rundir import LOGBOOK_FILES
 
 
 def truncate_jsonl(path: Path, after_step: int) -> None:
-    """Drop lines logged after ``after_step``."""
+    """Drop lines logged after ``after_step``, and any line a kill tore in half (it cannot
+    be read, and the resumed run logs that step again)."""
     if path.is_file():
-        lines = [line for line in path.read_text(encoding="utf-8").splitlines()
-                 if line.strip() and json.loads(line).get("step", 0) <= after_step]
-        path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        kept = []
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(row, dict) and row.get("step", 0) <= after_step:
+                kept.append(line)
+        path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
 
 
 class Logbook:

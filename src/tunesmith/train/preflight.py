@@ -10,7 +10,7 @@ from pathlib import Path
 from tunesmith.config.methods import method_info
 from tunesmith.errors import ConfigError
 from tunesmith.rundir import check_run_dir, holds_run_files, mark_run_dir
-from tunesmith.train.checkpoint import is_valid_checkpoint, latest_valid_checkpoint, read_manifest
+from tunesmith.train.checkpoint import checkpoint_problem, latest_valid_checkpoint, read_manifest
 
 
 # The run's length: the only trajectory settings a resume may change (to extend a run).
@@ -83,23 +83,47 @@ def schedule_change(run_dir: Path, config) -> dict | None:
     return {"from": {k: old.get(k) for k in SCHEDULE_LENGTH}, "to": {k: new[k] for k in SCHEDULE_LENGTH}}
 
 
-def find_resume_checkpoint(run_dir: Path, resume: str, expected_hash: str) -> Path | None:
-    """The checkpoint to resume from (None: nothing to resume, start fresh)."""
+def find_resume_checkpoint(run_dir: Path, resume: str, expected_hash: str, allow_data_change: bool = False,
+                           log=print) -> tuple[Path | None, bool]:
+    """The checkpoint to resume from (None: nothing to resume, start fresh), and whether the
+    training data changed since it was written (allowed only with ``allow_data_change``).
+
+    ``expected_hash`` is :func:`run_fingerprint`: the settings' hash, ``:``, the data's.
+
+    Raises:
+        ConfigError: an explicit checkpoint that is not valid, other settings, or changed data.
+    """
     if resume == "auto":
-        path = latest_valid_checkpoint(run_dir)
+        rejected: list[str] = []
+        path = latest_valid_checkpoint(run_dir, rejected)
+        for line in rejected:
+            log(f"{line}; " + (f"resuming from {path.name}" if path else "no earlier checkpoint"))
         if path is None:
-            return None
+            return None, False
     else:
         path = Path(resume)
-        if not is_valid_checkpoint(path):
-            raise ConfigError(
-                f"{path} is not a valid checkpoint (missing or incomplete manifest, or files changed).",
-                "Pass --resume auto to pick the latest valid checkpoint.",
-            )
-    stored = read_manifest(path).get("config_hash")
-    if stored and stored != expected_hash:
+        problem = checkpoint_problem(path)
+        if problem:
+            raise ConfigError(f"{path} is not a valid checkpoint: {problem}.",
+                              "Pass --resume auto to pick the latest valid checkpoint.")
+    settings, _, data = expected_hash.partition(":")
+    stored_settings, _, stored_data = str(read_manifest(path).get("config_hash") or "").partition(":")
+    if stored_settings and stored_settings != settings:
         raise ConfigError(
             f"Checkpoint {path} was written by a run with different model/data/method/training settings.",
             "Resume with the run's own config.yaml, or start a new run with --output-dir.",
         )
-    return path
+    changed = bool(stored_data and data and stored_data != data)
+    if changed and not allow_data_change:
+        raise ConfigError(f"The training data changed since checkpoint {path.name} was written (same files, "
+                          "different contents).",
+                          "Restore the data, or pass --allow-data-change to continue on the new data (the base "
+                          "model is then scored again).")
+    return path, changed
+
+
+def run_fingerprint(config, base_dir: Path | None) -> str:
+    """What a checkpoint must match to be resumed: the settings' hash and the data's content hash."""
+    from tunesmith.data.cache import data_digest
+
+    return f"{config_hash(config)}:{data_digest(config, base_dir)}"
