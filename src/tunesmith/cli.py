@@ -273,6 +273,7 @@ def _serve(args) -> None:
     import uvicorn
 
     from tunesmith.serve import build_server, parse_adapter_specs
+    from tunesmith.serve.http import uvicorn_config
 
     app, engine = build_server(
         args.base, parse_adapter_specs(args.adapter), api_key=args.api_key, allowed_dirs=args.allow_dir,
@@ -285,7 +286,7 @@ def _serve(args) -> None:
     logging.getLogger("tunesmith.serve").addHandler(handler)
     logging.getLogger("tunesmith.serve").setLevel(logging.INFO)
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+        uvicorn.Server(uvicorn_config(app, args.host, args.port)).run()
     finally:
         engine.close()
 

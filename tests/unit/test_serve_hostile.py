@@ -121,3 +121,28 @@ def test_no_request_body_gives_a_server_error(server, body, endpoint):
     assert response.status_code < 500, (body, response.text)
     if response.status_code >= 400:
         assert _is_openai_error(response, response.status_code)
+
+
+def test_a_client_that_never_finishes_its_headers_is_disconnected(server):
+    import socket
+
+    from tunesmith.serve.http import SlowClientProtocol
+    from tunesmith.ui.app import serve_in_thread
+
+    class Quick(SlowClientProtocol):
+        headers_timeout_s = 0.5
+
+    client, _, _ = server
+    running, url = serve_in_thread(client.app, protocol=Quick)
+    host, port = url.removeprefix("http://").split(":")
+    try:
+        slow = socket.create_connection((host, int(port)))
+        slow.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # ... and nothing more
+        slow.settimeout(5)
+        assert slow.recv(100) == b""  # closed by the server (our own 5 s timeout would raise instead)
+        fine = socket.create_connection((host, int(port)))
+        fine.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        fine.settimeout(5)
+        assert fine.recv(100).startswith(b"HTTP/1.1 200")
+    finally:
+        running.should_exit = True

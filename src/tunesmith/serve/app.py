@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tunesmith.errors import ConfigError, TunesmithError
 from tunesmith.serve.engine import Engine, GenerationParams, Job, RequestError, chat_prompt, prompt_token_count
+from tunesmith.serve.http import read_body
 from tunesmith.serve.registry import Registry, confined_path
 from tunesmith.serve.schemas import AdapterRequest, ChatRequest, ClassifyRequest, CompletionRequest, ScoreRequest
 
@@ -81,14 +82,13 @@ def create_app(registry: Registry, engine: Engine, *, api_key: str | None = None
                            code="invalid_api_key", kind="authentication_error")
 
     async def read_json(request: Request, schema):
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > max_body_bytes:
-            raise ApiError(413, f"Request body over {max_body_bytes} bytes.", code="request_too_large")
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > max_body_bytes:
-                raise ApiError(413, f"Request body over {max_body_bytes} bytes.", code="request_too_large")
+        def too_large():
+            return ApiError(413, f"Request body over {max_body_bytes} bytes.", code="request_too_large")
+
+        try:
+            body = await read_body(request, max_body_bytes, too_large)
+        except TimeoutError:
+            raise ApiError(408, "The request body arrived too slowly.", code="request_timeout") from None
         try:
             data = json.loads(body)
             _check_text(data)

@@ -98,6 +98,8 @@ def run_ui(workspace: str, host: str, port: int, token: str | None, job_limit: i
     """Serve the UI until Ctrl-C (runs it started keep running; a restart adopts them)."""
     import uvicorn
 
+    from tunesmith.serve.http import uvicorn_config
+
     token = make_token(host, token)
     app, ctx = create_app(workspace, host=host, token=token, job_limit=job_limit,
                           max_upload_mb=max_upload_mb)
@@ -106,14 +108,14 @@ def run_ui(workspace: str, host: str, port: int, token: str | None, job_limit: i
     if not is_loopback(host):
         print(f"open http://{host}:{port}/?token=<your token> once; state-changing requests need it", flush=True)
     try:
-        uvicorn.run(app, host=host, port=port, log_level="warning", timeout_keep_alive=5)
+        uvicorn.Server(uvicorn_config(app, host, port)).run()
     finally:
         ctx.jobs.close()
         if ctx.playground is not None:
             ctx.playground.close()
 
 
-def serve_in_thread(app: FastAPI, host: str = "127.0.0.1", port: int = 0):
+def serve_in_thread(app: FastAPI, host: str = "127.0.0.1", port: int = 0, protocol=None):
     """Serve ``app`` from a background thread (tests, benchmarks); returns ``(server, url)``.
     Stop it with ``server.should_exit = True``."""
     import socket
@@ -122,11 +124,13 @@ def serve_in_thread(app: FastAPI, host: str = "127.0.0.1", port: int = 0):
 
     import uvicorn
 
+    from tunesmith.serve.http import uvicorn_config
+
     if port == 0:
         with socket.socket() as probe:
             probe.bind((host, 0))
             port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn_config(app, host, port, protocol))
     threading.Thread(target=server.run, daemon=True).start()
     deadline = time.monotonic() + 20
     while not server.started and time.monotonic() < deadline:

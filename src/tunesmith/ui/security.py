@@ -72,17 +72,18 @@ class Guard:
             raise HTTPException(401, f"Missing or wrong token: send it in the {TOKEN_HEADER} header.")
 
     async def read_body(self, request: Request, limit: int | None = None) -> bytes:
-        """The request body, refused with 413 once it passes ``limit`` bytes."""
+        """The request body: 413 once it passes ``limit`` bytes, 408 when it arrives too slowly."""
+        from tunesmith.serve.http import read_body
+
         limit = limit or self.max_upload_bytes
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limit:
-            raise HTTPException(413, f"The upload is over the limit of {limit // 1_000_000} MB.")
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
-                raise HTTPException(413, f"The upload is over the limit of {limit // 1_000_000} MB.")
-        return bytes(body)
+
+        def too_large():
+            return HTTPException(413, f"The upload is over the limit of {limit / 1e6:g} MB.")
+
+        try:
+            return await read_body(request, limit, too_large)
+        except TimeoutError:
+            raise HTTPException(408, "The upload arrived too slowly.") from None
 
 
 def _host_name(header: str) -> str:
