@@ -83,3 +83,21 @@ def test_changed_training_data_needs_allow_data_change(reference, tmp_path, caps
         assert json.loads((run / "summary.json").read_text())["status"] == "completed"
     finally:
         train.write_text(original)
+
+
+def test_a_second_run_into_a_running_run_directory_fails_naming_the_holder(reference, tmp_path, capsys):
+    from tunesmith.testing import finish, start_train, wait_for_lines
+
+    recipe, _ = reference
+    run = tmp_path / "busy"
+    first = start_train(recipe, run, "--no-progress", "--set", "train.max_steps=300", "--set", "train.log_every=1",
+                        "--set", "train.save_every=1000")
+    try:
+        assert wait_for_lines(first, run, 3) is not None
+        for extra in (["--overwrite"], ["--resume"]):
+            assert main(["train", str(recipe), "--output-dir", str(run), *ARGS, *extra]) == 2
+            assert f"is in use by another tunesmith process (pid {first.pid})" in capsys.readouterr().err
+    finally:
+        assert finish(first) == 0
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 301))  # the first run's log, untouched by the refused ones

@@ -49,3 +49,20 @@ def test_edited_metadata_and_added_or_missing_files_are_named(run):
     message = str(refused.value)
     assert "tunesmith.json: its fields were edited" in message
     assert "adapter_config.json: missing" in message and "adapter_model.bin: added after" in message
+
+
+def test_export_refuses_edited_weights_and_an_out_that_is_a_file(run, tmp_path):
+    from tunesmith.errors import ConfigError
+    from tunesmith.export import export_run
+
+    a_file = tmp_path / "taken"
+    a_file.write_text("x")
+    with pytest.raises(ConfigError, match="is an existing file, not a folder"):
+        export_run(run, "merged", a_file)
+    weights = run / "final" / "adapter_model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0x01
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="adapter_model.safetensors: content changed"):
+        export_run(run, "merged", tmp_path / "merged")
+    assert not (tmp_path / "merged" / "model.safetensors").exists()

@@ -28,6 +28,8 @@ def export_run(path: str | Path, to: str, out: str | Path | None = None, quant: 
         raise ConfigError(f"Unknown export format '{to}'.", f"Use one of: {', '.join(FORMATS)}.")
     final_dir, run_dir = resolve_final_dir(path)
     out = Path(out) if out else (run_dir or final_dir.parent) / f"export-{to}"
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is an existing file, not a folder.", "Name a new or empty folder.")
     if holds_run_files(out):  # the web UI's job record may already be there
         raise ConfigError(f"The export folder {out} already exists and is not empty.",
                           "Choose another --out, or delete the folder.")
