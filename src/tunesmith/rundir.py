@@ -273,7 +273,8 @@ class RunDir:
         lines = []
         for row, p in zip(rows, probs):
             predicted = labels[max(range(len(p)), key=p.__getitem__)]
-            lines.append({"text": row["text"], "label": row["label"], "predicted": predicted,
+            pair = {"text_pair": row["text_pair"]} if "text_pair" in row else {}
+            lines.append({"text": row["text"], **pair, "label": row["label"], "predicted": predicted,
                           "probs": dict(zip(labels, p))})
         write_jsonl(self.path / "predictions.jsonl", lines)
 

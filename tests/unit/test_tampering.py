@@ -66,3 +66,29 @@ def test_export_refuses_edited_weights_and_an_out_that_is_a_file(run, tmp_path):
     with pytest.raises(ModelError, match="adapter_model.safetensors: content changed"):
         export_run(run, "merged", tmp_path / "merged")
     assert not (tmp_path / "merged" / "model.safetensors").exists()
+
+
+def test_a_final_swapped_with_its_hashes_still_fails_the_recorded_predictions(tmp_path, tiny_bert_dir):
+    from tunesmith.export import export_run
+    from tunesmith.rundir import RunDir
+
+    labels = ["negative", "positive"]
+    run = make_lora_run(tmp_path / "run", tiny_bert_dir, "classification", seed=1, labels=labels)
+    model, tokenizer, meta = load_trained(run / "final")
+    from tunesmith.objectives.classification import ClassificationObjective
+
+    texts = ["the film was wonderful", "the plot was awful", "fine acting"]
+    objective = ClassificationObjective(tokenizer, labels, 64, overlength="truncate")
+    probs = objective.predict(model, objective.encode([{"text": t, "label": labels[0]} for t in texts]), 8, "cpu")
+    rows = [{"text": t, "label": "positive"} for t in texts]
+    RunDir(run).write_predictions(rows, labels, probs.tolist())
+    (run / "summary.json").write_text("{}")
+    assert export_run(run, "merged", tmp_path / "ok")["checks"]  # the genuine final/ passes
+    # Another adapter (another seed), complete with its own valid hashes, put in place of final/.
+    import shutil
+
+    other = make_lora_run(tmp_path / "other", tiny_bert_dir, "classification", seed=2, labels=labels)
+    shutil.rmtree(run / "final")
+    shutil.copytree(other / "final", run / "final")
+    with pytest.raises(ModelError, match="does not reproduce the run's recorded predictions: on eval row"):
+        export_run(run, "merged", tmp_path / "swapped")
