@@ -22,6 +22,7 @@ from tunesmith.methods.saved import load_trained
 
 KEY = "test-key"
 SERVER_LOG = None  # set by the server fixture
+SERVER_PROC = None
 QUESTION = [{"role": "user", "content": "who are you?"}]
 
 
@@ -43,7 +44,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def server(runs, tiny_llama_dir, tmp_path_factory):
     port = _free_port()
-    global SERVER_LOG
+    global SERVER_LOG, SERVER_PROC
     SERVER_LOG = tmp_path_factory.mktemp("serve-log") / "server.log"
     log = SERVER_LOG.open("w")
     proc = subprocess.Popen(
@@ -53,6 +54,7 @@ def server(runs, tiny_llama_dir, tmp_path_factory):
          "--allow-dir", str(runs), "--max-batch", "8", "--batch-wait-ms", "20"],
         stdout=log, stderr=subprocess.STDOUT,
     )
+    SERVER_PROC = proc
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 180
     while True:
@@ -332,3 +334,22 @@ def test_oversize_bodies_and_unknown_routes(server):
     r = _http(server, "GET", "/v1/nothing-here")
     assert r.status_code == 404 and r.json()["error"]["message"]
     assert _http(server, "GET", "/v1/chat/completions").status_code == 405
+
+
+def test_the_first_sigint_stops_the_server_with_a_request_in_flight(server):
+    """Last in this file: it stops the module's server. One Ctrl-C suffices (a hung job once
+    made a second press necessary); requests in flight get at most the 5 s grace."""
+    import signal
+    import threading
+
+    answers = []
+    body = {"model": "alpha", "messages": QUESTION, "max_tokens": 200, "stream": True}
+    streaming = threading.Thread(target=lambda: answers.append(
+        httpx.post(f"{server}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {KEY}"},
+                   timeout=60)))
+    streaming.start()
+    time.sleep(0.5)
+    SERVER_PROC.send_signal(signal.SIGINT)
+    assert SERVER_PROC.wait(timeout=30) == 130  # the conventional exit code of Ctrl-C, after one signal
+    streaming.join(timeout=30)
+
