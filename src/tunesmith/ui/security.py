@@ -25,7 +25,7 @@ from fastapi import HTTPException, Request
 
 TOKEN_HEADER = "x-tunesmith-token"
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
-SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # as config.section.SafeName
 STATE_CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
 
 
@@ -100,7 +100,7 @@ def safe_name(name: str, what: str = "name") -> str:
         HTTPException: 400 naming ``what``: empty, ``.``/``..``, a slash, or other characters.
     """
     if not isinstance(name, str) or not SAFE_NAME.match(name) or name in {".", ".."}:
-        raise HTTPException(400, f"Invalid {what} {name!r}: use 1-64 letters, digits, '.', '_' or '-', "
+        raise HTTPException(400, f"Invalid {what} {name!r}: use 1-128 letters, digits, '.', '_' or '-', "
                                  "starting with a letter or digit.")
     return name
 
