@@ -166,8 +166,10 @@ def is_run_dir(path: Path) -> bool:
 
 
 def mark_run_dir(path: Path) -> None:
-    """Mark ``path`` as a run directory Tunesmith created (what --overwrite checks)."""
-    (path / RUN_MARKER).write_text("tunesmith run directory\n", encoding="utf-8")
+    """Mark ``path`` as a run directory Tunesmith created (what --overwrite checks); a marked
+    folder is left untouched (a refused resume changes nothing)."""
+    if not (path / RUN_MARKER).is_file():
+        (path / RUN_MARKER).write_text("tunesmith run directory\n", encoding="utf-8")
 
 
 @contextmanager

@@ -162,7 +162,6 @@ def _run_locked(config, run_dir, overwrite, resume, base_dir, show_progress, log
         write_report(run_dir, summary)
         final = run.final
         write_model_card(final, read_model_meta(final), summary, config.model_dump(mode="json"))
-        portable_adapter_config(final, config.model.name)
         trackers.finish(summary, run_dir, final if config.train.report_model else None)
     return summary
 
@@ -368,6 +367,7 @@ def save_final(model, tokenizer, final_dir: Path, config: RecipeConfig, source: 
     final_dir.mkdir(parents=True, exist_ok=True)
     save_trained(model, final_dir)
     tokenizer.save_pretrained(final_dir)
+    portable_adapter_config(final_dir, config.model.name)
     meta = {
         "task": config.model_task,
         "stage": config.task,
