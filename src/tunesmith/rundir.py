@@ -187,15 +187,18 @@ def lock_run_dir(run_dir: Path, enabled: bool = True):
     from filelock import FileLock, Timeout
 
     run_dir = Path(run_dir)
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(run_dir.parent / f".{run_dir.name}.lock"))
     holder = run_dir.parent / f".{run_dir.name}.lock.pid"
     try:
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
         lock.acquire(timeout=0)
     except Timeout:
         pid = holder.read_text().strip() if holder.is_file() else "unknown"
         raise ConfigError(f"The run directory {run_dir} is in use by another tunesmith process (pid {pid}).",
                           "Wait for it to finish or stop it, or train into another --output-dir.") from None
+    except OSError as exc:
+        raise ConfigError(f"The run directory {run_dir} is not writable ({exc.strerror or exc}).",
+                          "Choose a writable --output-dir.") from None
     try:
         holder.write_text(str(os.getpid()))
         yield
