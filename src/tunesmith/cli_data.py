@@ -24,7 +24,14 @@ def add_data_parsers(sub) -> None:
     prepare = data_sub.add_parser("prepare", help="run a recipe's data stage and write the prepared splits",
                                   epilog=DATA_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     prepare.add_argument("target", help="a recipe (.yaml)")
-    for p in (inspect, prepare):
+    audit = data_sub.add_parser("audit", help="find probably mislabelled training rows (cleanlab on out-of-fold "
+                                "probabilities of a probe on the base model's embeddings)",
+                                epilog=DATA_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    audit.add_argument("target", help="a classification recipe (.yaml)")
+    audit.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
+    audit.add_argument("--fix", choices=["drop", "relabel"], help="also write cleaned copies of the training "
+                       "sources and audit_log.jsonl (the originals are never changed)")
+    for p in (inspect, prepare, audit):
         p.add_argument("--out", help="output folder (default: runs/data-<name>)")
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a recipe value (repeatable)")
@@ -72,6 +79,9 @@ def _data(args) -> None:
 
         config = load_recipe(target, args.overrides)
         out = Path(args.out) if args.out else Path(config.output_dir) / f"data-{config.name}"
+        if args.data_command == "audit":
+            _audit(config, target, out, args)
+            return
         if args.data_command == "prepare":
             report = data_inspect.prepare_to_folder(config, target.resolve().parent, out)
             print(f"train {report['train_rows']} / eval {report['eval_rows']} / test {report['test_rows']} rows "
@@ -79,14 +89,23 @@ def _data(args) -> None:
             return
         report, _ = data_inspect.inspect_recipe(config, target.resolve().parent)
     else:
-        if args.data_command == "prepare":
-            raise TunesmithError(f"'data prepare' takes a recipe, not {target}.",
+        if args.data_command in ("prepare", "audit"):
+            raise TunesmithError(f"'data {args.data_command}' takes a recipe, not {target}.",
                                  "Use 'tunesmith data inspect FILE' for a single file.")
         out = Path(args.out) if args.out else Path("runs") / f"data-{target.stem}"
         report = data_inspect.inspect_file(str(target), args.shape)
     data_inspect.write_report(report, out)
     print(data_inspect.format_report(report))
     print(f"written to {out}/data_report.json and lengths.png")
+
+
+def _audit(config, recipe: Path, out: Path, args) -> None:
+    from tunesmith.data.audit import audit, format_issues, write_audit
+
+    rows, issues = audit(config, recipe.resolve().parent, args.folds)
+    written = write_audit(rows, issues, out, args.fix)
+    print(format_issues(issues, len(rows)))
+    print(f"written to {', '.join(written.values())}")
 
 
 def _recipe(args) -> None:

@@ -34,7 +34,9 @@ DATA_EXAMPLES = """examples:
   tunesmith data inspect configs/demo.yaml                  # what the recipe's data stage sees
   tunesmith data inspect my_chats.jsonl                     # one file: rejects by line, duplicates, lengths
   tunesmith data prepare configs/sft-identity-lora.yaml --out prepared/
-writes data_report.json and lengths.png (prepare also train.jsonl, eval.jsonl, rejects.jsonl)
+  tunesmith data audit configs/demo.yaml --fix drop         # cleanlab: probably mislabelled rows
+writes data_report.json and lengths.png (prepare also train.jsonl, eval.jsonl, rejects.jsonl;
+audit writes label_issues.jsonl, and with --fix cleaned copies and audit_log.jsonl)
 """
 
 
