@@ -54,6 +54,13 @@ def process_alive(pid: int | None, started: str | None = None) -> bool:
     return stat[0] != "Z" and (started is None or stat[19] == started)
 
 
+def is_active(record: dict) -> bool:
+    """Whether a job record is queued, or running in a process that is still alive (a record
+    lags its process's end by up to one tick of the queue)."""
+    state = record.get("state")
+    return state == "queued" or (state == "running" and process_alive(record.get("pid"), record.get("pid_started")))
+
+
 class JobQueue:
     """Runs queued ``tunesmith`` commands, at most ``limit`` at a time."""
 

@@ -11,6 +11,7 @@ from fastapi.responses import FileResponse, StreamingResponse
 
 from tunesmith.rundir import RunDir
 from tunesmith.ui.forms import check_form, recipe_yaml
+from tunesmith.ui.jobs import is_active
 from tunesmith.ui.security import inside
 from tunesmith.ui.workspace import logbook, run_row
 
@@ -35,7 +36,7 @@ def runs_router(ctx) -> APIRouter:
         if problems:
             raise HTTPException(422, {"errors": [{"key": k, "message": m} for k, m in problems]})
         folder = ws.run_dir(config.name)
-        if RunDir(folder).read_job().get("state") in ACTIVE:
+        if is_active(RunDir(folder).read_job()):
             raise HTTPException(409, f"The run {config.name!r} is queued or running; stop it first.")
         if folder.exists() and any(folder.iterdir()):
             if not body.get("overwrite"):

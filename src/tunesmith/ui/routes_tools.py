@@ -23,6 +23,7 @@ from tunesmith.errors import TunesmithError
 from tunesmith.eval.review import CHOICES
 from tunesmith.rundir import RunDir
 from tunesmith.storage import atomic_write_text
+from tunesmith.ui.jobs import is_active
 from tunesmith.ui.security import inside, safe_name
 from tunesmith.ui.workspace import EXPORT_PREFIX
 
@@ -127,7 +128,7 @@ def tools_router(ctx) -> APIRouter:
         if not (run / "final").is_dir():
             raise HTTPException(409, f"The run {name!r} has no final model yet.")
         folder = run / f"{EXPORT_PREFIX}{to}"
-        if RunDir(folder).read_job().get("state") in ("queued", "running"):
+        if is_active(RunDir(folder).read_job()):
             raise HTTPException(409, f"The {to} export of {name!r} is already queued or running.")
         if folder.exists():
             import shutil
