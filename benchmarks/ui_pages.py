@@ -29,7 +29,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from tunesmith.testing import write_cls_recipe, write_tiny_bert
+from tunesmith.testing import wait_until, write_cls_recipe, write_tiny_bert
 from tunesmith.ui.app import create_app, serve_in_thread
 from tunesmith.ui.forms import recipe_to_values
 
@@ -65,16 +65,6 @@ def chromium():
     return webdriver.Chrome(options=options, service=Service(executable_path=shutil.which("chromedriver")))
 
 
-def wait(predicate, timeout: float):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise SystemExit("timed out")
-
-
 def run_once(client, ws: Path, name: str, epochs: int) -> None:
     raw = yaml.safe_load((ws / "recipe.yaml").read_text())
     raw.pop("output_dir")
@@ -100,7 +90,7 @@ def main() -> None:
     driver = chromium()
     try:
         run_once(client, ws, "seed-run", 3)
-        wait(lambda: status(client, "seed-run") == "completed", 180)
+        wait_until(lambda: status(client, "seed-run") == "completed", 180)
         seed = ws / "runs" / "seed-run"
         for i in range(args.runs - 1):
             copy = ws / "runs" / f"run-{i:03d}"
@@ -118,7 +108,7 @@ def main() -> None:
         for _ in range(args.loads):
             driver.get("about:blank")
             driver.get(url + "/#/runs")
-            page_ms.append(wait(lambda: driver.execute_script("return window.__rendered"), 20))
+            page_ms.append(wait_until(lambda: driver.execute_script("return window.__rendered"), 20))
             assert len(driver.find_elements("css selector", "tr[data-run]")) == args.runs
 
         # Live lag: a real run, its page open while it trains.
@@ -143,7 +133,7 @@ def main() -> None:
         run_once(client, ws, "live-run", 60)
         driver.get("about:blank")
         driver.get(url + "/#/run/live-run")
-        wait(lambda: status(client, "live-run") == "completed", 300)
+        wait_until(lambda: status(client, "live-run") == "completed", 300)
         time.sleep(1)
         stop.set()
         arrivals = {step: t / 1000 for step, t in driver.execute_script("return window.__arrivals")}

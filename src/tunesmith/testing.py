@@ -251,3 +251,19 @@ def wait_for_lines(proc: subprocess.Popen, run_dir: Path, n: int, timeout: float
         # Fine-grained: the kill trials time their kills relative to these moments.
         time.sleep(0.005)
     return time.monotonic()
+
+
+def wait_until(predicate, timeout: float, what: str = "condition", poll: float = 0.05):
+    """Poll ``predicate()`` until it returns something truthy and return that.
+
+    Raises:
+        AssertionError: ``timeout`` seconds passed first (naming ``what``).
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+

@@ -23,7 +23,7 @@ import yaml
 from tunesmith.config.load import validate_recipe
 from tunesmith.errors import ConfigError
 from tunesmith.eval.review_import import import_reviews
-from tunesmith.testing import write_chat_recipe, write_cls_recipe
+from tunesmith.testing import wait_until, write_chat_recipe, write_cls_recipe
 
 from tests.browser import needs_chromium, open_chromium
 
@@ -61,13 +61,7 @@ def browser(tmp_path_factory):
 
 
 def _wait(predicate, timeout: float = 90, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+    return wait_until(predicate, timeout, what, poll=0.2)
 
 
 def _open(browser, url: str, page: str) -> None:

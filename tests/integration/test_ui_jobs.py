@@ -4,13 +4,12 @@ run; a restarted UI adopts a run still going and can stop it; Export runs the ga
 from __future__ import annotations
 
 import shutil
-import time
 
 import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from tunesmith.testing import write_cls_recipe
+from tunesmith.testing import wait_until, write_cls_recipe
 from tunesmith.ui.app import create_app
 from tunesmith.ui.forms import recipe_to_values
 
@@ -42,12 +41,7 @@ def _row(client, name: str) -> dict:
 
 
 def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+    wait_until(predicate, timeout, what, poll=0.2)
 
 
 def _logged(workspace, name: str) -> int:

@@ -14,6 +14,7 @@ what they mean on the command line.
 
 from __future__ import annotations
 
+import functools
 import types
 import typing
 from pathlib import Path
@@ -122,6 +123,12 @@ def form_schema() -> dict:
     return {"sections": sections, "methods": methods, "tasks": tasks, "default_method": "lora"}
 
 
+@functools.cache
+def _optional_sections() -> frozenset[str]:
+    # The schema does not change while the UI runs; the form is checked on every keystroke.
+    return frozenset(s["key"] for s in form_schema()["sections"] if s.get("optional"))
+
+
 # ---- values -> recipe ---------------------------------------------------------------------
 
 def _annotation(key: str, method: str | None):
@@ -175,7 +182,7 @@ def form_to_recipe(values: dict[str, Any]) -> tuple[dict, list[tuple[str, str]]]
     """
     method = values.get("method.type") or "lora"
     enabled = {k.removesuffix("." + ENABLED) for k, v in values.items() if k.endswith("." + ENABLED) and v}
-    optional = {s["key"] for s in form_schema()["sections"] if s.get("optional")}
+    optional = _optional_sections()
     raw: dict = {}
     problems = []
     for key, value in sorted(values.items(), key=lambda kv: _order(kv[0])):
@@ -206,7 +213,7 @@ def _order(key: str) -> list:
 def recipe_to_values(raw: dict) -> dict[str, Any]:
     """The form values of a recipe dict (the inverse of :func:`form_to_recipe`), for an upload."""
     values: dict[str, Any] = {}
-    optional = {s["key"] for s in form_schema()["sections"] if s.get("optional")}
+    optional = _optional_sections()
 
     def walk(node, prefix: str):
         if prefix.rstrip(".") in optional:

@@ -17,15 +17,15 @@ which files they may name.
 from __future__ import annotations
 
 import hmac
-import re
 import secrets
 from pathlib import Path
 
 from fastapi import HTTPException, Request
 
+from tunesmith.config.section import check_safe_name
+
 TOKEN_HEADER = "x-tunesmith-token"
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
-SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # as config.section.SafeName
 STATE_CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
 
 
@@ -94,15 +94,15 @@ def _host_name(header: str) -> str:
 
 
 def safe_name(name: str, what: str = "name") -> str:
-    """``name`` if it is one safe path component (letters, digits, ``.``, ``_``, ``-``).
+    """``name`` if it is one safe folder name, by the schema's own rule (``config.section.check_safe_name``).
 
     Raises:
         HTTPException: 400 naming ``what``: empty, ``.``/``..``, a slash, or other characters.
     """
-    if not isinstance(name, str) or not SAFE_NAME.match(name) or name in {".", ".."}:
-        raise HTTPException(400, f"Invalid {what} {name!r}: use 1-128 letters, digits, '.', '_' or '-', "
-                                 "starting with a letter or digit.")
-    return name
+    try:
+        return check_safe_name(name if isinstance(name, str) else "")
+    except ValueError as exc:
+        raise HTTPException(400, f"Invalid {what}: {exc}.") from None
 
 
 def inside(root: Path, relative: str | Path, what: str = "path") -> Path:

@@ -25,24 +25,10 @@ class Workspace:
 
     def __init__(self, root: str | Path):
         self.root = Path(root).expanduser().resolve()
-        for sub in ("runs", "recipes", "data", "reviews"):
-            (self.root / sub).mkdir(parents=True, exist_ok=True)
-
-    @property
-    def runs(self) -> Path:
-        return self.root / "runs"
-
-    @property
-    def data(self) -> Path:
-        return self.root / "data"
-
-    @property
-    def recipes(self) -> Path:
-        return self.root / "recipes"
-
-    @property
-    def reviews(self) -> Path:
-        return self.root / "reviews"
+        self.runs, self.recipes, self.data, self.reviews = (
+            self.root / sub for sub in ("runs", "recipes", "data", "reviews"))
+        for folder in (self.runs, self.recipes, self.data, self.reviews):
+            folder.mkdir(parents=True, exist_ok=True)
 
     def run_dir(self, name: str) -> Path:
         """``runs/<name>`` for a safe ``name`` (400 otherwise), symlinks resolved inside the workspace."""
