@@ -97,7 +97,8 @@ def audit(config, base_dir: Path | None, folds: int = 5) -> tuple[list[dict], li
                           "Pass a smaller --folds, or add rows of that label.")
     features = embed([r["text"] for r in rows], config.model.name, config.data.max_length)
     probs = out_of_fold_probs(features, labels, folds, config.seed)
-    ranked = find_label_issues(labels, probs, return_indices_ranked_by="self_confidence")
+    # n_jobs=1: no worker pool left behind in the calling process (a later fork could deadlock on it).
+    ranked = find_label_issues(labels, probs, return_indices_ranked_by="self_confidence", n_jobs=1)
     issues = []
     for i in ranked:
         best = int(probs[i].argmax())
