@@ -97,8 +97,9 @@ def test_build_cached_dir_builds_once_across_threads(tmp_path):
 def test_build_cached_dir_builds_once_across_processes(tmp_path):
     target = tmp_path / "models" / "thing"
     log = tmp_path / "log.txt"
-    # fork: the children inherit the already imported modules, so they start instantly.
-    ctx = multiprocessing.get_context("fork")
+    # spawn, not fork: a forked child inherits locks held by other threads of the test
+    # process (uvicorn, tokenizers), and once hung there in CI.
+    ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=_build_in_process, args=(str(target), str(log))) for _ in range(3)]
     for p in procs:
         p.start()
