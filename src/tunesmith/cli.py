@@ -81,8 +81,20 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXPORT_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     export.add_argument("run", help="run directory (runs/<name>) or its final/ folder")
-    export.add_argument("--to", required=True, choices=["merged", "onnx", "int8", "gguf"], help="what to export")
+    export.add_argument("--to", required=True, choices=["merged", "onnx", "int8", "gguf", "pruned"],
+                        help="what to export")
     export.add_argument("--quant", choices=["f16", "q8_0"], default="f16", help="GGUF weights (default f16)")
+    pruning = export.add_argument_group("pruning (--to pruned)")
+    pruning.add_argument("--sparsity", type=float, help="share of the chosen units to remove, e.g. 0.25")
+    pruning.add_argument("--structure", choices=["ffn", "heads", "both"], default="ffn",
+                         help="FFN neurons, attention heads (Llama-style models) or both (default ffn)")
+    pruning.add_argument("--importance", choices=["taylor", "magnitude"], default="taylor",
+                         help="gradient x activation on training rows, or weight norms (default taylor)")
+    pruning.add_argument("--recover-steps", type=int, default=0, help="short fine-tune after pruning (default 0)")
+    pruning.add_argument("--recover-lr", type=float, default=5e-5, help="its learning rate (default 5e-5)")
+    pruning.add_argument("--max-drop", type=float, default=0.02,
+                         help="refuse when the headline metric drops more: accuracy points as a fraction, or the "
+                              "share a loss may rise (default 0.02)")
     export.add_argument("--out", help="output folder (default: <run>/export-<to>)")
     export.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors")
     add_data_parsers(sub)
@@ -294,7 +306,9 @@ def _serve(args) -> None:
 def _export(args) -> None:
     from tunesmith.export import export_run
 
-    report = export_run(args.run, args.to, args.out, args.quant)
+    prune = {"sparsity": args.sparsity, "structure": args.structure, "importance": args.importance,
+             "recover_steps": args.recover_steps, "recover_lr": args.recover_lr, "max_drop": args.max_drop}
+    report = export_run(args.run, args.to, args.out, args.quant, prune if args.to == "pruned" else None)
     for check in report.get("checks", []):
         verdict = "passed" if check["passed"] else "FAILED"
         if "skipped" in check:
@@ -302,15 +316,18 @@ def _export(args) -> None:
         elif "max_abs_diff" in check:
             print(f"{check['name']}: max |diff| {check['max_abs_diff']:.3g} "
                   f"(allowed {check['tolerance']:.3g}, {check['probes']} probes) {verdict}")
+        elif "drop" in check:
+            print(f"{check['name']}: {check['metric']} {check['before']:.4f} -> {check['after']:.4f}, drop "
+                  f"{check['drop']:.4f} (allowed {check['max_drop']}) {verdict}")
         else:
             print(f"{check['name']}: {check['same_answers']:.0%} of {check['probes']} answers equal "
                   f"(at least {check['required']:.0%}) {verdict}")
     if "metrics" in report:
         for name, scores in report["metrics"].items():
-            latency = report["latency_ms_per_example"][name]
+            latency = report["latency_ms_per_example"].get(name)
             size = report["size_mb"].get(name)
-            size_text = f", {size} MB" if size is not None else ""
-            print(f"{name:>13}: {', '.join(f'{k} {v:.4f}' for k, v in scores.items())}; {latency} ms/example{size_text}")
+            extra = (f"; {latency} ms/example" if latency is not None else "") + (f", {size} MB" if size is not None else "")
+            print(f"{name:>13}: {', '.join(f'{k} {v:.4f}' for k, v in scores.items())}{extra}")
     if report.get("warning"):
         print(f"warning: {report['warning']}")
     print(f"written to {report['out']} (export.json has the details)")

@@ -10,13 +10,15 @@ from pathlib import Path
 from tunesmith.errors import ConfigError
 from tunesmith.rundir import UI_JOB, UI_LOG, holds_run_files
 
-FORMATS = ("merged", "onnx", "int8", "gguf")
+FORMATS = ("merged", "onnx", "int8", "gguf", "pruned")
 
 
-def export_run(path: str | Path, to: str, out: str | Path | None = None, quant: str = "f16") -> dict:
+def export_run(path: str | Path, to: str, out: str | Path | None = None, quant: str = "f16",
+               prune: dict | None = None) -> dict:
     """Export the run at ``path`` (run dir or its final/) to ``to``; returns what export.json holds.
 
-    ``out`` defaults to ``<run dir>/export-<to>``; ``quant`` is GGUF's (f16 or q8_0).
+    ``out`` defaults to ``<run dir>/export-<to>``; ``quant`` is GGUF's (f16 or q8_0); ``prune``
+    holds ``export_pruned``'s keyword arguments (``sparsity`` required) for ``to="pruned"``.
 
     Raises:
         ConfigError: unknown format, not a run, or a method the format cannot hold.
@@ -48,6 +50,12 @@ def export_run(path: str | Path, to: str, out: str | Path | None = None, quant: 
         from tunesmith.export.gguf_export import export_gguf
 
         result = export_gguf(final_dir, run_dir, out, quant)
+    elif to == "pruned":
+        from tunesmith.export.pruned import export_pruned
+
+        if not prune or prune.get("sparsity") is None:
+            raise ConfigError("--to pruned needs --sparsity.", "For example: --sparsity 0.25 --structure ffn.")
+        result = export_pruned(final_dir, run_dir, out, **prune)
     else:
         from tunesmith.export.quantize import export_int8
 

@@ -10,23 +10,15 @@ itself costs, next to size on disk and latency per example.
 from __future__ import annotations
 
 import shutil
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
-import torch
-
 from tunesmith.errors import ConfigError
-from tunesmith.eval.evaluate import evaluate
 from tunesmith.eval.metrics import rank_key
+from tunesmith.export.measure import change, latency_ms, objective_for, score as _score
 from tunesmith.export.onnx import ONNX_FILE, OnnxModel, export_onnx
-from tunesmith.objectives.causal_lm import CausalLMObjective
-from tunesmith.objectives.classification import ClassificationObjective
 from tunesmith.objectives.tasks import task_spec
 from tunesmith.rundir import RunDir, write_model_meta
-
-LATENCY_EXAMPLES = 64
 
 
 # Candidate settings; each is scored on the held-out set and the best is kept, because
@@ -79,29 +71,6 @@ def best_int8(fp32_path: Path, out_path: Path, score) -> tuple[str, dict]:
     return best[1], results
 
 
-def _objective(meta: dict, tokenizer):
-    if meta["task"] == "classification":
-        return ClassificationObjective(tokenizer, meta["labels"], meta.get("max_length") or 512)
-    return CausalLMObjective(tokenizer, meta.get("max_length") or 512, meta.get("system_prompt"))
-
-
-def _score(objective, model, features: list[dict], metrics: tuple[str, ...]) -> dict:
-    result = evaluate(objective, model, features, 16, "cpu", metrics)
-    return {k: round(float(result[k]), 6) for k in metrics}
-
-
-@torch.inference_mode()
-def latency_ms(model, objective, features: list[dict]) -> float:
-    """Median milliseconds per example at batch size 1 (what one request costs)."""
-    times = []
-    for feature in features[:LATENCY_EXAMPLES]:
-        batch = objective.collate([feature])
-        start = time.perf_counter()
-        model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-        times.append((time.perf_counter() - start) * 1000)
-    return round(statistics.median(times), 3)
-
-
 def export_int8(final_dir: Path, run_dir: Path | None, out: Path) -> dict:
     """Write ``out/model.onnx`` (int8) and measure metric, size and latency against fp32.
 
@@ -118,7 +87,7 @@ def export_int8(final_dir: Path, run_dir: Path | None, out: Path) -> dict:
         fp32_dir = Path(tmp) / "fp32"
         result = export_onnx(final_dir, run_dir, fp32_dir)
         model, tokenizer, meta = result.pop("model"), result.pop("tokenizer"), result.pop("meta")
-        objective = _objective(meta, tokenizer)
+        objective = objective_for(meta, tokenizer)
         metrics = task_spec(meta.get("stage") or meta["task"]).metrics
         headline = metrics[0]
         features = objective.encode(rows)
@@ -143,7 +112,7 @@ def export_int8(final_dir: Path, run_dir: Path | None, out: Path) -> dict:
     write_model_meta(out, dict(meta, format="onnx-int8"))
     result.update(
         eval_examples=len(features), quantization={"chosen": chosen, "candidates": candidates}, metrics=scores, latency_ms_per_example=latency, size_mb=size,
-        change=_change(scores["onnx_fp32"], scores["onnx_int8"]),
+        change=change(scores["onnx_fp32"], scores["onnx_int8"]),
     )
     warning = _quality_warning(scores["onnx_fp32"], scores["onnx_int8"])
     if warning:
@@ -166,8 +135,3 @@ def _quality_warning(fp32: dict, int8: dict) -> str | None:
 def _size_mb(folder: Path, only: str | None = None) -> float:
     files = [folder / only] if only else [p for p in folder.iterdir() if p.name.startswith("model.onnx")]
     return round(sum(p.stat().st_size for p in files if p.is_file()) / 2**20, 2)
-
-
-def _change(before: dict, after: dict) -> dict:
-    """int8 minus fp32 for each metric (accuracy points, loss, perplexity)."""
-    return {k: round(after[k] - before[k], 6) for k in before if k in after}
