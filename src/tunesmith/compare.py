@@ -24,7 +24,7 @@ from tunesmith.config.methods import PRESETS
 from tunesmith.config.schema import RecipeConfig
 from tunesmith.config.section import check_safe_name
 from tunesmith.errors import ConfigError
-from tunesmith.objectives.tasks import task_spec
+from tunesmith.objectives.tasks import spec_for
 from tunesmith.rundir import RunDir
 
 # Named variants (the methods of the guides' comparison table, with the settings the
@@ -158,7 +158,7 @@ def _error_message(proc: subprocess.CompletedProcess) -> str:
 
 def headline_metric(config: RecipeConfig) -> str:
     """The task's headline metric (the registry's), which the table and charts compare on."""
-    return task_spec(config.task).headline
+    return spec_for(config).headline
 
 
 def compare(recipe: Path, config: RecipeConfig, variants: list[Variant], out_dir: Path, overrides: list[str],

@@ -12,12 +12,12 @@ from tunesmith.data.packing import pack_features, packing_efficiency
 from tunesmith.data.pipeline import prepare_data
 from tunesmith.objectives.rejections import generate_rejections
 from tunesmith.config.schema import RecipeConfig
-from tunesmith.objectives.tasks import task_spec
+from tunesmith.objectives.tasks import spec_for
 
 
 def make_objective(config: RecipeConfig, tokenizer, labels):
     """The task's objective (from the task registry): how records become batches and losses."""
-    return task_spec(config.task).make_objective(config, tokenizer, labels)
+    return spec_for(config).make_objective(config, tokenizer, labels)
 
 
 def prepare_features(config: RecipeConfig, base_dir, tokenizer, summary: dict, log, show_progress: bool = True,
@@ -34,7 +34,7 @@ def prepare_features(config: RecipeConfig, base_dir, tokenizer, summary: dict, l
         summary["data"] = dict(data.info, **extra, cache={"key": key, "hit": True})
         log(f"data: {len(data.train)} train / {len(data.eval)} eval rows (tokenized data from the cache)")
     else:
-        data = prepare_data(config.data, task_spec(config.task).shape, config.seed, base_dir)
+        data = prepare_data(config.data, spec_for(config).shape, config.seed, base_dir)
         log(f"data: {len(data.train)} train / {len(data.eval)} eval rows")
         extra = {}
         if config.data.generate_rejected is not None:

@@ -27,7 +27,7 @@ from tunesmith.methods.saved import continue_adapter, save_trained
 from tunesmith.models.load import load_model, load_tokenizer, resolve_model_source
 from tunesmith.models.quantize import four_bit_config, quantization_settings
 from tunesmith.objectives.reference_model import prepare_reference
-from tunesmith.objectives.tasks import task_spec
+from tunesmith.objectives.tasks import spec_for
 from tunesmith.modelcard import portable_adapter_config, write_model_card
 from tunesmith.rundir import RunDir, has_model_meta, lock_run_dir, read_model_meta, resolve_run_dir, write_model_meta
 from tunesmith.train.backend import Backend
@@ -173,7 +173,8 @@ def _run(config: RecipeConfig, run: RunDir, backend: Backend, summary: dict, bas
     if config.train.num_threads:
         torch.set_num_threads(config.train.num_threads)
     set_seed(config.seed)
-    spec = task_spec(config.task)
+    spec = spec_for(config)
+    summary["headline"] = spec.headline
 
     tokenizer = load_tokenizer(config.model.name)
     if config.data.chat_template:
@@ -198,15 +199,22 @@ def _run(config: RecipeConfig, run: RunDir, backend: Backend, summary: dict, bas
     quantization = quantization_settings(config.method)
     # A classifier's head has one output per label; a reward model's one output is the reward.
     head_labels = data.labels or getattr(objective, "labels", None)
-    model, _ = load_model(
-        config.model.name, spec.head, num_labels=len(head_labels) if head_labels else None,
-        id2label=dict(enumerate(head_labels)) if head_labels else None,
-        dtype=torch.bfloat16 if config.model.dtype == "bfloat16" else torch.float32,
-        trust_remote_code=config.model.trust_remote_code,
-        quantization=four_bit_config(**quantization) if quantization else None,
-    )
+    if config.task == "distill":
+        summary["distill"] = objective.attach_teacher(train_features, backend.device, log)
+    if config.task == "distill" and config.distill.keep_every:
+        model = objective.layer_dropped_student()
+        log(f"student: teacher blocks {objective.layer_map} kept")
+        summary["distill"]["student_blocks"] = objective.layer_map
+    else:
+        model, _ = load_model(
+            config.model.name, spec.head, num_labels=len(head_labels) if head_labels else None,
+            id2label=dict(enumerate(head_labels)) if head_labels else None,
+            dtype=torch.bfloat16 if config.model.dtype == "bfloat16" else torch.float32,
+            trust_remote_code=config.model.trust_remote_code,
+            quantization=four_bit_config(**quantization) if quantization else None,
+        )
     model.to(backend.device)
-    if data.labels:
+    if data.labels and not (config.task == "distill" and config.distill.keep_every):
         log(f"new classification head: {len(data.labels)} labels")
 
     def scores(m) -> dict:

@@ -21,8 +21,9 @@ from tunesmith.config.data_sections import (  # noqa: F401 (re-exported)
 from tunesmith.config.guard import GuardConfig  # noqa: F401 (re-exported)
 from tunesmith.config.methods import LoraMethod, Method, default_lr, method_info
 from tunesmith.config.section import SafeName, Section
-from tunesmith.config.stages import GrpoConfig, PreferenceConfig, RejectionConfig, RewardConfig  # noqa: F401 (re-exported)
-from tunesmith.objectives.tasks import TASKS, task_spec, tasks_with_shape
+from tunesmith.config.stages import (  # noqa: F401 (re-exported)
+    DistillConfig, GrpoConfig, PreferenceConfig, RejectionConfig, RewardConfig)
+from tunesmith.objectives.tasks import TASKS, spec_for, teacher_meta, tasks_with_shape
 
 # Methods whose saved adapter has the shape of a freshly built one (PiSSA saves rank 2r,
 # AdaLoRA prunes ranks), so model.adapter_from can load it into this run's model.
@@ -293,7 +294,8 @@ class RecipeConfig(Section):
     task: Task = Field(description="The training stage: classification (a label per text), causal_lm (chat SFT, "
                        "loss on answers), pretrain (raw text, loss on every token), reward (a reward model "
                        "on preference pairs), preference (DPO, IPO, ORPO, SimPO or KTO on a causal LM) or grpo "
-                       "(online RL on prompts, with grpo.rewards).")
+                       "(online RL on prompts, with grpo.rewards) or distill (a student learns a trained teacher run's outputs, "
+                       "with distill.teacher).")
     seed: int = Field(42, ge=0, le=2**32 - 1, description="Seeds data order, splits, sampling and initialisation: same seed, same run.")
     output_dir: str = Field("runs", description="Parent folder of run directories.")
     model: ModelConfig = Field(description="The base model.")
@@ -306,6 +308,8 @@ class RecipeConfig(Section):
     preference: PreferenceConfig = Field(default_factory=PreferenceConfig,
                                          description="Preference tuning (task: preference): the loss and its settings.")
     grpo: GrpoConfig = Field(default_factory=GrpoConfig, description="Online RL (task: grpo): rewards and sampling.")
+    distill: DistillConfig = Field(default_factory=DistillConfig,
+                                   description="Knowledge distillation (task: distill): the teacher and the loss.")
 
     @field_validator("method", mode="before")
     @classmethod
@@ -317,7 +321,7 @@ class RecipeConfig(Section):
 
     @model_validator(mode="after")
     def _cross_field_rules(self):
-        shape = task_spec(self.task).shape
+        shape = spec_for(self).shape
         if shape != "classification" and self.data.labels is not None:
             raise ValueError(f"data.labels only applies to task: {' or '.join(tasks_with_shape('classification'))}")
         # Chats and preference pairs are rendered through the chat template.
@@ -330,7 +334,9 @@ class RecipeConfig(Section):
             raise ValueError(f"data.loss_on only applies to task: {' or '.join(tasks_with_shape('chat'))}")
         if self.task != "reward" and self.reward.margin:
             raise ValueError("reward.margin only applies to task: reward")
-        for task, section in (("preference", self.preference), ("grpo", self.grpo)):
+        if self.task == "distill":
+            self._check_distill()
+        for task, section in (("preference", self.preference), ("grpo", self.grpo), ("distill", self.distill)):
             changed = [k for k, f in type(section).model_fields.items()
                        if getattr(section, k) != (f.default_factory() if f.default_factory else f.default)]
             if self.task != task and changed:
@@ -352,10 +358,26 @@ class RecipeConfig(Section):
                              "would be shared by every chat packed into a row")
         return self
 
+    def _check_distill(self) -> None:
+        teacher = teacher_meta(self.distill.teacher)
+        if self.data.packing:
+            raise ValueError("data.packing cannot be combined with task: distill (the teacher's targets are "
+                             "aligned with unpacked rows)")
+        if self.distill.hidden_weight and self.distill.cache_top_k:
+            raise ValueError("distill.hidden_weight needs the teacher's hidden states on every batch: set "
+                             "distill.cache_top_k: 0")
+        if self.distill.keep_every:
+            if self.model.name != teacher["base_model"]:
+                raise ValueError(f"distill.keep_every builds the student from the teacher, so model.name must be "
+                                 f"the teacher's base {teacher['base_model']!r} (got {self.model.name!r})")
+            if method_info(self.method.type).family != "weights":
+                raise ValueError(f"distill.keep_every makes a new model, which method {self.method.type} cannot "
+                                 "save as an adapter of a base: use method full, freeze or bitfit")
+
     @property
     def model_task(self) -> str:
         """The model head the task trains (the registry's ``head``: continued pretraining trains a causal LM too)."""
-        return task_spec(self.task).head
+        return spec_for(self).head
 
     @property
     def learning_rate(self) -> float:

@@ -88,3 +88,26 @@ class GrpoConfig(Section):
                            "TRL's default; the reference is then not needed).")
     epsilon: float = Field(0.2, gt=0, description="Clipping range of the probability ratio in the surrogate "
                            "objective.")
+
+
+class DistillConfig(Section):
+    """task: distill -- a student learns a trained teacher's output distribution."""
+
+    teacher: str | None = Field(None, description="task: distill -- the teacher: a trained classification or "
+                                "chat run (runs/<name> or its final/). The recipe's data has the teacher's kind "
+                                "of rows, and teacher and student share a tokenizer.")
+    keep_every: int | None = Field(None, ge=2, description="Build the student from the teacher by keeping every "
+                                   "k-th transformer layer (the last one included), initialised from the "
+                                   "teacher's weights; model.name is then the teacher's base and the method one "
+                                   "that saves full weights (full, freeze, bitfit). Without it the student is "
+                                   "model.name.")
+    temperature: float = Field(2.0, gt=0, description="Softens both distributions; the distillation loss is "
+                               "scaled by temperature^2 so its gradients keep their size.")
+    alpha: float = Field(0.5, ge=0, le=1, description="Weight of the distillation (KL) loss; 1 - alpha weighs "
+                         "the hard-label loss (classification) or the SFT loss on answer tokens (chat).")
+    hidden_weight: float = Field(0.0, ge=0, description="Weight of hidden-state matching: mean squared error "
+                                 "between student layer i and the teacher layer it was taken from (or i x L_t / "
+                                 "L_s). Needs a student as wide as the teacher and cache_top_k: 0.")
+    cache_top_k: int = Field(20, ge=0, description="Run the teacher once over the training rows before training "
+                             "and keep its top-k logits per target (a classifier keeps every class), instead "
+                             "of running it on every batch; 0 runs it on every batch (the full distribution).")

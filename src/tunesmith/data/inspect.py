@@ -18,7 +18,7 @@ from tunesmith.data.pipeline import PreparedData, prepare_data, validation_info
 from tunesmith.data.sources import load_records
 from tunesmith.errors import DataError
 from tunesmith.jsonl import write_jsonl
-from tunesmith.objectives.tasks import task_spec
+from tunesmith.objectives.tasks import spec_for
 
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 
@@ -65,7 +65,7 @@ def inspect_recipe(config, base_dir: Path | None) -> tuple[dict, PreparedData]:
     from tunesmith.models.load import load_tokenizer
 
     data_cfg = config.data.model_copy(update={"on_error": "quarantine", "max_drop_fraction": 1.0})
-    data = prepare_data(data_cfg, task_spec(config.task).shape, config.seed, base_dir)
+    data = prepare_data(data_cfg, spec_for(config).shape, config.seed, base_dir)
     try:
         tokenizer = load_tokenizer(config.model.name)
     except Exception:  # noqa: BLE001 - a report without token counts beats no report
@@ -167,7 +167,7 @@ def format_report(report: dict) -> str:
 def prepare_to_folder(config, base_dir: Path | None, out_dir: Path) -> dict:
     """Run the recipe's data stage and write what training would see: ``train.jsonl``,
     ``eval.jsonl``, ``rejects.jsonl`` (when any), ``data_report.json``, ``lengths.png``."""
-    data = prepare_data(config.data, task_spec(config.task).shape, config.seed, base_dir)
+    data = prepare_data(config.data, spec_for(config).shape, config.seed, base_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_jsonl(out_dir / "train.jsonl", data.train, drop_private=True)
     write_jsonl(out_dir / "eval.jsonl", data.eval, drop_private=True)

@@ -239,7 +239,8 @@ def _config_and_environment(run_dir: Path, summary: dict) -> str:
 
 def write_report(run_dir: Path, summary: dict) -> Path:
     """Draw the plots and write report.html for the run in ``run_dir``."""
-    headline = task_spec(summary["task"]).headline if summary.get("task") in TASKS else None
+    headline = summary.get("headline") or (task_spec(summary["task"]).headline if summary.get("task") in TASKS
+                                           else None)
     images = [p for p in (plots.plot_loss(run_dir, summary), plots.plot_optimizer(run_dir),
                           plots.plot_eval(run_dir, summary, headline), plots.plot_confusion(run_dir, summary),
                           plots.plot_rewards(run_dir)) if p]

@@ -25,7 +25,7 @@ from tunesmith.export.merge import logits_of, merged_model
 from tunesmith.export.probes import max_abs_diff, probe_batch, probe_texts
 from tunesmith.models.prune import (check_structure, choose_units, count_parameters, find_layout, keep_masks,
                                     magnitude_importance, pruned_copy, taylor_importance, unit_masks)
-from tunesmith.objectives.tasks import task_spec
+from tunesmith.objectives.tasks import saved_spec, spec_for
 from tunesmith.rundir import RunDir, write_model_meta
 
 IMPORTANCE = ("taylor", "magnitude")
@@ -57,7 +57,7 @@ def export_pruned(final_dir: Path, run_dir: Path | None, out: Path, sparsity: fl
     layout = find_layout(model)
     check_structure(layout, structure)
     objective = objective_for(meta, tokenizer)
-    metrics = task_spec(meta.get("stage") or meta["task"]).metrics
+    metrics = saved_spec(meta).metrics
     if meta["task"] != "classification":
         metrics = ("eval_loss", "perplexity")  # what a causal LM's held-out rows measure without generating
     headline = metrics[0]
@@ -189,7 +189,7 @@ def _training_rows(run_dir: Path) -> list[dict]:
 
     config = load_recipe(run_dir / "config.yaml")
     try:
-        return prepare_data(config.data, task_spec(config.task).shape, config.seed, run_dir).train
+        return prepare_data(config.data, spec_for(config).shape, config.seed, run_dir).train
     except (OSError, TunesmithError) as exc:
         raise ConfigError(f"Pruning scores units on the run's training rows, and they could not be read again: {exc}",
                           "Keep the data where config.yaml says, or use --importance magnitude --recover-steps 0."

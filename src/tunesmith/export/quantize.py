@@ -17,7 +17,7 @@ from tunesmith.errors import ConfigError
 from tunesmith.eval.metrics import rank_key
 from tunesmith.export.measure import change, latency_ms, objective_for, score as _score
 from tunesmith.export.onnx import ONNX_FILE, OnnxModel, export_onnx
-from tunesmith.objectives.tasks import task_spec
+from tunesmith.objectives.tasks import saved_spec
 from tunesmith.rundir import RunDir, write_model_meta
 
 
@@ -88,7 +88,7 @@ def export_int8(final_dir: Path, run_dir: Path | None, out: Path) -> dict:
         result = export_onnx(final_dir, run_dir, fp32_dir)
         model, tokenizer, meta = result.pop("model"), result.pop("tokenizer"), result.pop("meta")
         objective = objective_for(meta, tokenizer)
-        metrics = task_spec(meta.get("stage") or meta["task"]).metrics
+        metrics = saved_spec(meta).metrics
         headline = metrics[0]
         features = objective.encode(rows)
         model.eval()

@@ -272,3 +272,31 @@ def _slice(state: dict, name: str, rows: torch.Tensor | None = None, cols: torch
 def count_parameters(model: nn.Module) -> int:
     """Distinct parameters (tied embeddings counted once)."""
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+def drop_layers(model: nn.Module, keep_every: int) -> tuple[nn.Module, list[int]]:
+    """A shallower copy of ``model`` keeping blocks ``k-1, 2k-1, ...`` (and always the last,
+    which feeds the head it was trained with), initialised from their weights; returns
+    ``(student, kept block indices)``. The config's layer count is edited, so it saves and
+    reloads as a plain transformers model."""
+    blocks = find_blocks(model)
+    count = len(blocks)
+    kept = [i for i in range(count) if (i + 1) % keep_every == 0]
+    if not kept or kept[-1] != count - 1:
+        kept.append(count - 1)
+    prefix = {id(m): n for n, m in model.named_modules()}[id(blocks)] + "."
+    config = copy.deepcopy(model.config)
+    config.num_hidden_layers = len(kept)
+    if getattr(config, "layer_types", None):
+        config.layer_types = [config.layer_types[i] for i in kept]
+    state = {}
+    for key, value in model.state_dict().items():
+        if key.startswith(prefix):
+            index, rest = key[len(prefix):].split(".", 1)
+            if int(index) not in kept:
+                continue
+            key = f"{prefix}{kept.index(int(index))}.{rest}"
+        state[key] = value.clone()
+    student = type(model)(config).to(next(model.parameters()).dtype)
+    student.load_state_dict(state, strict=True)
+    return student, kept

@@ -10,7 +10,7 @@ imported only when a run builds one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 
@@ -88,6 +88,13 @@ def _grpo(config, tokenizer, labels):
                          config.data.on_overlength)
 
 
+def _distill(config, tokenizer, labels):
+    from tunesmith.objectives.distill import DistillObjective
+
+    student = TASKS[teacher_kind(config.distill.teacher)].make_objective(config, tokenizer, labels)
+    return DistillObjective(student, config.distill)
+
+
 TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (
     TaskSpec("classification", "classification", "classification", _classification,
              ("accuracy", "macro_f1", "eval_loss"), "a label per text (or text pair)"),
@@ -101,12 +108,62 @@ TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (
              "preference tuning of a chat model: DPO, IPO, ORPO, SimPO or KTO"),
     TaskSpec("grpo", "prompt", "causal_lm", _grpo, ("mean_reward",),
              "online RL (GRPO): sampled answers to prompts, scored by grpo.rewards"),
+    # Shape, head and metrics are the teacher's: see spec_for.
+    TaskSpec("distill", "teacher", "teacher", _distill, ("eval_loss",),
+             "knowledge distillation: a student learns a trained teacher's output distribution (distill.teacher)"),
 )}
+DISTILLABLE = ("classification", "causal_lm")
 
 
 def task_spec(name: str) -> TaskSpec:
     """The registry entry of task ``name`` (KeyError for an unknown one: the schema rejects those first)."""
     return TASKS[name]
+
+
+def saved_spec(meta: dict) -> TaskSpec:
+    """The spec of a saved model from its ``tunesmith.json`` (a distilled student is measured as its kind)."""
+    stage = meta.get("stage") or meta["task"]
+    return TASKS[meta["task"] if stage == "distill" else stage]
+
+
+def spec_for(config) -> TaskSpec:
+    """The spec a recipe runs: its task's, except that ``task: distill`` takes the shape, head
+    and metrics of its teacher's kind (classification or causal_lm) under its own name.
+
+    Raises:
+        ValueError: the teacher is missing, not a run, or not a classifier or chat model.
+    """
+    if config.task != "distill":
+        return TASKS[config.task]
+    kind = teacher_kind(config.distill.teacher)
+    return replace(TASKS[kind], name="distill", make_objective=_distill,
+                   description=TASKS["distill"].description)
+
+
+def teacher_kind(teacher: str | None) -> str:
+    """``classification`` or ``causal_lm``: what the distillation teacher at ``teacher`` is (torch-free)."""
+    return teacher_meta(teacher)["task"]
+
+
+def teacher_meta(teacher: str | None) -> dict:
+    """The teacher run's ``tunesmith.json``, checked to be a classifier or a chat model.
+
+    Raises:
+        ValueError: no teacher named, not a run, or a reward/preference-pair model.
+    """
+    from tunesmith.errors import TunesmithError
+    from tunesmith.rundir import read_model_meta, resolve_final_dir
+
+    if not teacher:
+        raise ValueError("task: distill needs distill.teacher: the run to learn from (runs/<name>)")
+    try:
+        meta = read_model_meta(resolve_final_dir(teacher)[0])
+    except TunesmithError as exc:
+        raise ValueError(f"distill.teacher: {exc.args[0]}") from None
+    stage = meta.get("stage") or meta["task"]
+    if meta["task"] not in DISTILLABLE or stage == "reward":
+        raise ValueError(f"distill.teacher: {teacher} is a {stage} run; a teacher is a classification or chat run")
+    return meta
 
 
 def tasks_with_shape(*shapes: str) -> list[str]:

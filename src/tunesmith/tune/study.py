@@ -42,9 +42,9 @@ def objective_of(config, names: list[str] | None) -> Objective:
     """The task's headline metric (direction from the metric registry), or the metrics named.
     ``train_s`` (training seconds) is always minimised."""
     from tunesmith.eval.metrics import higher_is_better
-    from tunesmith.objectives.tasks import task_spec
+    from tunesmith.objectives.tasks import spec_for
 
-    names = names or [config.train.best_metric or task_spec(config.task).headline]
+    names = names or [config.train.best_metric or spec_for(config).headline]
     directions = ["minimize" if n == "train_s" else ("maximize" if higher_is_better(n) else "minimize")
                   for n in names]
     return Objective(names, directions)
