@@ -107,3 +107,36 @@ def test_distill_with_hidden_matching_trains(teacher_run):
     losses = [line["loss"] for line in RunDir(teacher_run[0] / "runs" / "hidden").log("metrics")]
     assert losses[-1] < losses[0]
     assert summary["eval_after"]["eval_loss"] < summary["eval_before"]["eval_loss"]
+
+
+def test_chat_distillation_over_answer_tokens(tmp_path, tiny_llama_dir):
+    from tunesmith.features import make_objective
+    from tunesmith.testing import write_chat_recipe
+
+    recipe = write_chat_recipe(tmp_path, tiny_llama_dir)
+    quick = ["eval.generate=false", "eval.forgetting=false", "train.save_every=1000"]
+    run_recipe(load_recipe(recipe, ["train.epochs=3", *quick]), base_dir=tmp_path, show_progress=False,
+               log=lambda *_: None)
+    teacher = tmp_path / "runs" / "tiny-chat"
+    config = load_recipe(recipe, ["name=student", "task=distill", f"distill.teacher={teacher}", "distill.keep_every=2",
+                                  "method={type: full}", "train.lr=1e-3", "train.epochs=3", *quick])
+    summary = run_recipe(config, base_dir=tmp_path, show_progress=False, log=lambda *_: None)
+    assert summary["distill"]["kind"] == "causal_lm" and summary["distill"]["student_blocks"] == [1]
+    assert summary["eval_after"]["eval_loss"] < summary["eval_before"]["eval_loss"]
+
+    # A cache of every vocabulary entry gives exactly the live teacher's loss; the KL covers
+    # the answer tokens only (a prompt token's logits never enter it).
+    from tunesmith.models.load import load_tokenizer
+
+    tokenizer = load_tokenizer(str(teacher / "final"))
+    rows = [{"messages": [{"role": "user", "content": "who are you?"}, {"role": "assistant", "content": "a bot."}]}]
+    objective = make_objective(config, tokenizer, None)
+    features = objective.encode(rows)
+    objective.attach_teacher([], "cpu", log=lambda *_: None)
+    student = objective.layer_dropped_student()
+    live = objective.loss_sum(student, objective.collate(features)).item()
+    objective.cfg = objective.cfg.model_copy(update={"cache_top_k": len(tokenizer)})
+    objective.cache_teacher(features, "cpu")
+    batch = objective.collate(features)
+    assert batch["teacher_ids"].shape[0] == objective.count_targets(batch)
+    assert objective.loss_sum(student, batch).item() == pytest.approx(live, rel=1e-5)
