@@ -199,8 +199,9 @@ def _run(config: RecipeConfig, run: RunDir, backend: Backend, summary: dict, bas
     quantization = quantization_settings(config.method)
     # A classifier's head has one output per label; a reward model's one output is the reward.
     head_labels = data.labels or getattr(objective, "labels", None)
-    if config.task == "distill":
-        summary["distill"] = objective.attach_teacher(train_features, backend.device, log)
+    if config.task == "distill":  # the cache is computed in the precision the live teacher would run in
+        with autocast(backend.device, config.train.precision):
+            summary["distill"] = objective.attach_teacher(train_features, backend.device, log)
     if config.task == "distill" and config.distill.keep_every:
         model = objective.layer_dropped_student()
         log(f"student: teacher blocks {objective.layer_map} kept")

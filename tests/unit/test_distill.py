@@ -140,3 +140,12 @@ def test_chat_distillation_over_answer_tokens(tmp_path, tiny_llama_dir):
     batch = objective.collate(features)
     assert batch["teacher_ids"].shape[0] == objective.count_targets(batch)
     assert objective.loss_sum(student, batch).item() == pytest.approx(live, rel=1e-5)
+
+
+def test_distill_starter_recipe_validates_with_its_teacher(teacher_run, tmp_path):
+    from tunesmith.config.reference import STARTER_TEACHER, starter_recipe
+
+    text = starter_recipe("distill", "full").replace(STARTER_TEACHER, str(teacher_run[2]))
+    (tmp_path / "r.yaml").write_text(text.replace("builtin:minilm", str(load_recipe(teacher_run[1]).model.name)))
+    config = load_recipe(tmp_path / "r.yaml")
+    assert (config.task, config.distill.keep_every, config.model_task) == ("distill", 2, "classification")

@@ -26,7 +26,10 @@ STARTERS = {
     "reward": ("builtin:smollm2-135m", "my_pairs.jsonl"),
     "preference": ("builtin:smollm2-135m", "my_pairs.jsonl"),
     "grpo": ("builtin:smollm2-135m", "my_prompts.jsonl"),
+    "distill": ("builtin:minilm", "builtin:rt-snippets"),
 }
+# A distillation starter names its teacher run, so it validates once that run exists.
+STARTER_TEACHER = "runs/demo"
 
 
 def _section_model(annotation) -> type[BaseModel] | None:
@@ -124,4 +127,8 @@ def starter_recipe(task: str, method: str, name: str | None = None) -> str:
         lines += ["grpo:", "  num_generations: 8  # answers sampled per prompt", "  max_new_tokens: 48",
                   "  rewards:  # a weighted sum: regex, format, exact, length, reward_model, classifier",
                   "    - {type: length, min_words: 5, max_words: 30}"]
+    if task == "distill":
+        lines += ["distill:", f"  teacher: {STARTER_TEACHER}  # the trained run to learn from (classifier or chat)",
+                  "  keep_every: 2  # student = every 2nd layer of the teacher (needs method full, freeze or bitfit)",
+                  "  temperature: 2.0", "  alpha: 0.5  # KL weight; 1 - alpha weighs the labels' loss"]
     return "\n".join(lines) + "\n"

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 # Task complexity: a label per text is simple; chat SFT is medium; continued pretraining
 # and preference/RL tuning change the most behaviour.
 COMPLEXITY = {"classification": "simple", "causal_lm": "medium", "reward": "simple", "pretrain": "complex",
-              "preference": "complex", "grpo": "complex"}
+              "preference": "complex", "grpo": "complex", "distill": "medium"}
 RANK = {"simple": 8, "medium": 16, "complex": 32}
 # Learning-rate ranges of the guides (full 1e-5..5e-5, LoRA 1e-4..1e-3, prompts 1e-3..5e-3, ...).
 LR_RANGE = {"full": (1e-5, 5e-5), "freeze": (1e-4, 1e-3), "lora": (1e-4, 1e-3), "qlora": (1e-4, 1e-3),

@@ -33,7 +33,7 @@ from tunesmith.objectives.tasks import TASKS
 # flag only (a form field must never make Tunesmith run a model folder's Python).
 HIDDEN = {"output_dir", "model.trust_remote_code"}
 # Sections that belong to one task only; the page shows them for that task.
-TASK_SECTIONS = {"reward": "reward", "preference": "preference", "grpo": "grpo",
+TASK_SECTIONS = {"reward": "reward", "preference": "preference", "grpo": "grpo", "distill": "distill",
                  "data.generate_rejected": "preference"}
 # Recipe values that name files: each must resolve inside the workspace.
 PATH_KEYS = ("model.adapter_from", "data.chat_template")

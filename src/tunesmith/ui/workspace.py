@@ -94,7 +94,7 @@ def run_row(folder: Path) -> dict:
         summary = {}
     job = run.read_job()
     task = summary.get("task") or job.get("task")
-    metric = TASKS[task].headline if task in TASKS else None
+    metric = summary.get("headline") or (TASKS[task].headline if task in TASKS else None)
     after = summary.get("eval_after") or {}
     train = summary.get("train") or {}
     started = job.get("started_at") or job.get("queued_at") or _summary_time(summary)
