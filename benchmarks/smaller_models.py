@@ -66,6 +66,16 @@ def measure(run: Path, merge: bool = False, headline: str = "accuracy") -> dict:
             "train_s": summary.get("train", {}).get("wall_s")}
 
 
+def teacher_agreement(run: Path, teacher: Path) -> dict:
+    """How closely a student follows its teacher on the held-out rows: the share of equal
+    predicted labels and the mean |P(positive)| difference."""
+    ours, theirs = RunDir(run).predictions(), RunDir(teacher).predictions()
+    first = next(iter(theirs[0]["probs"]))
+    return {"same_label": round(sum(a["predicted"] == b["predicted"] for a, b in zip(ours, theirs)) / len(theirs), 4),
+            "mean_prob_gap": round(sum(abs(a["probs"][first] - b["probs"][first])
+                                       for a, b in zip(ours, theirs)) / len(theirs), 4)}
+
+
 def train(out: Path, name: str, *sets: str, recipe: Path = DEMO) -> Path:
     config = load_recipe(recipe, [f"name={name}", "train.save_every=1000", f"output_dir={out}", *sets])
     run_recipe(config, base_dir=recipe.parent, **QUIET)
@@ -99,6 +109,8 @@ def chat(out: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=None)
+    parser.add_argument("--student-epochs", type=int, default=1, help="distillation students' epochs (default 1)")
+    parser.add_argument("--skip-pruning", action="store_true", help="distillation only")
     parser.add_argument("--chat", action="store_true", help="measure the chat model instead of the demo classifier")
     args = parser.parse_args()
     out = Path(args.out or tempfile.mkdtemp(prefix="smaller-models-"))
@@ -114,7 +126,7 @@ def main() -> None:
     results["distillation"]["teacher (6 layers, LoRA merged)"] = measure(teacher, merge=True)
     print(json.dumps(results["distillation"], indent=1), flush=True)
 
-    for sparsity in (0.25, 0.5):
+    for sparsity in () if args.skip_pruning else (0.25, 0.5):
         for steps in (0, 200):
             report = export_run(teacher, "pruned", out / f"pruned-{sparsity}-{steps}", prune={
                 "sparsity": sparsity, "structure": "ffn", "recover_steps": steps, "max_drop": 1.0})
@@ -129,13 +141,13 @@ def main() -> None:
                   flush=True)
 
     student = ["task=distill", f"distill.teacher={teacher}", "distill.keep_every=2", "method={type: full}",
-               "train.lr=1e-4"]
+               "train.lr=1e-4", f"train.epochs={args.student_epochs}"]
     runs = {"student 3 layers, distilled (alpha 0.5, T 2, cached)": train(out, "kd", *student),
             "student 3 layers, labels only (alpha 0)": train(out, "labels", *student, "distill.alpha=0"),
             "student 3 layers, distilled, live teacher (cache_top_k 0)":
                 train(out, "kd-live", *student, "distill.cache_top_k=0")}
     for label, run in runs.items():
-        results["distillation"][label] = measure(run)
+        results["distillation"][label] = dict(measure(run), teacher_agreement=teacher_agreement(run, teacher))
         cache_s = RunDir(run).read_summary().get("distill", {}).get("cache_s")
         if cache_s is not None:
             results["distillation"][label]["teacher_cache_s"] = cache_s

@@ -94,6 +94,11 @@ def test_export_from_the_ui_reports_its_gate(workspace):
     _wait(lambda: _row(client, "small")["status"] == "completed", 120, "the run")
     assert client.post("/api/runs/small/export", json={"to": "merged"}, headers=HEADERS).status_code == 201
     assert client.post("/api/runs/small/export", json={"to": "pickle"}, headers=HEADERS).status_code == 400
+    bad = client.post("/api/runs/small/export", json={"to": "pruned", "sparsity": 1.5}, headers=HEADERS)
+    assert bad.status_code == 400 and "sparsity must be a float from 0.01 to 0.99" in bad.json()["detail"]
+    bad = client.post("/api/runs/small/export", json={"to": "pruned", "sparsity": 0.5, "recover_steps": "10; rm"},
+                      headers=HEADERS)
+    assert bad.status_code == 400 and "recover_steps" in bad.json()["detail"]
 
     def exported():
         exports = client.get("/api/runs/small").json()["exports"]
@@ -104,4 +109,13 @@ def test_export_from_the_ui_reports_its_gate(workspace):
     checks = export["report"]["checks"]
     assert checks and all(c["passed"] for c in checks)
     assert "ui-job.json" not in export["report"]["files"]  # the UI's record is not part of the export
+
+    # Pruning from the UI: its options reach the CLI and its gate comes back with the numbers.
+    assert client.post("/api/runs/small/export", json={"to": "pruned", "sparsity": 0.25, "max_drop": 1},
+                       headers=HEADERS).status_code == 201
+    _wait(lambda: any(x["format"] == "pruned" and x["state"] == "exited"
+                      for x in client.get("/api/runs/small").json()["exports"]), 180, "the pruned export")
+    pruned = next(x for x in client.get("/api/runs/small").json()["exports"] if x["format"] == "pruned")
+    assert pruned["returncode"] == 0 and pruned["report"]["pruning"]["requested_sparsity"] == 0.25
+    assert [c["passed"] for c in pruned["report"]["checks"]] == [True, True, True]
     ctx.jobs.close()

@@ -129,3 +129,15 @@ def test_pruned_export_refuses_an_over_limit_drop_and_writes_nothing(trained_cls
             "sparsity": 0.98, "structure": "ffn", "max_drop": 0.05, "importance": "magnitude"})
     assert "nothing was written" in str(err.value)
     assert not (tmp_path / "p").exists()
+
+
+def test_export_cli_prunes_and_prints_the_gate(trained_cls_run, tmp_path, capsys):
+    from tunesmith.cli import main
+
+    assert main(["export", str(trained_cls_run), "--to", "pruned", "--out", str(tmp_path / "p"),
+                 "--sparsity", "0.5", "--importance", "magnitude", "--max-drop", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "accuracy drop <= max_drop: accuracy" in out and "passed" in out
+    assert "pruned logits = masked-model logits" in out
+    assert main(["export", str(trained_cls_run), "--to", "pruned", "--out", str(tmp_path / "q")]) == 2
+    assert "--to pruned needs --sparsity" in capsys.readouterr().err

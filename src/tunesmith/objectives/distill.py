@@ -57,7 +57,10 @@ class DistillObjective:
         self.layer_map: list[int] | None = None  # student block i <- teacher block layer_map[i]
 
     def __getattr__(self, name):  # batches, metrics, predictions: the student task's own
-        return getattr(self.__dict__["student"], name)
+        student = self.__dict__.get("student")
+        if student is None:  # copy/pickle look for hooks before __init__ ran
+            raise AttributeError(name)
+        return getattr(student, name)
 
     def __setattr__(self, name, value):  # settings the data stage changes (overlength) go to the student
         if name in _OWN:

@@ -27,7 +27,7 @@ from tunesmith.ui.jobs import is_active
 from tunesmith.ui.security import inside, safe_name
 from tunesmith.ui.workspace import EXPORT_PREFIX
 
-EXPORT_FORMATS = ("merged", "onnx", "int8", "gguf")
+EXPORT_FORMATS = ("merged", "onnx", "int8", "gguf", "pruned")
 VOTES_FORMAT = "tunesmith-review-votes"
 
 
@@ -119,11 +119,13 @@ def tools_router(ctx) -> APIRouter:
     # ---- export -----------------------------------------------------------------------------
     @router.post("/runs/{name}/export", status_code=201)
     async def export(name: str, request: Request):
-        """Body: ``{"to": merged|onnx|int8|gguf, "quant": f16|q8_0}``: queued as a job."""
+        """Body: ``{"to": merged|onnx|int8|gguf|pruned, "quant": f16|q8_0}``, and for pruned
+        ``sparsity``, ``structure``, ``recover_steps``, ``max_drop``: queued as a job."""
         body = await ctx.read_json(request)
         to = body.get("to")
         if to not in EXPORT_FORMATS:
             raise HTTPException(400, f"Export to one of {', '.join(EXPORT_FORMATS)}, not {to!r}.")
+        extra = _prune_args(body) if to == "pruned" else []
         run = ws.run_dir(name)
         if not (run / "final").is_dir():
             raise HTTPException(409, f"The run {name!r} has no final model yet.")
@@ -134,13 +136,31 @@ def tools_router(ctx) -> APIRouter:
             import shutil
 
             shutil.rmtree(folder)  # an export is re-made from final/, never appended to
-        args = ["export", str(run), "--to", to, "--out", str(folder)]
+        args = ["export", str(run), "--to", to, "--out", str(folder), *extra]
         if to == "gguf":
             args += ["--quant", body.get("quant") if body.get("quant") in ("f16", "q8_0") else "f16"]
         ctx.jobs.submit(folder, args, {"kind": "export", "format": to})
         return {"format": to}
 
     return router
+
+
+def _prune_args(body: dict) -> list[str]:
+    """The pruning options of an export request as CLI arguments, each checked (400 names it)."""
+    def number(key: str, default, low: float, high: float, kind=float):
+        value = body.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high \
+                or (kind is int and value != int(value)):
+            raise HTTPException(400, f"{key} must be a {kind.__name__} from {low} to {high}, not {value!r}.")
+        return kind(value)
+
+    sparsity = number("sparsity", None, 0.01, 0.99)
+    structure = body.get("structure", "ffn")
+    if structure not in ("ffn", "heads", "both"):
+        raise HTTPException(400, f"structure must be ffn, heads or both, not {structure!r}.")
+    return ["--sparsity", str(sparsity), "--structure", structure,
+            "--recover-steps", str(number("recover_steps", 0, 0, 100_000, int)),
+            "--max-drop", str(number("max_drop", 0.02, 0, 100))]
 
 
 def _review_items(ws, run: str, against: str, limit: int) -> list[dict]:

@@ -147,7 +147,7 @@
   function gate(report) {
     if (!report) return null;
     return el("div", {}, (report.checks || []).map((c) => el("div", { class: c.passed ? "ok" : "error", "data-check": c.name,
-      text: `${c.name}: ${"skipped" in c ? "skipped (" + c.skipped + ")" : "max_abs_diff" in c ? `max |diff| ${fmt(c.max_abs_diff, 6)} (allowed ${fmt(c.tolerance, 6)}, ${c.probes} probes)` : `${fmt(100 * c.same_answers, 0)}% answers equal (need ${fmt(100 * c.required, 0)}%)`} ${c.passed ? "passed" : "FAILED"}` })),
+      text: `${c.name}: ${"skipped" in c ? "skipped (" + c.skipped + ")" : "max_abs_diff" in c ? `max |diff| ${fmt(c.max_abs_diff, 6)} (allowed ${fmt(c.tolerance, 6)}, ${c.probes} probes)` : "drop" in c ? `${c.metric} ${fmt(c.before)} -> ${fmt(c.after)}, drop ${fmt(c.drop)} (allowed ${fmt(c.max_drop)})` : `${fmt(100 * c.same_answers, 0)}% answers equal (need ${fmt(100 * c.required, 0)}%)`} ${c.passed ? "passed" : "FAILED"}` })),
       report.metrics ? el("table", {}, el("tr", {}, ["model", "metrics", "ms/example", "MB"].map((h) => el("th", { text: h }))),
         Object.entries(report.metrics).map(([name, scores]) => el("tr", {}, el("td", { text: name }),
           el("td", { text: Object.entries(scores).map(([k, v]) => `${k} ${fmt(v)}`).join(", ") }),
@@ -174,12 +174,21 @@
     }
     onLeave(() => clearTimeout(timer));
     run.addEventListener("change", refresh);
-    const buttons = ["merged", "onnx", "int8", "gguf"].map((to) => el("button", { type: "button", "data-export-to": to, text: to, onclick: async () => {
-      try { await api("POST", `/api/runs/${encodeURIComponent(run.value)}/export`, { to }); toast(`${to} export queued`); await refresh(); } catch (e) { toast(e.message, true); }
+    // Pruning's options: sparsity, which units, recovery steps, the allowed metric drop.
+    const sparsity = el("input", { id: "prune-sparsity", type: "number", min: "0.01", max: "0.99", step: "0.05", value: "0.25" });
+    const structure = el("select", { id: "prune-structure" }, ["ffn", "heads", "both"].map((v) => el("option", { value: v, text: v })));
+    const recover = el("input", { id: "prune-recover", type: "number", min: "0", step: "50", value: "0" });
+    const maxDrop = el("input", { id: "prune-max-drop", type: "number", min: "0", step: "0.01", value: "0.02" });
+    const body = (to) => to !== "pruned" ? { to } : { to, sparsity: Number(sparsity.value), structure: structure.value,
+      recover_steps: Number(recover.value), max_drop: Number(maxDrop.value) };
+    const buttons = ["merged", "onnx", "int8", "gguf", "pruned"].map((to) => el("button", { type: "button", "data-export-to": to, text: to, onclick: async () => {
+      try { await api("POST", `/api/runs/${encodeURIComponent(run.value)}/export`, body(to)); toast(`${to} export queued`); await refresh(); } catch (e) { toast(e.message, true); }
     } }));
     main.append(el("h1", { text: "Export" }),
       el("p", { class: "muted", text: "Each export re-measures the model against the run's own outputs (its gate) and refuses when they differ." }),
-      el("div", { class: "toolbar" }, "run ", run, " export to ", buttons), list);
+      el("div", { class: "toolbar" }, "run ", run, " export to ", buttons),
+      el("div", { class: "toolbar muted" }, "pruned: sparsity ", sparsity, " units ", structure, " recovery steps ", recover,
+        " max drop ", maxDrop), list);
     await refresh();
   };
 })();
