@@ -76,19 +76,46 @@ def teacher_agreement(run: Path, teacher: Path) -> dict:
                                        for a, b in zip(ours, theirs)) / len(theirs), 4)}
 
 
+def plot_tradeoff(results: dict, path: Path) -> Path:
+    """Accuracy against batch-1 latency for every model of a (classification) results file."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    # The live-teacher student is the cached one's twin (a speed lever): one point for both.
+    points = {name: (r["latency_b1_ms"], r["accuracy"]) for name, r in results["distillation"].items()
+              if "live teacher" not in name}
+    for name, r in results["pruning"].items():
+        final = next(k for k in r["latency_b1_ms"] if k != "unpruned")
+        points[f"pruned {name}"] = (r["latency_b1_ms"][final], r["accuracy"])
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, (x, y) in points.items():
+        ax.scatter(x, y, color="tab:orange" if name.startswith("pruned") else "tab:blue")
+        ax.annotate(name.replace(" (", "\n("), (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    ax.set_xlabel("latency at batch 1 (ms, median of 64 sentences)")
+    ax.set_ylabel("held-out accuracy (500 sentences)")
+    ax.set_title("Smaller demo models: accuracy against latency")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def train(out: Path, name: str, *sets: str, recipe: Path = DEMO) -> Path:
     config = load_recipe(recipe, [f"name={name}", "train.save_every=1000", f"output_dir={out}", *sets])
     run_recipe(config, base_dir=recipe.parent, **QUIET)
     return out / name
 
 
-def chat(out: Path) -> dict:
+def chat(out: Path, args) -> dict:
     """The --chat measurements (see the module docstring)."""
     results: dict = {"pruning": {}, "distillation": {}}
-    teacher = train(out, "chat-teacher", *CHAT_EVAL, recipe=CHAT)
+    teacher = Path(args.teacher) if args.teacher else train(out, "chat-teacher", *CHAT_EVAL, recipe=CHAT)
     results["distillation"]["teacher (30 layers, LoRA merged)"] = measure(teacher, merge=True, headline="eval_loss")
     print(json.dumps(results["distillation"]), flush=True)
-    for structure, sparsity in (("heads", 0.33), ("ffn", 0.25), ("ffn", 0.5)):
+    for structure, sparsity in () if args.skip_pruning else (("heads", 0.33), ("ffn", 0.25), ("ffn", 0.5)):
         report = export_run(teacher, "pruned", out / f"chat-pruned-{structure}-{sparsity}", prune={
             "sparsity": sparsity, "structure": structure, "max_drop": 100.0})
         results["pruning"][f"{structure} {sparsity}"] = {
@@ -97,7 +124,7 @@ def chat(out: Path) -> dict:
             "latency_b64_ms": report["latency_ms_batch64"]}
         print(json.dumps({f"{structure} {sparsity}": results["pruning"][f"{structure} {sparsity}"]}), flush=True)
     student = ["task=distill", f"distill.teacher={teacher}", "distill.keep_every=2", "method={type: full}",
-               "train.lr=1e-4", *CHAT_EVAL]
+               "train.lr=1e-4", *CHAT_EVAL, *args.student_set]
     for label, sets in (("student 15 layers, distilled (alpha 0.5, T 2, top-20 cache)", []),
                         ("student 15 layers, SFT loss only (alpha 0)", ["distill.alpha=0"])):
         run = train(out, "chat-" + ("sft" if sets else "kd"), *student, *sets, recipe=CHAT)
@@ -111,18 +138,20 @@ def main() -> None:
     parser.add_argument("--out", default=None)
     parser.add_argument("--student-epochs", type=int, default=1, help="distillation students' epochs (default 1)")
     parser.add_argument("--skip-pruning", action="store_true", help="distillation only")
+    parser.add_argument("--teacher", help="reuse this trained teacher run instead of training one")
+    parser.add_argument("--student-set", action="append", default=[], help="extra --set for the students")
     parser.add_argument("--chat", action="store_true", help="measure the chat model instead of the demo classifier")
     args = parser.parse_args()
     out = Path(args.out or tempfile.mkdtemp(prefix="smaller-models-"))
     started = time.perf_counter()
     machine = f"{platform.machine()}, {torch.get_num_threads()} threads"
     if args.chat:
-        results = {"machine": machine, **chat(out), "wall_s": round(time.perf_counter() - started, 1)}
+        results = {"machine": machine, **chat(out, args), "wall_s": round(time.perf_counter() - started, 1)}
         (out / "smaller_models_chat.json").write_text(json.dumps(results, indent=2))
         print(json.dumps(results, indent=2))
         return
     results: dict = {"machine": machine, "pruning": {}, "distillation": {}}
-    teacher = train(out, "teacher")
+    teacher = Path(args.teacher) if args.teacher else train(out, "teacher")
     results["distillation"]["teacher (6 layers, LoRA merged)"] = measure(teacher, merge=True)
     print(json.dumps(results["distillation"], indent=1), flush=True)
 
@@ -141,7 +170,7 @@ def main() -> None:
                   flush=True)
 
     student = ["task=distill", f"distill.teacher={teacher}", "distill.keep_every=2", "method={type: full}",
-               "train.lr=1e-4", f"train.epochs={args.student_epochs}"]
+               "train.lr=1e-4", f"train.epochs={args.student_epochs}", *args.student_set]
     runs = {"student 3 layers, distilled (alpha 0.5, T 2, cached)": train(out, "kd", *student),
             "student 3 layers, labels only (alpha 0)": train(out, "labels", *student, "distill.alpha=0"),
             "student 3 layers, distilled, live teacher (cache_top_k 0)":
@@ -154,6 +183,8 @@ def main() -> None:
         print(json.dumps({label: results["distillation"][label]}), flush=True)
     results["wall_s"] = round(time.perf_counter() - started, 1)
     (out / "smaller_models.json").write_text(json.dumps(results, indent=2))
+    if results["pruning"]:
+        plot_tradeoff(results, out / "smaller_models.png")
     print(json.dumps(results, indent=2))
     print(f"written to {out / 'smaller_models.json'}")
 

@@ -55,6 +55,7 @@ EXPORT_EXAMPLES = """examples:
   tunesmith export runs/demo --to onnx      # model.onnx; onnxruntime logits checked against PyTorch
   tunesmith export runs/demo --to int8      # int8 model.onnx; accuracy, size and latency before/after
   tunesmith export runs/chat --to gguf --quant q8_0   # model-q8_0.gguf + Ollama Modelfile; logits checked
+  tunesmith export runs/demo --to pruned --sparsity 0.25   # FFN neurons removed; refused if accuracy drops > 2 points
 every export writes export.json with what was checked and the numbers
 """
 

@@ -84,6 +84,13 @@ def test_paths_stay_inside_the_workspace(tmp_path):
     values = {**VALUES, "data.train.0.path": str(outside / "secret.txt")}
     problems = client.post("/api/recipe/check", json={"values": values}, headers=headers).json()["errors"]
     assert [p["key"] for p in problems] == ["data.train.0.path"] and "outside the workspace" in problems[0]["message"]
+    # So is a model the recipe would load from outside: a teacher, a reward-model run.
+    from tunesmith.ui.forms import confine_paths
+
+    raw = {"distill": {"teacher": str(outside)}, "grpo": {"rewards": [{"type": "reward_model", "run": "../x"}]}}
+    assert [key for key, _ in confine_paths(raw, ctx.workspace.root)] == ["distill.teacher", "grpo.rewards.0.run"]
+    inside = {"distill": {"teacher": "runs/r1"}}
+    assert confine_paths(inside, ctx.workspace.root) == [] and inside["distill"]["teacher"].endswith("/runs/r1")
     remote = client.post("/api/recipe/check", json={"values": {**VALUES, "model.trust_remote_code": True}},
                          headers=headers).json()["errors"]
     assert [p["key"] for p in remote] == ["model.trust_remote_code"]

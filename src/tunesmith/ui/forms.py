@@ -283,6 +283,14 @@ def confine_paths(raw: dict, root: Path) -> list[tuple[str, str]]:
                         source["path"] = confine(f"data.{split}.{i}.path", source.get("path"), True)
         if data.get("chat_template") and _is_local_path(str(data["chat_template"]), base):
             data["chat_template"] = confine("data.chat_template", data["chat_template"], True)
+    # Runs whose models a recipe loads: a distillation teacher, GRPO's reward and classifier runs.
+    distill = raw.get("distill")
+    if isinstance(distill, dict) and distill.get("teacher"):
+        distill["teacher"] = confine("distill.teacher", distill["teacher"], True)
+    rewards = (raw.get("grpo") or {}).get("rewards") if isinstance(raw.get("grpo"), dict) else None
+    for i, entry in enumerate(rewards if isinstance(rewards, list) else []):
+        if isinstance(entry, dict) and entry.get("run"):
+            entry["run"] = confine(f"grpo.rewards.{i}.run", entry["run"], True)
     return problems
 
 
