@@ -318,6 +318,8 @@ def _run(config: RecipeConfig, run: RunDir, backend: Backend, summary: dict, bas
             "rollbacks": stats.rollbacks,
             "skipped_batches": stats.skipped_batches,
             "best": stats.best,
+            "optimizer": config.train.optimizer,
+            "optimizer_state_mb": round(stats.optimizer_state_bytes / 2**20, 2),
         },
         total_wall_s=round(time.perf_counter() - started, 3),
         labels=data.labels,

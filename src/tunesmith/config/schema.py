@@ -19,6 +19,7 @@ from tunesmith.config.data_sections import (  # noqa: F401 (re-exported)
     as_sources,
 )
 from tunesmith.config.guard import GuardConfig  # noqa: F401 (re-exported)
+from tunesmith.config.train_section import TrainConfig  # noqa: F401 (re-exported)
 from tunesmith.config.methods import LoraMethod, Method, default_lr, method_info
 from tunesmith.config.section import SafeName, Section
 from tunesmith.config.stages import (  # noqa: F401 (re-exported)
@@ -173,85 +174,6 @@ class DataConfig(Section):
         return self
 
 
-class TrainConfig(Section):
-    epochs: float = Field(1, gt=0, description="Passes over the training data (ignored when max_steps is set).")
-    max_steps: int | None = Field(None, ge=1, description="Optimizer steps; overrides epochs.")
-    batch_size: int | Literal["auto"] = Field(
-        16, description="Examples per forward pass; 'auto': the largest that fits in memory (a short search with "
-        "real forward/backward passes), grad_accum then keeping global_batch examples per step.")
-    global_batch: int = Field(16, ge=1, description="Examples per optimizer step with batch_size: auto.")
-    memory_budget: float | None = Field(
-        None, gt=0, description="GiB this run may use: the preflight refuses a plan above it by more than 10% "
-        "(--force runs anyway), and batch_size: auto searches under it. Default: the GPU's memory, or the RAM free "
-        "at the start.")
-    grad_accum: int = Field(1, ge=1, description="Forward passes per optimizer step.")
-    lr: float | None = Field(None, gt=0, description="Peak learning rate; default depends on the method.")
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay (not on biases and norms).")
-    warmup_ratio: float = Field(0.06, ge=0, lt=1, description="Share of steps with linear warmup.")
-    scheduler: Literal["cosine", "linear", "constant"] = Field(
-        "cosine", description="Learning-rate decay after warmup (to 0 for cosine and linear).")
-    max_grad_norm: float | None = Field(1.0, gt=0, description="Clip the gradient norm; null disables.")
-    gradient_checkpointing: bool = Field(
-        False, description="Recompute each block's activations in the backward pass instead of keeping them "
-        "(transformers' activation checkpointing): less memory, about a third more compute.")
-    precision: Literal["fp32", "bf16", "fp16"] = Field(
-        "fp32", description="bf16/fp16 run forward passes under autocast; fp16 adds dynamic loss scaling."
-    )
-    adam_epsilon: float = Field(1e-8, gt=0, description="AdamW epsilon; a larger value (1e-6) damps spikes.")
-    shallow_grad_scale: float = Field(
-        1.0, gt=0, le=1, description="Scale gradients of the embeddings and the first shallow_layers blocks (e.g. 0.1)."
-    )
-    shallow_layers: int = Field(0, ge=0, description="Blocks (from the bottom) that shallow_grad_scale applies to.")
-    eval_every: int | None = Field(None, ge=1, description="Evaluate every N optimizer steps (and always at the end).")
-    save_every: int | None = Field(None, ge=1, description="Checkpoint every N optimizer steps.")
-    save_every_epoch: bool = Field(False, description="Also checkpoint at the end of every epoch.")
-    keep_last_n: int | None = Field(3, ge=1, description="Checkpoints kept (oldest deleted first); null keeps all.")
-    keep_best: bool = Field(False, description="Also keep the checkpoint with the best eval metric.")
-    best_metric: str | None = Field(
-        None, description="Eval metric for keep_best/early stopping (default: accuracy, or eval_loss for causal_lm)."
-    )
-    early_stopping_patience: int | None = Field(
-        None, ge=1, description="Stop after this many evaluations without improvement of best_metric."
-    )
-    guard: GuardConfig = Field(default_factory=GuardConfig, description="Skip bad steps, roll back, stop.")
-    log_every: int = Field(10, ge=1, description="Write a metrics line every N optimizer steps.")
-    eval_batch_size: int = Field(64, ge=1, description="Examples per forward pass when evaluating.")
-    group_by_length: bool = Field(
-        True, description="Batch examples of similar length together (less padding, same randomness per epoch)."
-    )
-    num_threads: int | None = Field(None, ge=1, description="torch CPU threads; default: all cores.")
-    mmap_threshold_kb: int | None = Field(
-        2048, ge=128, description="CPU (glibc): allocations of this size and more get their own mappings, "
-        "returned to the OS when freed; keeps peak RSS near live memory. null: malloc's default."
-    )
-    padding_free: bool = Field(
-        True, description="Causal LMs: each micro-batch is one row of its examples back to back (position ids "
-        "restart, attention stays within each example): no padding, the padded batch's loss, random batches. "
-        "Not with prompt methods (their virtual tokens would be shared)."
-    )
-    compile: bool = Field(
-        False, description="torch.compile the model for training (dynamic shapes). Off by default: on 2 CPU "
-        "cores compiling took longer than it saved on the demo (benchmarks/bench_classification.py)."
-    )
-    lm_head_on_targets: bool = Field(
-        True, description="Causal LMs: run the vocabulary projection only where the next token is trained "
-        "(answers), not over prompts and padding. Same loss, less compute and memory."
-    )
-    report_to: list[Literal["tensorboard", "mlflow"]] = Field(
-        default_factory=list, description="Also log to TensorBoard (<run>/tb/) and/or MLflow (a SQLite store "
-        "next to the run directories, mlflow.db; MLFLOW_TRACKING_URI overrides it): the recipe as params, per-step "
-        "and eval metrics, before/after scores, report.html, tags (task, method, model).")
-    report_model: bool = Field(False, description="With mlflow: also log final/ (the trained model) as artifacts.")
-
-    @field_validator("batch_size", mode="before")
-    @classmethod
-    def _whole_or_auto(cls, value):
-        # One message for the union (pydantic would report the int and the 'auto' branch apart).
-        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
-            return value
-        raise ValueError("should be a whole number >= 1 or 'auto'")
-
-
 # The composite scorecard's dimensions (eval/scorecard.py): the task metric, the general
 # questions (out of domain), training time, peak memory, and the blind human review.
 SCORECARD_DIMENSIONS = ("task", "ood", "time", "memory", "human")
@@ -336,6 +258,8 @@ class RecipeConfig(Section):
             raise ValueError("reward.margin only applies to task: reward")
         if self.task == "distill":
             self._check_distill()
+        if self.train.label_smoothing and self.task not in ("classification", "causal_lm"):
+            raise ValueError("train.label_smoothing applies to task: classification or causal_lm")
         for task, section in (("preference", self.preference), ("grpo", self.grpo), ("distill", self.distill)):
             changed = [k for k, f in type(section).model_fields.items()
                        if getattr(section, k) != (f.default_factory() if f.default_factory else f.default)]

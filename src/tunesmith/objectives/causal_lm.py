@@ -20,8 +20,10 @@ class CausalLMObjective:
     task = "causal_lm"
 
     def __init__(self, tokenizer, max_length: int, system_prompt: str | None = None, overlength: str = "truncate",
-                 last_turn_only: bool = False, head_on_targets: bool = True, padding_free: bool = False):
+                 last_turn_only: bool = False, head_on_targets: bool = True, padding_free: bool = False,
+                 label_smoothing: float = 0.0):
         self.tokenizer = tokenizer
+        self.label_smoothing = label_smoothing  # training only: evaluation (model.eval()) scores plain CE
         self.head_on_targets = head_on_targets
         # Each micro-batch as one row of its examples back to back (see ``collate``).
         self.padding_free = padding_free
@@ -124,7 +126,8 @@ class CausalLMObjective:
             # Prompt tuning and P-tuning prepend virtual tokens: their logits predict nothing.
             logits = logits[:, -batch["input_ids"].shape[1] :][:, :-1]
         return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1),
-                               ignore_index=IGNORE_INDEX, reduction="sum")
+                               ignore_index=IGNORE_INDEX, reduction="sum",
+                               label_smoothing=self.label_smoothing if model.training else 0.0)
 
     @torch.inference_mode()
     def outputs(self, model, features: list[dict], batch_size: int, device) -> dict:

@@ -31,8 +31,10 @@ class ClassificationObjective:
 
     task = "classification"
 
-    def __init__(self, tokenizer, labels: list[str], max_length: int, overlength: str = "truncate"):
+    def __init__(self, tokenizer, labels: list[str], max_length: int, overlength: str = "truncate",
+                 label_smoothing: float = 0.0):
         self.tokenizer = tokenizer
+        self.label_smoothing = label_smoothing  # training only: evaluation scores plain CE
         self.labels = labels
         self.label2id = {label: i for i, label in enumerate(labels)}
         self.max_length = max_length
@@ -104,7 +106,8 @@ class ClassificationObjective:
         accumulation window, so batch 8 x accum 1 and batch 2 x accum 4 match exactly.
         """
         logits = model(**self.model_inputs(batch)).logits
-        return F.cross_entropy(logits.float(), batch["labels"], reduction="sum")
+        return F.cross_entropy(logits.float(), batch["labels"], reduction="sum",
+                               label_smoothing=self.label_smoothing if model.training else 0.0)
 
     @torch.inference_mode()
     def predict(self, model, features: list[dict], batch_size: int, device) -> torch.Tensor:

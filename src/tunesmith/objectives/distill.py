@@ -126,8 +126,10 @@ class DistillObjective:
     def cache_teacher(self, features: list[dict], device) -> None:
         """Store the teacher's outputs in each feature: a classifier's logits, or a chat
         model's top-k logits and token ids at each answer target."""
-        for start in range(0, len(features), CACHE_BATCH):
-            chunk = features[start:start + CACHE_BATCH]
+        # Rows of similar length batched together: little padding (training groups by length too).
+        order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
+        for start in range(0, len(order), CACHE_BATCH):
+            chunk = [features[i] for i in order[start:start + CACHE_BATCH]]
             batch = {k: v.to(device) for k, v in self.student.collate(chunk).items()}
             logits = self.teacher(**self._inputs(batch)).logits.float()
             if self.classifier:

@@ -49,7 +49,8 @@ def padding_free(config) -> bool:
 def _classification(config, tokenizer, labels):
     from tunesmith.objectives.classification import ClassificationObjective
 
-    return ClassificationObjective(tokenizer, labels, config.data.max_length, config.data.on_overlength)
+    return ClassificationObjective(tokenizer, labels, config.data.max_length, config.data.on_overlength,
+                                   label_smoothing=config.train.label_smoothing)
 
 
 def _chat_sft(config, tokenizer, labels):
@@ -57,7 +58,8 @@ def _chat_sft(config, tokenizer, labels):
 
     return CausalLMObjective(tokenizer, config.data.max_length, config.data.system_prompt,
                              config.data.on_overlength, config.data.loss_on == "last_answer",
-                             head_on_targets=config.train.lm_head_on_targets, padding_free=padding_free(config))
+                             head_on_targets=config.train.lm_head_on_targets, padding_free=padding_free(config),
+                             label_smoothing=config.train.label_smoothing)
 
 
 def _pretrain(config, tokenizer, labels):

@@ -24,7 +24,12 @@ from tunesmith.plan.trace import Trace
 # Bytes per trained parameter of each optimizer's state: AdamW keeps two moments in the
 # parameters' dtype; 8-bit AdamW (bitsandbytes) two 8-bit moments plus block scales.
 HEAP_SLACK = 0.75
-OPTIMIZER_STATE = {"adamw": 2.0, "adamw_8bit": 2 * (1 + 4 / 2048)}
+# Optimizer state per trainable parameter: in copies of its gradient for the optimizers
+# whose states take the parameters' dtype, in bytes for 8-bit AdamW (two uint8 moments plus
+# a float32 scale per 2048-value block). Adafactor keeps row and column statistics per
+# matrix: for hidden-size matrices about 1% of a copy (counted as that).
+STATE_COPIES = {"adamw": 2.0, "lion": 1.0, "sgd": 1.0, "adafactor": 0.01}
+OPTIMIZER_STATE = {"adamw_8bit": 2 * (1 + 4 / 2048)}
 
 
 @dataclass
@@ -74,13 +79,15 @@ def activation_bytes(trace: Trace, checkpointing: bool) -> int:
     return outside + trace.blocks * trace.block_input_bytes + trace.block_saved_bytes
 
 
-def estimate_memory(trace: Trace, config, baseline_bytes: int, optimizer: str = "adamw",
+def estimate_memory(trace: Trace, config, baseline_bytes: int, optimizer: str | None = None,
                     cpu: bool = True) -> MemoryPlan:
     """The peak memory of training ``config`` with the facts of ``trace`` (``cpu``: resident
-    memory of a CPU process, with glibc's heap slack; else a GPU allocator's peak)."""
+    memory of a CPU process, with glibc's heap slack; else a GPU allocator's peak).
+    ``optimizer``: the recipe's ``train.optimizer`` unless given."""
     grads = trace.trainable_bytes
-    # AdamW's moments take the parameters' dtype; 8-bit AdamW's are bytes whatever it is.
-    state = 2 * grads if optimizer == "adamw" else int(trace.trainable_params * OPTIMIZER_STATE[optimizer])
+    optimizer = optimizer or config.train.optimizer
+    state = int(STATE_COPIES[optimizer] * grads) if optimizer in STATE_COPIES \
+        else int(trace.trainable_params * OPTIMIZER_STATE[optimizer])
     activations = activation_bytes(trace, config.train.gradient_checkpointing)
     # The loss's gradient over the logits: the NLL gradient and the log-softmax gradient, on
     # top of the saved log-softmax, at the backward start. (On tiny models whose memory is

@@ -24,7 +24,7 @@ from tunesmith.train.guards import HealthGuard
 from tunesmith.train.hooks import TrainingHooks
 from tunesmith.train.logbook import Logbook
 from tunesmith.train.memory import fix_mmap_threshold
-from tunesmith.train.optim import build_optimizer, build_scheduler
+from tunesmith.train.optim import build_optimizer, build_scheduler, state_bytes
 from tunesmith.train.progress import Progress, resolve_mode
 from tunesmith.train.rollback import Restorer, refuse_step
 from tunesmith.train.sampler import EpochOrder, planned_steps
@@ -54,7 +54,8 @@ def train(model, objective, features: list[dict], cfg, *, lr: float, seed: int, 
     total_steps = planned_steps(len(features), cfg)
     if cfg.mmap_threshold_kb and backend.device.type == "cpu":
         fix_mmap_threshold(cfg.mmap_threshold_kb * 1024)
-    optimizer = build_optimizer(model, lr, cfg.weight_decay, cfg.adam_epsilon)
+    optimizer = build_optimizer(model, lr, cfg.weight_decay, cfg.adam_epsilon, cfg.optimizer, cfg.betas, cfg.momentum,
+                                cfg.layer_lr_decay)
     scheduler = build_scheduler(optimizer, cfg.scheduler, round(cfg.warmup_ratio * total_steps), total_steps)
     model, optimizer = backend.prepare(model, optimizer)
     runner = StepRunner(model, objective, cfg, backend, hooks, optimizer, scheduler)
@@ -123,6 +124,7 @@ def train(model, objective, features: list[dict], cfg, *, lr: float, seed: int, 
         steps=state.step, samples=state.samples, tokens=state.tokens, wall_s=state.wall_s,
         early_stopped=state.early_stopped, rollbacks=state.rollbacks, skipped_batches=len(state.skipped),
         best={"metric": best_metric, "value": state.best_metric, "step": state.best_step} if state.best_step else None,
+        optimizer_state_bytes=state_bytes(optimizer),
     )
 
 

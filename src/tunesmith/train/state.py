@@ -65,6 +65,7 @@ class TrainStats:
     rollbacks: int = 0
     skipped_batches: int = 0
     best: dict | None = None
+    optimizer_state_bytes: int = 0
 
 
 class StopSignal:
