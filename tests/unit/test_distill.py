@@ -75,6 +75,7 @@ def test_distilled_student_follows_the_teacher_better_than_labels_alone(teacher_
     labels_only, plain = _student(teacher_run, "labels", noisy, "distill.keep_every=2", "distill.alpha=0")
     distilled, taught = _student(teacher_run, "kd", noisy, "distill.keep_every=2", "distill.alpha=1")
     assert _gap(taught, teacher) < 0.5 * _gap(plain, teacher)
+    assert "cache_s" not in labels_only["distill"]  # alpha 0: the teacher's outputs are never needed
     assert distilled["distill"]["student_blocks"] == [1] and distilled["total_params"] < labels_only["total_params"] + 1
     plain_model = AutoModelForSequenceClassification.from_pretrained(teacher_run[0] / "runs" / "kd" / "final")
     assert plain_model.config.num_hidden_layers == 1

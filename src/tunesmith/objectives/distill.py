@@ -72,6 +72,11 @@ class DistillObjective:
     def classifier(self) -> bool:
         return self.student.task == "classification"
 
+    @property
+    def needs_teacher(self) -> bool:
+        """Whether the loss reads the teacher (alpha 0 without hidden matching: the hard loss only)."""
+        return self.cfg.alpha > 0 or self.cfg.hidden_weight > 0
+
     # ------------------------------------------------------------------ the teacher
 
     def attach_teacher(self, train_features: list[dict], device, log=print) -> dict:
@@ -96,7 +101,7 @@ class DistillObjective:
         info = {"teacher": str(final_dir), "teacher_method": meta["method"], "kind": meta["task"],
                 "temperature": self.cfg.temperature, "alpha": self.cfg.alpha,
                 "hidden_weight": self.cfg.hidden_weight, "cache_top_k": self.cfg.cache_top_k}
-        if self.cfg.cache_top_k:
+        if self.cfg.cache_top_k and self.needs_teacher:
             started = time.perf_counter()
             self.cache_teacher(train_features, device)
             info["cache_s"] = round(time.perf_counter() - started, 3)
@@ -165,23 +170,25 @@ class DistillObjective:
         hidden = cfg.hidden_weight > 0
         out = model(**self._inputs(batch), output_hidden_states=hidden)
         teacher_out = None
-        if "teacher_logits" not in batch or hidden:
+        if self.needs_teacher and ("teacher_logits" not in batch or hidden):
             with torch.no_grad():
                 teacher_out = self.teacher(**self._inputs(batch), output_hidden_states=hidden)
         if self.classifier:
             logits, hard_targets = out.logits.float(), batch["labels"]
-            teacher = batch["teacher_logits"] if teacher_out is None else teacher_out.logits
-            kd = kd_loss_sum(logits, teacher, cfg.temperature)
         else:
             targets = batch["labels"][:, 1:]
             mask = targets != IGNORE_INDEX
             logits, hard_targets = out.logits[:, :-1][mask].float(), targets[mask]
-            if teacher_out is None:
+        loss = (1 - cfg.alpha) * F.cross_entropy(logits, hard_targets, reduction="sum")
+        if cfg.alpha > 0:
+            if teacher_out is None and self.classifier:
+                kd = kd_loss_sum(logits, batch["teacher_logits"], cfg.temperature)
+            elif teacher_out is None:
                 kd = kd_loss_sum(logits, batch["teacher_logits"], cfg.temperature, batch["teacher_ids"])
             else:
-                kd = kd_loss_sum(logits, teacher_out.logits[:, :-1][mask], cfg.temperature)
-        hard = F.cross_entropy(logits, hard_targets, reduction="sum")
-        loss = cfg.alpha * kd + (1 - cfg.alpha) * hard
+                teacher = teacher_out.logits if self.classifier else teacher_out.logits[:, :-1][mask]
+                kd = kd_loss_sum(logits, teacher, cfg.temperature)
+            loss = loss + cfg.alpha * kd
         if hidden:
             loss = loss + cfg.hidden_weight * self._hidden_loss_sum(out.hidden_states, teacher_out.hidden_states,
                                                                     batch["attention_mask"])
