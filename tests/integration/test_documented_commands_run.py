@@ -35,6 +35,10 @@ def _reduced(argv: list[str]) -> list[str] | None:
         return [*argv, *steps, *REDUCED, "--no-progress"]
     if argv[0] == "data":
         return [*argv, *REDUCED]
+    if argv[0] == "export" and "pruned" in argv:
+        # A two-step run's metric means nothing, so the pruning gate is opened; recovery is cut
+        # to two steps (argparse keeps the last value of a repeated option).
+        return [*argv, "--max-drop", "100", *(["--recover-steps", "2"] if "--recover-steps" in argv else [])]
     return argv
 
 
