@@ -127,7 +127,7 @@ class CausalLMObjective:
             logits = logits[:, -batch["input_ids"].shape[1] :][:, :-1]
         return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1),
                                ignore_index=IGNORE_INDEX, reduction="sum",
-                               label_smoothing=self.label_smoothing if model.training else 0.0)
+                               label_smoothing=self.label_smoothing if getattr(model, "training", False) else 0.0)
 
     @torch.inference_mode()
     def outputs(self, model, features: list[dict], batch_size: int, device) -> dict:

@@ -107,7 +107,7 @@ class ClassificationObjective:
         """
         logits = model(**self.model_inputs(batch)).logits
         return F.cross_entropy(logits.float(), batch["labels"], reduction="sum",
-                               label_smoothing=self.label_smoothing if model.training else 0.0)
+                               label_smoothing=self.label_smoothing if getattr(model, "training", False) else 0.0)
 
     @torch.inference_mode()
     def predict(self, model, features: list[dict], batch_size: int, device) -> torch.Tensor:
