@@ -199,14 +199,12 @@ def _run(config: RecipeConfig, run: RunDir, backend: Backend, summary: dict, bas
     quantization = quantization_settings(config.method)
     # A classifier's head has one output per label; a reward model's one output is the reward.
     head_labels = data.labels or getattr(objective, "labels", None)
+    student = None  # a distillation student built from its teacher (distill.keep_every)
     if config.task == "distill":  # the cache is computed in the precision the live teacher would run in
         with autocast(backend.device, config.train.precision):
-            summary["distill"] = objective.attach_teacher(train_features, backend.device, log)
-    if config.task == "distill" and config.distill.keep_every:
-        model = objective.layer_dropped_student()
-        log(f"student: teacher blocks {objective.layer_map} kept")
-        summary["distill"]["student_blocks"] = objective.layer_map
-    else:
+            summary["distill"], student = objective.prepare(train_features, backend.device, log)
+    model = student
+    if model is None:
         model, _ = load_model(
             config.model.name, spec.head, num_labels=len(head_labels) if head_labels else None,
             id2label=dict(enumerate(head_labels)) if head_labels else None,
@@ -215,7 +213,7 @@ def _run(config: RecipeConfig, run: RunDir, backend: Backend, summary: dict, bas
             quantization=four_bit_config(**quantization) if quantization else None,
         )
     model.to(backend.device)
-    if data.labels and not (config.task == "distill" and config.distill.keep_every):
+    if data.labels and student is None:
         log(f"new classification head: {len(data.labels)} labels")
 
     def scores(m) -> dict:

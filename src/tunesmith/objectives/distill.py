@@ -119,6 +119,16 @@ class DistillObjective:
             raise ConfigError(f"The teacher's labels {meta.get('labels')} are not the data's labels {labels}.",
                               "Distill on data with the teacher's labels.")
 
+    def prepare(self, train_features: list[dict], device, log=print) -> tuple[dict, object]:
+        """``attach_teacher``, then the student built from the teacher when ``keep_every``
+        asks for one (else None: the run loads ``model.name``); returns ``(summary info, student)``."""
+        info = self.attach_teacher(train_features, device, log)
+        if not self.cfg.keep_every:
+            return info, None
+        student = self.layer_dropped_student()
+        log(f"student: teacher blocks {self.layer_map} kept")
+        return dict(info, student_blocks=self.layer_map), student
+
     def layer_dropped_student(self):
         """The student built from the teacher: every ``keep_every``-th block, their weights copied."""
         from tunesmith.models.prune import drop_layers
