@@ -23,6 +23,9 @@ from tunesmith.testing import (  # noqa: F401 (CHATML re-exported for tests)
 )
 
 os.environ.setdefault("TUNESMITH_NO_PROGRESS", "1")
+# train.precision: auto means fp32 in tests whatever the CPU, so exact comparisons do not
+# depend on the machine; tests of auto itself clear it (tests/unit/test_auto_settings.py).
+os.environ["TUNESMITH_NO_BF16"] = "1"
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -42,6 +42,8 @@ def prepare_features(config: RecipeConfig, base_dir, tokenizer, summary: dict, l
         objective = make_objective(config, tokenizer, data.labels)
         train_features = objective.encode(data.train)
         extra["overlength_train"] = objective.overlength_report
+        if getattr(objective, "history_report", None):
+            extra["history_train"] = objective.history_report
         # Eval rows are truncated rather than dropped: predictions.jsonl pairs them with eval_set.jsonl.
         if objective.overlength == "drop":
             objective.overlength = "truncate"

@@ -76,6 +76,10 @@ def _how_to_load(meta: dict) -> list[str]:
                   f'base = {head}.from_pretrained(meta["base_model_path"]{extra})',
                   'model = PeftModel.from_pretrained(base, "final").eval()',
                   'tokenizer = AutoTokenizer.from_pretrained("final")', "```"]
+    elif meta.get("weights") == "delta":
+        from tunesmith.methods.delta import loader_snippet
+
+        lines += loader_snippet(head, extra)
     return lines
 
 
@@ -92,7 +96,8 @@ def write_model_card(final_dir: Path, meta: dict, summary: dict, config: dict) -
         f"- method: `{json.dumps(method)}`",
         f"- {train.get('steps')} optimizer steps at peak learning rate {train.get('lr')}, batch size "
         f"{config['train']['batch_size']} x {config['train']['grad_accum']} accumulation, "
-        f"{config['train']['scheduler']} schedule, seed {config['seed']}, precision {config['train']['precision']}",
+        f"{config['train']['scheduler']} schedule, seed {config['seed']}, "
+        f"precision {meta.get('precision') or config['train']['precision']}",
         f"- {summary.get('trainable_params', 0):,} trainable of {summary.get('total_params', 0):,} parameters",
         f"- {train.get('wall_s', 0):.1f} s of training, {train.get('samples_per_s', 0):.1f} samples/s, "
         f"peak RSS {train.get('peak_rss_mb', 0):.0f} MB", "",

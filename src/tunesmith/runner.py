@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import resource
-import sys
 import time
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from transformers import set_seed
 
 from tunesmith.config.load import dump_recipe
 from tunesmith.config.schema import RecipeConfig
+from tunesmith.config.train_section import with_train
 from tunesmith.data.template import resolve_template
 from tunesmith.eval.chat_eval import chat_checks, chat_summary, flat_scores, prediction_rows
 from tunesmith.eval.evaluate import classification_summary, evaluate, scalar_metrics
@@ -22,18 +22,20 @@ from tunesmith.eval.report import write_report
 from tunesmith.features import prepare_features
 from tunesmith.eval.scorecard import run_scorecard
 from tunesmith.methods import apply_method, count_parameters, training_hooks
-from tunesmith.data.template_check import check_template, write_template_probes
-from tunesmith.methods.saved import continue_adapter, save_trained
+from tunesmith.methods.saved import continue_adapter
+from tunesmith.final_model import save_final
 from tunesmith.models.load import load_model, load_tokenizer, resolve_model_source
 from tunesmith.models.quantize import four_bit_config, quantization_settings
 from tunesmith.objectives.reference_model import prepare_reference
 from tunesmith.objectives.tasks import spec_for
-from tunesmith.modelcard import portable_adapter_config, write_model_card
-from tunesmith.rundir import RunDir, has_model_meta, lock_run_dir, read_model_meta, resolve_run_dir, write_model_meta
+from tunesmith.modelcard import write_model_card
+from tunesmith.rundir import RunDir, has_model_meta, lock_run_dir, read_model_meta, resolve_run_dir
 from tunesmith.train.backend import Backend
 from tunesmith.train.checkpoint import remove_stale_temp_dirs
+from tunesmith.train.hooks import with_extra_loss
 from tunesmith.train.loop import train
-from tunesmith.train.precision import autocast
+from tunesmith.train.regularize import regularizer_for
+from tunesmith.train.precision import autocast, resolve_precision
 from tunesmith.train.tracking import Trackers, open_trackers
 from tunesmith.train.preflight import (
     check_disk_space,
@@ -128,9 +130,12 @@ def _run_locked(config, run_dir, overwrite, resume, base_dir, show_progress, log
                 "schedule is recomputed for the new length")
     if backend.is_main:
         dump_recipe(config, run_dir / "config.yaml")
+    precision, why = resolve_precision(config.train.precision, backend.device.type)
     summary: dict = {"status": "running", "name": config.name, "task": config.task, "method": config.method.type,
+                     "precision": {"setting": config.train.precision, "used": precision, "why": why},
                      "environment": {"versions": library_versions(), "machine": machine(),
                                      "started": time.strftime("%Y-%m-%d %H:%M:%S %z")}}
+    config = with_train(config, precision=precision)  # everything from the data cache on sees the one it uses
     if extension:
         summary["extended"] = extension  # recorded: this run is longer than it was first planned
     trackers = open_trackers(config, run_dir, resumed=resume_from is not None) if backend.is_main else Trackers([])
@@ -190,12 +195,14 @@ def _run(config: RecipeConfig, run: RunDir, backend: Backend, summary: dict, bas
     check_disk_space(run.path, source, config.method.type, config.train)
     auto_batch = config.train.batch_size == "auto"
     if auto_batch:  # planned (and counted in steps) as one global batch until the search picks the micro-batch
-        config = _with_batch(config, config.train.global_batch, 1)
-    if backend.is_main and not force and resume_from is None:
-        plan = check_memory(_with_batch(config, 1, config.train.global_batch) if auto_batch else config,
-                            train_features, source, log)
+        config = with_train(config, batch_size=config.train.global_batch, grad_accum=1)
+    preflight = backend.is_main and not force and resume_from is None
+    if preflight or config.train.gradient_checkpointing == "auto":
+        plan = check_memory(with_train(config, batch_size=1, grad_accum=config.train.global_batch) if auto_batch
+                            else config, train_features, source, log, refuse=preflight)
         summary["plan"] = {"total_bytes": plan.total_bytes, "baseline_bytes": plan.components["baseline"],
                            "budget_bytes": plan.device["memory_bytes"]}
+        config = with_train(config, gradient_checkpointing=plan.settings["gradient_checkpointing"])
     quantization = quantization_settings(config.method)
     # A classifier's head has one output per label; a reward model's one output is the reward.
     head_labels = data.labels or getattr(objective, "labels", None)
@@ -266,7 +273,7 @@ def _run(config: RecipeConfig, run: RunDir, backend: Backend, summary: dict, bas
         search = find_micro_batch(model, objective, train_features, config.train.global_batch,
                                   budget_bytes(config) or default_budget(backend.device.type), backend.device,
                                   config.train.precision, log)
-        config = _with_batch(config, search.micro_batch, search.grad_accum)
+        config = with_train(config, batch_size=search.micro_batch, grad_accum=search.grad_accum)
         summary["auto_batch"] = {"batch_size": search.micro_batch, "grad_accum": search.grad_accum,
                                  "tries_mb": {k: round(v / 2**20, 1) for k, v in search.tries.items()},
                                  "budget_mb": round(search.budget_bytes / 2**20, 1)}
@@ -280,12 +287,18 @@ def _run(config: RecipeConfig, run: RunDir, backend: Backend, summary: dict, bas
             on_evaluation(metrics)
         return metrics
 
+    hooks = training_hooks(config.method)
+    regularizer = regularizer_for(config, model, objective, spec.shape, base_dir, backend.device, log)
+    if regularizer:  # computed from the starting model, so a resumed run rebuilds the same one
+        hooks = with_extra_loss(hooks, regularizer.penalty)
     stats = train(
         model, objective, train_features, config.train, lr=config.learning_rate, seed=config.seed,
         run_dir=run.path, backend=backend, evaluate=periodic_evaluation,
         best_metric=config.train.best_metric or spec.headline, show_progress=show_progress,
-        resume_from=resume_from, config_hash=fingerprint, hooks=training_hooks(config.method), trackers=trackers,
+        resume_from=resume_from, config_hash=fingerprint, hooks=hooks, trackers=trackers,
     )
+    if regularizer:
+        summary["regularize"] = dict(regularizer.info, penalty_end=round(float(regularizer.penalty().detach()), 6))
     model = backend.unwrap(model)
     after, probes_after = full_eval(model)
     if spec.shape == "chat":
@@ -317,6 +330,7 @@ def _run(config: RecipeConfig, run: RunDir, backend: Backend, summary: dict, bas
             "skipped_batches": stats.skipped_batches,
             "best": stats.best,
             "optimizer": config.train.optimizer,
+            "gradient_checkpointing": config.train.gradient_checkpointing,
             "optimizer_state_mb": round(stats.optimizer_state_bytes / 2**20, 2),
         },
         total_wall_s=round(time.perf_counter() - started, 3),
@@ -337,11 +351,6 @@ def _run(config: RecipeConfig, run: RunDir, backend: Backend, summary: dict, bas
         run.write_generations(generations)
     run.write_probes(summary["probes"])
     return summary
-
-
-def _with_batch(config: RecipeConfig, batch_size: int, grad_accum: int) -> RecipeConfig:
-    return config.model_copy(update={"train": config.train.model_copy(
-        update={"batch_size": batch_size, "grad_accum": grad_accum})})
 
 
 def reward_rows(before: dict | None, after: dict) -> list[dict]:
@@ -369,31 +378,3 @@ def _answer_probes(objective, model, config: RecipeConfig, device) -> list:
 
 def _merge_probes(prompts: list[str], before: list, after: list) -> list[dict]:
     return [{"input": p, "before": b, "after": a} for p, b, a in zip(prompts, before, after)]
-
-
-def save_final(model, tokenizer, final_dir: Path, config: RecipeConfig, source: str, labels) -> None:
-    """Write the trained model (a PEFT adapter or full weights) + tokenizer, loadable without Tunesmith."""
-    final_dir.mkdir(parents=True, exist_ok=True)
-    save_trained(model, final_dir)
-    tokenizer.save_pretrained(final_dir)
-    portable_adapter_config(final_dir, config.model.name)
-    meta = {
-        "task": config.model_task,
-        "stage": config.task,
-        "method": config.method.type,
-        "method_config": config.method.model_dump(),
-        "quantization": quantization_settings(config.method),
-        "base_model": config.model.name,
-        "base_model_path": source,
-        "labels": labels,
-        "system_prompt": config.data.system_prompt,
-        "max_length": config.data.max_length,
-        "tunesmith_version": sys.modules["tunesmith"].__version__,
-    }
-    if config.model_task == "causal_lm" and tokenizer.chat_template:
-        # Training's rendering of probe chats, checked now against the tokenizer as saved
-        # (and later by the server and every export).
-        write_template_probes(final_dir, tokenizer, config.data.system_prompt)
-    write_model_meta(final_dir, meta)  # last: it records the hashes of everything above
-    if config.model_task == "causal_lm" and tokenizer.chat_template:
-        check_template(final_dir, load_tokenizer(str(final_dir)), "the saved final/ tokenizer")

@@ -78,3 +78,8 @@ class AugmentConfig(Section):
                 "registered back-translator: a built-in (e.g. 'opus-mt:en-de'), an installed plugin loaded with "
                 "'--plugin NAME', or a function registered in Python with register_back_translator().")
         return value
+
+
+class LastTurnsConfig(Section):
+    last_n_turns: int = Field(..., ge=1, description="Exchanges (a user turn and its answer) kept from the end "
+                              "of every chat; the system prompt always stays.")

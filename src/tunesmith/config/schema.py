@@ -15,6 +15,7 @@ from tunesmith.config.data_sections import (  # noqa: F401 (re-exported)
     AugmentConfig,
     CleanConfig,
     DedupConfig,
+    LastTurnsConfig,
     SourceConfig,
     as_sources,
 )
@@ -118,6 +119,11 @@ class DataConfig(Section):
     packing: bool = Field(
         False, description="Chat SFT: pack short chats into rows of max_length tokens (position ids restart per "
         "chat, attention stays within each chat); fewer padding tokens, same loss.")
+    history: Literal["keep", "drop_oldest"] | LastTurnsConfig = Field(
+        "keep", description="Chat SFT, long multi-turn chats: keep (over-long chats follow on_overlength), "
+        "drop_oldest (an over-long chat loses its oldest exchanges until it fits, keeping the system prompt and "
+        "the last answer whole), or {last_n_turns: N} (every chat keeps its last N exchanges). Counted in the "
+        "summary.")
     on_overlength: Literal["truncate", "drop", "raise"] = Field(
         "truncate", description="Rows longer than max_length tokens: truncate (on the right), drop, or stop with "
         "the rows named. Counted in the summary either way.")
@@ -254,6 +260,15 @@ class RecipeConfig(Section):
             raise ValueError(f"data.generate_rejected only applies to task: {' or '.join(tasks_with_shape('preference'))}")
         if shape != "chat" and self.data.loss_on != "all_answers":
             raise ValueError(f"data.loss_on only applies to task: {' or '.join(tasks_with_shape('chat'))}")
+        regularize = self.train.regularize
+        if regularize and regularize.type == "ewc" and shape != "chat" and not regularize.data:
+            raise ValueError("train.regularize.data: ewc estimates its Fisher on general data; name a dataset "
+                             f"of this task's shape ({shape}) (chat runs default to builtin:chatterbot)")
+        if regularize and regularize.type == "ewc" and self.method.type == "qlora":
+            raise ValueError("train.regularize: ewc needs the gradients of the base weights, which qlora keeps "
+                             "in 4 bits; use type: l2sp")
+        if shape != "chat" and self.data.history != "keep":
+            raise ValueError(f"data.history only applies to task: {' or '.join(tasks_with_shape('chat'))}")
         if self.task != "reward" and self.reward.margin:
             raise ValueError("reward.margin only applies to task: reward")
         if self.task == "distill":

@@ -10,6 +10,18 @@ from tunesmith.config.guard import GuardConfig
 from tunesmith.config.section import Section
 
 
+class RegularizeConfig(Section):
+    type: Literal["ewc", "l2sp"] = Field(..., description="ewc: pull each weight back in proportion to its "
+                                         "importance for general data (diagonal Fisher, estimated before training); "
+                                         "l2sp: pull every weight back alike.")
+    weight: float = Field(..., gt=0, description="Strength: weight/2 x sum of F x (w - w_start)^2, added to each "
+                          "step's mean token loss. The Fisher is scaled to mean 1, so one weight means about the "
+                          "same total pull for ewc and l2sp.")
+    data: str | None = Field(None, description="ewc: the general data the Fisher is estimated on (a dataset spec); "
+                             "default builtin:chatterbot for chat runs (other tasks must name one).")
+    fisher_samples: int = Field(64, ge=1, description="ewc: rows of that data (seeded choice) in the estimate.")
+
+
 class TrainConfig(Section):
     epochs: float = Field(1, gt=0, description="Passes over the training data (ignored when max_steps is set).")
     max_steps: int | None = Field(None, ge=1, description="Optimizer steps; overrides epochs.")
@@ -41,11 +53,14 @@ class TrainConfig(Section):
     scheduler: Literal["cosine", "linear", "constant"] = Field(
         "cosine", description="Learning-rate decay after warmup (to 0 for cosine and linear).")
     max_grad_norm: float | None = Field(1.0, gt=0, description="Clip the gradient norm; null disables.")
-    gradient_checkpointing: bool = Field(
+    gradient_checkpointing: bool | Literal["auto"] = Field(
         False, description="Recompute each block's activations in the backward pass instead of keeping them "
-        "(transformers' activation checkpointing): less memory, about a third more compute.")
-    precision: Literal["fp32", "bf16", "fp16"] = Field(
-        "fp32", description="bf16/fp16 run forward passes under autocast; fp16 adds dynamic loss scaling."
+        "(transformers' activation checkpointing): less memory, about a third more compute. auto: on only when "
+        "the memory plan without it comes above 90% of the budget.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="bf16/fp16 run forward passes under autocast; fp16 adds dynamic loss scaling. auto: "
+        "bf16 where the hardware computes in it (a GPU from Ampere on; a CPU with AMX or AVX512-BF16), else fp32 "
+        "(TUNESMITH_NO_BF16=1: always fp32).",
     )
     adam_epsilon: float = Field(1e-8, gt=0, description="AdamW epsilon; a larger value (1e-6) damps spikes.")
     shallow_grad_scale: float = Field(
@@ -63,6 +78,9 @@ class TrainConfig(Section):
     early_stopping_patience: int | None = Field(
         None, ge=1, description="Stop after this many evaluations without improvement of best_metric."
     )
+    regularize: RegularizeConfig | None = Field(
+        None, description="A regulariser against forgetting: the trained weights (for PEFT methods the change "
+        "they make to the base: LoRA's B x A, or the adapter's own tensors) are pulled toward where they started.")
     guard: GuardConfig = Field(default_factory=GuardConfig, description="Skip bad steps, roll back, stop.")
     log_every: int = Field(10, ge=1, description="Write a metrics line every N optimizer steps.")
     eval_batch_size: int = Field(64, ge=1, description="Examples per forward pass when evaluating.")
@@ -93,6 +111,13 @@ class TrainConfig(Section):
         "and eval metrics, before/after scores, report.html, tags (task, method, model).")
     report_model: bool = Field(False, description="With mlflow: also log final/ (the trained model) as artifacts.")
 
+    @field_validator("gradient_checkpointing", mode="before")
+    @classmethod
+    def _on_off_or_auto(cls, value):
+        if isinstance(value, bool) or value == "auto":
+            return value
+        raise ValueError("should be true, false or 'auto'")
+
     @field_validator("betas")
     @classmethod
     def _betas_in_range(cls, value):
@@ -115,3 +140,9 @@ class TrainConfig(Section):
         if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
             return value
         raise ValueError("should be a whole number >= 1 or 'auto'")
+
+
+def with_train(config, **updates):
+    """A copy of the recipe ``config`` whose train section has ``updates`` (resolved settings:
+    the searched micro-batch, the precision and checkpointing that ``auto`` chose)."""
+    return config.model_copy(update={"train": config.train.model_copy(update=updates)})

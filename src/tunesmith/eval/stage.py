@@ -39,6 +39,8 @@ def run_eval(target_spec: str, *, data: str | None = None, against: str | None =
     """
     import torch
 
+    from tunesmith.train.precision import autocast, usable_precision
+
     device = "cuda" if torch.cuda.is_available() else "cpu"
     started = time.perf_counter()
     _check_metrics(target_spec, target_task(target_spec), metrics)  # before any model loads
@@ -51,8 +53,29 @@ def run_eval(target_spec: str, *, data: str | None = None, against: str | None =
     other = _against(target, against, device)
     if judge and (other is None or target.task != "causal_lm"):
         raise ConfigError("--judge compares two chat models' answers.", "Give a chat model and --against OTHER.")
+    # A run is re-scored in the precision it was trained and scored in (where this device
+    # computes in it natively), so its numbers reproduce the run's; both sides share it.
+    precision = usable_precision(target.meta.get("precision"), device)
     result = {"target": target.name, "task": target.task, "data": source, "rows": len(rows),
-              "rejected_rows": len(rejects), "against": other.name if other else None}
+              "rejected_rows": len(rejects), "against": other.name if other else None, "precision": precision}
+    with autocast(torch.device(device), precision):
+        own, theirs, deltas = _score(target, other, rows, source, settings, resamples, show_progress, result,
+                                     judge, device, log)
+    result["metrics"] = _select(own["metrics"], metrics)
+    result["notes"] = own.get("notes", [])
+    if theirs is not None:
+        result["against_metrics"] = _select(theirs["metrics"], metrics)
+        result["deltas"] = _select(deltas, metrics)
+        result["scorecard"] = _scorecard(target, other, result, human)
+    result["wall_s"] = round(time.perf_counter() - started, 2)
+    _write(out, result, own, theirs, rejects)
+    return result
+
+
+def _score(target: Target, other: Target | None, rows, source: str, settings, resamples, show_progress,
+           result: dict, judge, device, log) -> tuple[dict, dict | None, dict | None]:
+    """Both models' metrics on ``rows`` and their paired differences (task-specific parts of
+    the result go into ``result``)."""
     if target.task == "classification":
         from tunesmith.eval.classify import classification_deltas, classification_eval
 
@@ -77,15 +100,7 @@ def run_eval(target_spec: str, *, data: str | None = None, against: str | None =
         result["decoding"] = settings.describe()
         if judge:
             result["judge"] = _judge(judge, items, own, theirs, device, log)
-    result["metrics"] = _select(own["metrics"], metrics)
-    result["notes"] = own.get("notes", [])
-    if theirs is not None:
-        result["against_metrics"] = _select(theirs["metrics"], metrics)
-        result["deltas"] = _select(deltas, metrics)
-        result["scorecard"] = _scorecard(target, other, result, human)
-    result["wall_s"] = round(time.perf_counter() - started, 2)
-    _write(out, result, own, theirs, rejects)
-    return result
+    return own, theirs, deltas
 
 
 def _answer(target: Target, items, settings, resamples, show_progress, log) -> dict:

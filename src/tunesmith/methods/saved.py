@@ -3,8 +3,9 @@
 What ``final/`` holds depends on the method:
 - PEFT methods (LoRA family, IA3, prefix, prompt, P-tuning): the adapter in PEFT's own
   format, loadable with ``PeftModel.from_pretrained(base, final_dir)``;
-- full, freeze, BitFit: the whole model, loadable with ``AutoModel*.from_pretrained``
-  (BitFit's trained biases are simply part of the weights: "merged" by construction);
+- full: the whole model, loadable with ``AutoModel*.from_pretrained``;
+- freeze, BitFit: only the trained tensors (:mod:`tunesmith.methods.delta`), put back
+  onto the base when loaded ("merged" by construction);
 - bottleneck adapters: ``adapter_weights.safetensors`` + ``tunesmith_adapter.json``
   (no library format exists for them under our transformers version).
 ``tunesmith.json`` next to them says which, and names the base model.
@@ -19,15 +20,20 @@ from torch import nn
 
 from tunesmith.config.methods import method_info
 from tunesmith.errors import ConfigError
+from tunesmith.methods.delta import load_delta, save_delta
 from tunesmith.methods.adapters import is_adapter_model, load_adapters, save_adapters
 from tunesmith.methods.lora import save_pissa_as_lora
 from tunesmith.methods.prompt import accept_past_key_values
 from tunesmith.rundir import read_model_meta, verify_model_folder
 
 
-def save_trained(model: nn.Module, final_dir: Path) -> None:
-    """Write ``model``'s trained weights in the format its method calls for."""
+def save_trained(model: nn.Module, final_dir: Path, delta: bool = False) -> None:
+    """Write ``model``'s trained weights in the format its method calls for (``delta``: only
+    the tensors that train, for freeze and BitFit)."""
     final_dir.mkdir(parents=True, exist_ok=True)
+    if delta:
+        save_delta(model, final_dir)
+        return
     if is_adapter_model(model):
         save_adapters(model, final_dir)
         return
@@ -78,6 +84,9 @@ def _load(final_dir: Path, meta: dict, base: str, id2label, full_precision: bool
     elif family == "own":
         model, _ = load_model(base, task, id2label=id2label)
         model = load_adapters(model, final_dir)
+    elif meta.get("weights") == "delta":
+        model, _ = load_model(base, task, id2label=id2label)
+        model = load_delta(model, final_dir)
     else:
         model, _ = load_model(str(final_dir), task, id2label=id2label)
     return model

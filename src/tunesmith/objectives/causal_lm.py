@@ -8,6 +8,7 @@ import inspect
 import torch
 import torch.nn.functional as F
 
+from tunesmith.data.history import history_report, shorten_history
 from tunesmith.data.packing import concatenate
 from tunesmith.data.template import IGNORE_INDEX, render_prompt, tokenize_chat, with_system_prompt
 from tunesmith.eval.generate import greedy_without_cache, stop_token_ids, uses_deep_prompts
@@ -21,8 +22,10 @@ class CausalLMObjective:
 
     def __init__(self, tokenizer, max_length: int, system_prompt: str | None = None, overlength: str = "truncate",
                  last_turn_only: bool = False, head_on_targets: bool = True, padding_free: bool = False,
-                 label_smoothing: float = 0.0):
+                 label_smoothing: float = 0.0, history="keep"):
         self.tokenizer = tokenizer
+        self.history = history  # data.history: how over-long chats lose old exchanges
+        self.history_report: dict = {}
         self.label_smoothing = label_smoothing  # training only: evaluation (model.eval()) scores plain CE
         self.head_on_targets = head_on_targets
         # Each micro-batch as one row of its examples back to back (see ``collate``).
@@ -36,11 +39,27 @@ class CausalLMObjective:
     def encode(self, records: list[dict]) -> list[dict]:
         """Render each chat with the tokenizer's template; drop chats whose answers were truncated away.
 
-        Chats longer than ``max_length`` tokens are truncated (on the right), dropped or an
-        error, as ``overlength`` says; ``overlength_report`` counts them.
+        ``history`` first shortens chats by dropping old exchanges (``history_report`` counts
+        them); chats still longer than ``max_length`` tokens are truncated (on the right),
+        dropped or an error, as ``overlength`` says; ``overlength_report`` counts them.
         """
-        full = [tokenize_chat(self.tokenizer, with_system_prompt(r["messages"], self.system_prompt), self.max_length + 1,
-                              self.last_turn_only) for r in records]
+        def tokenize(messages):
+            return tokenize_chat(self.tokenizer, messages, self.max_length + 1, self.last_turn_only)
+
+        def fits(messages) -> bool:
+            return len(tokenize(messages)["input_ids"]) <= self.max_length
+
+        chats = [with_system_prompt(r["messages"], self.system_prompt) for r in records]
+        full = [tokenize(chat) for chat in chats]
+        if self.history != "keep":
+            dropped = []
+            for i, chat in enumerate(chats):
+                if self.history != "drop_oldest" or len(full[i]["input_ids"]) > self.max_length:
+                    shorter, n = shorten_history(chat, self.history, fits)
+                    if n:
+                        full[i] = tokenize(shorter)
+                    dropped.append(n)
+            self.history_report = history_report(self.history, dropped)
         over = [i for i, f in enumerate(full) if len(f["input_ids"]) > self.max_length]
         features = []
         for i in handle_overlength(records, over, self.overlength, self.max_length, self):

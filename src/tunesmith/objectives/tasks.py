@@ -59,7 +59,7 @@ def _chat_sft(config, tokenizer, labels):
     return CausalLMObjective(tokenizer, config.data.max_length, config.data.system_prompt,
                              config.data.on_overlength, config.data.loss_on == "last_answer",
                              head_on_targets=config.train.lm_head_on_targets, padding_free=padding_free(config),
-                             label_smoothing=config.train.label_smoothing)
+                             label_smoothing=config.train.label_smoothing, history=config.data.history)
 
 
 def _pretrain(config, tokenizer, labels):

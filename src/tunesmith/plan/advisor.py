@@ -150,8 +150,11 @@ def _memory_levers(config, plan_of, budget: int, advice: Advice):
     if _fits(plan, budget):
         advice.path.append(f"{plan.total_bytes / 2**30:.2f} GiB fits: no memory levers needed")
         return config
-    levers = [("train.gradient_checkpointing", True, "activations are kept per block only (about a third more compute)")]
-    if config.train.precision == "fp32":
+    levers = []
+    if config.train.gradient_checkpointing is not True:  # auto was planned off, since it fits nowhere near
+        levers.append(("train.gradient_checkpointing", True,
+                       "activations are kept per block only (about a third more compute)"))
+    if plan.settings.get("precision", config.train.precision) == "fp32":
         levers.append(("train.precision", "bf16", "autocast halves the saved activations"))
     for key, value, why in levers:
         config = _with(config, key, value)

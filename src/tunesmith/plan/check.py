@@ -27,8 +27,10 @@ def data_shape(features: list[dict]) -> tuple[int | None, float]:
     return len(ranked[0]["input_ids"]), max(statistics.mean(shares), 1e-3)
 
 
-def check_memory(config, features: list[dict], source: str, log=print):
-    """Plan ``config`` on its features; raise when it clearly does not fit. Returns the plan."""
+def check_memory(config, features: list[dict], source: str, log=print, refuse: bool = True):
+    """Plan ``config`` on its features; raise when it clearly does not fit (unless not ``refuse``:
+    a forced or resumed run plans only to settle ``gradient_checkpointing: auto``). Returns the
+    plan; its ``settings`` say what ``auto`` chose."""
     from tunesmith.plan.advisor import advise, render_advice
     from tunesmith.plan.planner import make_plan
     from tunesmith.plan.render import render_plan, size
@@ -39,7 +41,10 @@ def check_memory(config, features: list[dict], source: str, log=print):
                      with_time=False)
     limit = plan.device["memory_bytes"]
     log(f"memory plan: {size(plan.total_bytes)} at the peak of {size(limit)} available")
-    if plan.total_bytes > limit * TOLERANCE:
+    for note in plan.notes:
+        if note.startswith("gradient checkpointing auto"):
+            log(note)
+    if refuse and plan.total_bytes > limit * TOLERANCE:
         advice = advise(config, plan, budget_bytes=budget or limit)
         raise ConfigError(
             f"The run needs about {size(plan.total_bytes)} and {size(limit)} is available "

@@ -40,6 +40,7 @@ class Plan:
     sizes: dict  # gradients, optimizer state (AdamW and 8-bit AdamW), activations with/without checkpointing
     time: dict
     disk: dict
+    settings: dict = field(default_factory=dict)  # precision and gradient checkpointing as planned ("auto" resolved)
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
@@ -90,6 +91,7 @@ def make_plan(config, *, device_spec: str | None = None, gpus: int = 1, longest:
 
     source = source or resolve_model_source(config.model.name)
     hf_config = model_config(source, config.model.trust_remote_code)
+    config, settings_notes = _planned_precision(config, device_spec)
     batch = micro_batch(config, longest, target_share)
     labels = len(config.data.labels) if config.data.labels else 2
     trace = trace_training(config, hf_config, batch.rows, batch.length, batch.targets_per_row, labels, with_time)
@@ -99,13 +101,13 @@ def make_plan(config, *, device_spec: str | None = None, gpus: int = 1, longest:
     # backward pass's weight-gradient products have the hidden sizes as their short side).
     device = resolve_device(device_spec, gpus, (min(max(batch.rows * batch.length, 1024), 4096), hidden, ffn),
                             config.train.precision, budget_bytes, with_time)
-    memory: MemoryPlan = estimate_memory(trace, config, current_baseline(device), cpu=device.kind == "cpu")
+    config, memory = _memory_with_checkpointing(trace, config, device, settings_notes)
     step_s = (step_seconds(trace, device.rates, config, device.kind if device.local else None) / device.count
               if device.rates else None)
     flops = (trace.forward_work.flops + trace.backward_work.flops) * config.train.grad_accum
     global_batch = batch.rows * config.train.grad_accum * device.count
     steps_per_epoch = math.ceil(examples / global_batch) if examples else None
-    notes = list(memory.notes)
+    notes = settings_notes + list(memory.notes)
     if device.kind == "cuda" and device.count == 1:
         notes.append(f"plus about {CUDA_CONTEXT_BYTES / 2**30:.1f} GiB of CUDA context outside PyTorch's allocator")
     if device.count > 1:
@@ -126,7 +128,49 @@ def make_plan(config, *, device_spec: str | None = None, gpus: int = 1, longest:
         time={"flops_per_step": flops, "step_s": step_s, "steps_per_epoch": steps_per_epoch,
               "epoch_s": step_s * steps_per_epoch if step_s and steps_per_epoch else None},
         disk=checkpoint_disk(source, config, trace), notes=notes,
+        settings={"precision": config.train.precision, "gradient_checkpointing": config.train.gradient_checkpointing},
     )
+
+
+# gradient_checkpointing: auto turns it on when the plan without it passes this share of the budget.
+TIGHT_SHARE = 0.9
+
+
+def _planned_precision(config, device_spec: str | None):
+    """``config`` with ``precision: auto`` resolved for the planned device, and a note saying so."""
+    from tunesmith.config.train_section import with_train
+    from tunesmith.train.precision import resolve_precision
+
+    if config.train.precision != "auto":
+        return config, []
+    import torch
+
+    spec = (device_spec or ("cuda" if torch.cuda.is_available() else "cpu")).lower()
+    if spec in ("cpu", "cuda"):
+        used, why = resolve_precision("auto", spec)
+    else:  # a named GPU, not this machine's: training GPUs have had bf16 since Ampere
+        used, why = "bf16", f"{spec} is planned as a GPU with bf16 (Ampere or later)"
+    return with_train(config, precision=used), [f"precision auto: {used} ({why})"]
+
+
+def _memory_with_checkpointing(trace: Trace, config, device: Device, notes: list[str]):
+    """The memory plan, and ``config`` with ``gradient_checkpointing: auto`` resolved: on only
+    when the plan without it passes TIGHT_SHARE of the device's memory."""
+    from tunesmith.config.train_section import with_train
+
+    baseline, cpu = current_baseline(device), device.kind == "cpu"
+    if config.train.gradient_checkpointing != "auto":
+        return config, estimate_memory(trace, config, baseline, cpu=cpu)
+    config = with_train(config, gradient_checkpointing=False)
+    memory = estimate_memory(trace, config, baseline, cpu=cpu)
+    share = memory.total_bytes / device.memory_bytes
+    if share <= TIGHT_SHARE:
+        notes.append(f"gradient checkpointing auto: off (the plan without it is {100 * share:.0f}% of the budget)")
+        return config, memory
+    config = with_train(config, gradient_checkpointing=True)
+    notes.append(f"gradient checkpointing auto: on (without it the plan is {100 * share:.0f}% of the budget, "
+                 f"above {100 * TIGHT_SHARE:.0f}%)")
+    return config, estimate_memory(trace, config, baseline, cpu=cpu)
 
 
 def plan_all_methods(config, **kwargs) -> dict[str, Plan | str]:
@@ -162,5 +206,7 @@ def checkpoint_disk(source: str, config, trace: Trace) -> dict:
     train = config.train
     saving = bool(train.save_every or train.save_every_epoch)
     kept = ((train.keep_last_n or 10) + (1 if train.keep_best else 0)) if saving else 0
-    final = weights if info.family == "weights" else trace.trainable_bytes
+    # final/: the whole model for full fine-tuning; the adapter, or the trained tensors
+    # of freeze and BitFit, otherwise.
+    final = weights if config.method.type == "full" else trace.trainable_bytes
     return {"checkpoint_bytes": int(one), "kept": kept, "total_bytes": int(one * kept + final)}

@@ -26,3 +26,11 @@ class TrainingHooks:
     state: Callable[[nn.Module], dict] | None = None
     load_state: Callable[[nn.Module, dict], None] | None = None
     checkpoint_context: Callable[[nn.Module], AbstractContextManager] | None = None
+
+
+def with_extra_loss(hooks: TrainingHooks, loss: Callable[[nn.Module], torch.Tensor]) -> TrainingHooks:
+    """``hooks`` with ``loss`` added to its extra loss (a method's own regulariser stays)."""
+    import dataclasses
+
+    own = hooks.extra_loss
+    return dataclasses.replace(hooks, extra_loss=(lambda m: own(m) + loss(m)) if own else loss)

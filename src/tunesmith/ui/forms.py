@@ -49,8 +49,13 @@ def _split(annotation) -> tuple[list, bool]:
 
 
 def _section(annotation) -> tuple[type[BaseModel] | None, bool]:
-    """The section model a field holds, and whether it is a list of them."""
-    for member in _split(annotation)[0]:
+    """The section model a field holds, and whether it is a list of them. A field that may
+    also hold a plain value (data.history: keep, drop_oldest or {last_n_turns: N}) is a
+    YAML text field, not a section."""
+    members = _split(annotation)[0]
+    if len(members) > 1 and not all(isinstance(m, type) and issubclass(m, BaseModel) for m in members):
+        return None, False
+    for member in members:
         if isinstance(member, type) and issubclass(member, BaseModel):
             return member, False
         if typing.get_origin(member) is list:
@@ -283,6 +288,10 @@ def confine_paths(raw: dict, root: Path) -> list[tuple[str, str]]:
                         source["path"] = confine(f"data.{split}.{i}.path", source.get("path"), True)
         if data.get("chat_template") and _is_local_path(str(data["chat_template"]), base):
             data["chat_template"] = confine("data.chat_template", data["chat_template"], True)
+        train = raw.get("train")
+        regularize = train.get("regularize") if isinstance(train, dict) else None
+        if isinstance(regularize, dict) and regularize.get("data"):  # ewc's general data: a dataset like the others
+            regularize["data"] = confine("train.regularize.data", regularize["data"], True)
     # Runs whose models a recipe loads: a distillation teacher, GRPO's reward and classifier runs.
     distill = raw.get("distill")
     if isinstance(distill, dict) and distill.get("teacher"):
