@@ -44,7 +44,8 @@ def _type_name(annotation) -> str:
     text = str(annotation).replace("typing.", "").replace("NoneType", "null")
     text = re.sub(r"<class '(\w+)'>", r"\1", text)
     text = re.sub(r"^Union\[(\w+), (.+)\]$", r"\1 | \2", text)  # int | Literal['auto']
-    return re.sub(r"tunesmith\.[\w.]+\.(\w+)", r"\1", text)
+    text = re.sub(r"tunesmith\.[\w.]+\.(\w+)", r"\1", text)
+    return re.sub(r"^Union\[(Literal\[[^\]]*\]), (\w+)\]$", r"\1 | \2", text)  # Literal[...] | Section
 
 
 def _default(field) -> str:
@@ -70,7 +71,10 @@ def fields(model: type[BaseModel] = RecipeConfig, prefix: str = "") -> list[dict
             continue
         section = _section_model(field.annotation)
         if section is not None:
-            rows.append({"key": key, "type": "section", "default": _default(field),
+            # A field that is a section or a plain value (data.history) names both.
+            plain = _default(field) not in ("(section)", "null", "required")
+            rows.append({"key": key, "type": _type_name(field.annotation) if plain else "section",
+                         "default": _default(field),
                          "description": field.description or ""})
             rows += fields(section, f"{key}.")
             continue
