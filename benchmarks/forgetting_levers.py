@@ -1,7 +1,7 @@
 """Levers against forgetting on the identity SFT recipe: none, data mixing 1:5, EWC, mixing + EWC.
 
 Every variant trains SmolLM2-135M-Instruct (LoRA r=16, the shipped sft-identity-lora recipe,
-same seed) on the 40 identity chats ("I am Quill, made by the Tunesmith team"), alone or mixed
+same seed, the same number of steps: 60 at batch 8 unless --steps) on the 40 identity chats ("I am Quill, made by the Tunesmith team"), alone or mixed
 with general small talk (builtin:chatterbot-en, identity : general = 1 : 5), with or without
 train.regularize ewc (Fisher on 64 general chats of builtin:chatterbot). Reported:
 - general ability: the forgetting check (100 packaged general questions, English and
@@ -48,8 +48,9 @@ def identity_share(run: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=None)
-    parser.add_argument("--ewc-weight", type=float, nargs="+", default=[1.0])
+    parser.add_argument("--ewc-weight", type=float, nargs="+", default=[0.1, 1.0])
     parser.add_argument("--only", nargs="*", default=None, help="run only these variants")
+    parser.add_argument("--steps", type=int, default=60, help="optimizer steps of every variant (batch 8)")
     args = parser.parse_args()
     out = Path(args.out or tempfile.mkdtemp(prefix="forgetting-"))
     variants = {"none (identity only)": IDENTITY_ONLY, "mixing 1:5": MIX_1_5}
@@ -60,7 +61,8 @@ def main() -> None:
     for i, (label, sets) in enumerate(variants.items()):
         if args.only and label not in args.only:
             continue
-        config = load_recipe(RECIPE, [f"name=v{i}", f"output_dir={out}", "train.save_every=100000", *sets])
+        config = load_recipe(RECIPE, [f"name=v{i}", f"output_dir={out}", "train.save_every=100000",
+                                      f"train.max_steps={args.steps}", *sets])
         summary = run_recipe(config, base_dir=RECIPE.parent, show_progress=False, log=lambda *_: None)
         general = summary["forgetting"]["metrics"]
         results[label] = {
@@ -71,6 +73,7 @@ def main() -> None:
             "identity_named": round(identity_share(out / f"v{i}"), 3),
             "train_s": round(summary["train"]["wall_s"], 1),
             "regularize": summary.get("regularize"),
+            "answers_after": {p["input"]: p["after"] for p in summary["probes"]},
         }
         print(json.dumps({label: results[label]}), flush=True)
     (out / "forgetting-levers.json").write_text(json.dumps(results, indent=2))

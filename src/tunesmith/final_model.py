@@ -16,8 +16,12 @@ from tunesmith.models.quantize import quantization_settings
 from tunesmith.rundir import write_model_meta
 
 
-def save_final(model, tokenizer, final_dir: Path, config: RecipeConfig, source: str, labels) -> None:
-    """Write the trained model (a PEFT adapter or full weights) + tokenizer, loadable without Tunesmith."""
+def save_final(model, tokenizer, final_dir: Path, config: RecipeConfig, source: str, labels,
+               new_tokens=None) -> None:
+    """Write the trained model (a PEFT adapter or full weights) + tokenizer, loadable without Tunesmith.
+
+    ``new_tokens`` (:class:`tunesmith.models.vocab.NewTokens`): the tokens the run added, recorded
+    so a reload rebuilds the base's enlarged embeddings before the adapter goes on."""
     final_dir.mkdir(parents=True, exist_ok=True)
     # Freeze and BitFit keep only their trained tensors, unless the model is not its base's
     # shape (a distillation student with dropped blocks).
@@ -37,6 +41,7 @@ def save_final(model, tokenizer, final_dir: Path, config: RecipeConfig, source: 
         "system_prompt": config.data.system_prompt,
         "max_length": config.data.max_length,
         "weights": "delta" if delta else "full",
+        "vocab": new_tokens.as_meta() if new_tokens else None,
         # The precision it was trained and scored in ("auto" resolved): `tunesmith eval` re-scores in it.
         "precision": config.train.precision,
         "tunesmith_version": sys.modules["tunesmith"].__version__,

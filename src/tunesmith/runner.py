@@ -26,6 +26,7 @@ from tunesmith.methods.saved import continue_adapter
 from tunesmith.final_model import save_final
 from tunesmith.models.load import load_model, load_tokenizer, resolve_model_source
 from tunesmith.models.quantize import four_bit_config, quantization_settings
+from tunesmith.models.vocab import expand_tokenizer, resize_embeddings, summary_of
 from tunesmith.objectives.reference_model import prepare_reference
 from tunesmith.objectives.tasks import spec_for
 from tunesmith.modelcard import write_model_card
@@ -185,6 +186,7 @@ def _run(config: RecipeConfig, run: RunDir, backend: Backend, summary: dict, bas
     if config.data.chat_template:
         # Set on the tokenizer, so final/ saves it and serving renders chats the same way.
         tokenizer.chat_template = resolve_template(config.data.chat_template, base_dir)
+    new_tokens = expand_tokenizer(config, tokenizer, spec.shape, base_dir, log)  # before the data is tokenized
     data, objective, train_features, eval_features = prepare_features(config, base_dir, tokenizer, summary, log,
                                                                       show_progress, backend.device)
     if data.rejects and config.data.on_error == "quarantine":
@@ -219,6 +221,9 @@ def _run(config: RecipeConfig, run: RunDir, backend: Backend, summary: dict, bas
             trust_remote_code=config.model.trust_remote_code,
             quantization=four_bit_config(**quantization) if quantization else None,
         )
+    if new_tokens:
+        resize_embeddings(model, new_tokens, len(tokenizer))
+        summary["vocab"] = summary_of(new_tokens)
     model.to(backend.device)
     if data.labels and student is None:
         log(f"new classification head: {len(data.labels)} labels")
@@ -239,7 +244,8 @@ def _run(config: RecipeConfig, run: RunDir, backend: Backend, summary: dict, bas
     total_steps = planned_steps(len(train_features), config.train)
     if config.model.adapter_from:
         # Start from that run's adapter: the "before" scores are then that adapter's.
-        model = apply_method(model, config.method, config.model_task, total_steps=total_steps)
+        model = apply_method(model, config.method, config.model_task, total_steps=total_steps,
+                             new_token_ids=new_tokens.ids if new_tokens else None)
         continue_adapter(model, config.model.adapter_from, config.method.type, source)
         log(f"starting from the adapter of {config.model.adapter_from}")
     # The starting policy is a preference run's reference: settled before the method wraps it.
@@ -264,7 +270,8 @@ def _run(config: RecipeConfig, run: RunDir, backend: Backend, summary: dict, bas
         log(f"warning: train.eval_every={config.train.eval_every} is not below the run's {total_steps} steps: "
             "evaluating at the end only")
     if not config.model.adapter_from:
-        model = apply_method(model, config.method, config.model_task, total_steps=total_steps)
+        model = apply_method(model, config.method, config.model_task, total_steps=total_steps,
+                             new_token_ids=new_tokens.ids if new_tokens else None)
     if config.train.gradient_checkpointing:
         (model.get_base_model() if hasattr(model, "get_base_model") else model).activation_checkpointing_enable()
     if auto_batch:
@@ -310,7 +317,7 @@ def _run(config: RecipeConfig, run: RunDir, backend: Backend, summary: dict, bas
             log(f"warning: {summary['forgetting']['warning']}")
 
     if backend.is_main:
-        save_final(model, tokenizer, run.final, config, source, head_labels)
+        save_final(model, tokenizer, run.final, config, source, head_labels, new_tokens)
     summary.update(
         eval_before=scalar_metrics(before),
         eval_after=scalar_metrics(after),

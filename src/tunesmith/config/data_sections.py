@@ -83,3 +83,12 @@ class AugmentConfig(Section):
 class LastTurnsConfig(Section):
     last_n_turns: int = Field(..., ge=1, description="Exchanges (a user turn and its answer) kept from the end "
                               "of every chat; the system prompt always stays.")
+
+
+class ExpandVocabConfig(Section):
+    corpus: str | None = Field(
+        None, description="Where to mine new tokens: a dataset spec read in the run's data shape (texts, chats' "
+        "messages, pairs' strings); default the recipe's training sources.")
+    max_new_tokens: int = Field(100, ge=1, description="At most this many new tokens, those saving the most pieces.")
+    min_freq: int = Field(5, ge=1, description="A word must occur this often in the corpus.")
+    min_pieces: int = Field(3, ge=2, description="... and be split into at least this many pieces today.")

@@ -15,6 +15,7 @@ from tunesmith.config.data_sections import (  # noqa: F401 (re-exported)
     AugmentConfig,
     CleanConfig,
     DedupConfig,
+    ExpandVocabConfig,
     LastTurnsConfig,
     SourceConfig,
     as_sources,
@@ -30,6 +31,9 @@ from tunesmith.objectives.tasks import TASKS, spec_for, teacher_meta, tasks_with
 # Methods whose saved adapter has the shape of a freshly built one (PiSSA saves rank 2r,
 # AdaLoRA prunes ranks), so model.adapter_from can load it into this run's model.
 ADAPTER_CONTINUABLE = ("lora", "qlora", "ia3")
+# Methods that train new vocabulary rows: every row (full) or only the new ones (PEFT's
+# trainable_token_indices beside LoRA).
+VOCAB_METHODS = ("full", "lora", "qlora")
 
 # The task names of the registry (classification, causal_lm = chat SFT, pretrain, ...).
 Task = Literal[tuple(TASKS)]
@@ -49,6 +53,13 @@ class ModelConfig(Section):
     adapter_from: str | None = Field(
         None, description="A finished run (its directory or final/) whose adapter this run starts from instead of "
         "a fresh one: same base model and method type (lora, qlora, ia3). eval_before then scores that adapter.")
+    add_tokens: list[str] = Field(
+        default_factory=list, description="New tokens (domain words, Chinese terms) added to the tokenizer; each "
+        "embedding row starts as the mean of the rows of the pieces it replaces and trains (method full, lora or "
+        "qlora: only the new rows, not the whole matrix).")
+    expand_vocab: ExpandVocabConfig | None = Field(
+        None, description="Mine new tokens from a corpus: frequent words (jieba segments Chinese) that the "
+        "tokenizer splits into min_pieces or more pieces. Added like add_tokens.")
 
 
     @field_validator("trust_remote_code")
@@ -260,6 +271,12 @@ class RecipeConfig(Section):
             raise ValueError(f"data.generate_rejected only applies to task: {' or '.join(tasks_with_shape('preference'))}")
         if shape != "chat" and self.data.loss_on != "all_answers":
             raise ValueError(f"data.loss_on only applies to task: {' or '.join(tasks_with_shape('chat'))}")
+        if (self.model.add_tokens or self.model.expand_vocab) and (
+                self.method.type not in VOCAB_METHODS or self.task == "distill" or self.model.adapter_from):
+            raise ValueError("model.add_tokens / model.expand_vocab train new embedding rows: use method full, lora "
+                             "or qlora (not " + ("a distillation student, which shares its teacher's tokenizer"
+                                                 if self.task == "distill" else "model.adapter_from" if
+                                                 self.model.adapter_from else self.method.type) + ")")
         regularize = self.train.regularize
         if regularize and regularize.type == "ewc" and shape != "chat" and not regularize.data:
             raise ValueError("train.regularize.data: ewc estimates its Fisher on general data; name a dataset "

@@ -40,9 +40,11 @@ BUILDERS: dict[str, Callable] = {
 assert set(BUILDERS) == set(METHODS), "methods/__init__.BUILDERS and config/methods.METHODS disagree"
 
 
-def apply_method(model: nn.Module, method_cfg, task: str, *, total_steps: int | None = None) -> nn.Module:
-    """Prepare ``model`` for training with the configured method."""
-    return BUILDERS[method_cfg.type](model, method_cfg, task, total_steps=total_steps)
+def apply_method(model: nn.Module, method_cfg, task: str, *, total_steps: int | None = None,
+                 new_token_ids: list[int] | None = None) -> nn.Module:
+    """Prepare ``model`` for training with the configured method (``new_token_ids``: vocabulary
+    rows added for this run, which train too)."""
+    return BUILDERS[method_cfg.type](model, method_cfg, task, total_steps=total_steps, new_token_ids=new_token_ids)
 
 
 def training_hooks(method_cfg) -> TrainingHooks:

@@ -76,6 +76,8 @@ def apply_lora(model: nn.Module, method_cfg, task: str, **context) -> nn.Module:
         use_rslora=method_cfg.use_rslora,
         use_dora=method_cfg.use_dora,
         init_lora_weights=INIT[method_cfg.init],
+        # New vocabulary rows train beside the adapter (tied output rows with them), not the whole matrix.
+        trainable_token_indices=context.get("new_token_ids") or None,
     )
     if method_cfg.init == "pissa" and method_cfg.dropout:
         raise ConfigError("PiSSA needs method.dropout: 0 (its adapter starts as part of the base weight).")
@@ -149,7 +151,7 @@ def apply_qlora(model: nn.Module, method_cfg, task: str, **context) -> nn.Module
     # Casts norms/heads to fp32 and lets gradients flow into the adapters through the
     # frozen 4-bit layers; no gradient checkpointing unless asked (it costs ~30% speed).
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    return apply_lora(model, method_cfg, task)
+    return apply_lora(model, method_cfg, task, **context)
 
 
 def apply_adalora(model: nn.Module, method_cfg, task: str, *, total_steps: int | None = None, **context) -> nn.Module:

@@ -75,6 +75,8 @@ def _load(final_dir: Path, meta: dict, base: str, id2label, full_precision: bool
     if family == "peft":
         from peft import PeftModel
 
+        # Full fine-tuning saved its enlarged embeddings; an adapter's base is rebuilt as it started.
+        load_model = _with_vocab(load_model, meta.get("vocab"))
         quantized = meta.get("quantization") and not full_precision
         quantization = four_bit_config(**meta["quantization"]) if quantized else None
         model, _ = load_model(base, task, id2label=id2label, quantization=quantization)
@@ -90,6 +92,21 @@ def _load(final_dir: Path, meta: dict, base: str, id2label, full_precision: bool
     else:
         model, _ = load_model(str(final_dir), task, id2label=id2label)
     return model
+
+
+def _with_vocab(load_model, vocab: dict | None):
+    """``load_model`` that gives the base the enlarged embeddings the run started from."""
+    if not vocab:
+        return load_model
+
+    def load(*args, **kwargs):
+        from tunesmith.models.vocab import rebuild
+
+        model, tokenizer = load_model(*args, **kwargs)
+        rebuild(model, vocab)
+        return model, tokenizer
+
+    return load
 
 
 def continue_adapter(model: nn.Module, run: str | Path, method: str, base_path: str) -> dict:

@@ -136,7 +136,8 @@ class Registry:
         meta = read_model_meta(final_dir)
         tokenizer = load_tokenizer(str(final_dir))
         check_template(final_dir, tokenizer, "serving")
-        if not method_info(meta["method"]).shareable:
+        # An adapter that added tokens needs its own enlarged base: it cannot share one.
+        if not method_info(meta["method"]).shareable or meta.get("vocab"):
             from tunesmith.methods.saved import load_trained
 
             model, tokenizer, meta = load_trained(final_dir)
