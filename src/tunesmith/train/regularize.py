@@ -8,11 +8,15 @@ total pull for both.
 
 "The weights" depend on the method:
 - full, freeze, BitFit: the trained parameters themselves, ``d = w - w_start``;
-- LoRA family: the change the adapter makes to each adapted base matrix, ``d = B A *
-  scaling`` (PEFT's ``get_delta_weight``), so the Fisher is the base matrix's (its
-  gradient is taken once before training, then released);
-- other PEFT methods (IA3, prompts, prefixes, bottleneck adapters): the adapter's own
-  tensors, ``d = t - t_start``.
+- LoRA: the change the adapter makes to each adapted base matrix, ``d = s B A`` (s the
+  LoRA scale). Forming ``B A`` for every matrix at every step would cost as much memory
+  traffic as a full fine-tune, so the sum is taken in the adapter's rank instead:
+  ``sum(F * (s B A)**2) = s**2 * sum((B' diag(R) B) * (A diag(C) A'))``, exact for L2-SP
+  (R = C = 1) and, for EWC, with each matrix's Fisher in the rank-one form
+  ``F_ij ~ R_i C_j / S`` (its row sums R, column sums C and total S: the same total
+  importance, spread as rows times columns, in the spirit of K-FAC's factored Fisher);
+- other PEFT methods (IA3, prompts, prefixes, bottleneck adapters, and AdaLoRA's SVD
+  form): the adapter's own tensors, ``d = t - t_start``.
 """
 
 from __future__ import annotations
@@ -28,11 +32,11 @@ from torch import nn
 
 @dataclass
 class Term:
-    """One regularised tensor: how to get its change ``d`` now, and its Fisher (None: 1)."""
+    """One regularised tensor: ``value()`` is its ``sum(F * d**2)`` now."""
 
     name: str
-    delta: Callable[[], torch.Tensor]
-    fisher: torch.Tensor | None = None
+    value: Callable[[], torch.Tensor]
+    elements: int
 
 
 @dataclass
@@ -43,21 +47,19 @@ class Regularizer:
     weight: float
     terms: list[Term]
     info: dict = field(default_factory=dict)
+    fisher: dict | None = None  # ewc: per tensor, or (row sums, column sums, total) per LoRA-adapted matrix
 
     def penalty(self, model: nn.Module | None = None) -> torch.Tensor:
-        total = None
-        for term in self.terms:
-            d = term.delta().float()
-            part = (d * d * term.fisher).sum() if term.fisher is not None else (d * d).sum()
-            total = part if total is None else total + part
-        return 0.5 * self.weight * total
+        return 0.5 * self.weight * sum(term.value() for term in self.terms)
 
 
 def lora_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The LoRA-family layers of a PEFT model (their ``get_delta_weight`` gives B A * scaling)."""
-    from peft.tuners.lora import LoraLayer
+    """The plain LoRA linear layers of a PEFT model (``lora_A``/``lora_B`` matrices; AdaLoRA's
+    SVD layers and LoRA on embeddings are regularised as tensors instead)."""
+    from peft.tuners.lora import Linear
 
-    return [(name, m) for name, m in model.named_modules() if isinstance(m, LoraLayer) and m.active_adapters]
+    return [(name, m) for name, m in model.named_modules()
+            if type(m) is Linear and m.active_adapters and m.active_adapters[0] in m.lora_A]
 
 
 def build_regularizer(cfg, model: nn.Module, fisher_batches=None) -> Regularizer:
@@ -67,41 +69,61 @@ def build_regularizer(cfg, model: nn.Module, fisher_batches=None) -> Regularizer
     ``loss_fn(model, batch)`` is one example's mean answer loss.
     """
     layers = lora_layers(model)
-    if layers:
-        tensors = {f"{name}.delta": m for name, m in layers}
-    else:
-        tensors = {name: p for name, p in model.named_parameters() if p.requires_grad}
-    fisher = _fisher(model, layers, fisher_batches) if cfg.type == "ewc" else {}
-    terms = []
-    for name, owner in tensors.items():
-        if layers:
-            adapter = owner.active_adapters[0]
-            terms.append(Term(name, lambda m=owner, a=adapter: m.get_delta_weight(a), fisher.get(name)))
-        else:
-            start = owner.detach().clone()
-            terms.append(Term(name, lambda p=owner, s=start: p - s, fisher.get(name)))
-    info = {"type": cfg.type, "weight": cfg.weight, "tensors": len(terms),
-            "elements": sum(t.delta().numel() for t in terms)}
+    covered = {id(p) for _, m in layers for p in _lora_pair(m)}
+    tensors = {name: p for name, p in model.named_parameters() if p.requires_grad and id(p) not in covered}
+    fisher = _fisher(model, layers, tensors, fisher_batches) if cfg.type == "ewc" else None
+    terms = [_lora_term(name, m, fisher) for name, m in layers]
+    for name, p in tensors.items():
+        start = p.detach().clone()
+        f = fisher[name] if fisher else None
+        terms.append(Term(name, (lambda p=p, s=start, f=f: (((p - s) ** 2) * f).sum() if f is not None
+                                 else ((p - s) ** 2).sum()), p.numel()))
+    info = {"type": cfg.type, "weight": cfg.weight, "tensors": len(terms), "elements": sum(t.elements for t in terms)}
     if fisher:
-        info["fisher_samples"] = fisher.pop("_samples")
-    return Regularizer(cfg.type, cfg.weight, terms, info)
+        info["fisher_samples"] = fisher["_samples"]
+    return Regularizer(cfg.type, cfg.weight, terms, info, fisher)
 
 
-def _fisher(model: nn.Module, layers, batches) -> dict[str, torch.Tensor]:
-    """Mean squared per-example gradient of each regularised tensor, scaled to mean 1.
+def _lora_pair(layer) -> tuple[torch.Tensor, torch.Tensor]:
+    adapter = layer.active_adapters[0]
+    return layer.lora_A[adapter].weight, layer.lora_B[adapter].weight
 
-    For LoRA the tensors are the adapted base matrices: their gradients are switched on
-    for the estimate only, with the adapters off (the model as it starts).
-    """
-    if layers:
-        targets = {f"{name}.delta": m.get_base_layer().weight for name, m in layers}
+
+def _lora_term(name: str, layer, fisher: dict | None) -> Term:
+    """``sum(F * (s B A)**2)`` in the adapter's rank (see the module docstring)."""
+    a, b = _lora_pair(layer)
+    scale = layer.scaling[layer.active_adapters[0]]
+    out_dim, in_dim = b.shape[0], a.shape[1]
+    if fisher:
+        rows, cols, total = fisher[name]
+        if layer.fan_in_fan_out:  # the base matrix is stored (in, out): its rows are B A's columns
+            rows, cols = cols, rows
     else:
-        targets = {name: p for name, p in model.named_parameters() if p.requires_grad}
+        rows, cols, total = torch.ones(out_dim, device=b.device), torch.ones(in_dim, device=a.device), 1.0
+
+    def value() -> torch.Tensor:
+        left = b.T.float() @ (rows[:, None] * b.float())  # B' diag(R) B: r x r
+        right = (a.float() * cols[None, :]) @ a.T.float()  # A diag(C) A': r x r
+        return scale ** 2 * (left * right).sum() / total
+
+    return Term(name + ".delta", value, out_dim * in_dim)
+
+
+def _fisher(model: nn.Module, layers, tensors: dict, batches) -> dict:
+    """Mean squared per-example gradients, scaled to mean 1 over every element: a tensor per
+    regularised tensor, and (row sums, column sums, total) per LoRA-adapted base matrix.
+
+    The base matrices' gradients are switched on for the estimate only, with the adapters
+    off (the model as it starts); no dropout.
+    """
+    targets = {name: m.get_base_layer().weight for name, m in layers} | tensors
     was = {name: t.requires_grad for name, t in targets.items()}
-    sums = {name: torch.zeros_like(t, dtype=torch.float32) for name, t in targets.items()}
+    lora_names = {name for name, _ in layers}
+    sums = {name: (torch.zeros(t.shape[0]), torch.zeros(t.shape[1])) if name in lora_names
+            else torch.zeros_like(t, dtype=torch.float32) for name, t in targets.items()}
     context = model.disable_adapter() if layers and hasattr(model, "disable_adapter") else contextlib.nullcontext()
     training = model.training
-    model.eval()  # no dropout: the Fisher of the model itself
+    model.eval()
     count = 0
     try:
         for t in targets.values():
@@ -110,8 +132,14 @@ def _fisher(model: nn.Module, layers, batches) -> dict[str, torch.Tensor]:
             for batch, loss_fn in batches:
                 grads = torch.autograd.grad(loss_fn(model, batch), list(targets.values()), allow_unused=True)
                 for name, g in zip(targets, grads):
-                    if g is not None:
-                        sums[name] += g.detach().float() ** 2
+                    if g is None:
+                        continue
+                    g2 = g.detach().float() ** 2
+                    if name in lora_names:  # only the row and column sums are kept
+                        sums[name][0].add_(g2.sum(dim=1).cpu())
+                        sums[name][1].add_(g2.sum(dim=0).cpu())
+                    else:
+                        sums[name] += g2
                 count += 1
     finally:
         for name, t in targets.items():
@@ -119,10 +147,17 @@ def _fisher(model: nn.Module, layers, batches) -> dict[str, torch.Tensor]:
         model.train(training)
     if not count:
         raise ValueError("ewc: no general rows to estimate the Fisher on")
-    # Scaled to mean 1 over every element (the count of examples cancels out).
-    total = float(sum(s.sum() for s in sums.values()))
-    scale = sum(s.numel() for s in sums.values()) / total if total > 0 else 0.0
-    fisher: dict = {name: s * scale for name, s in sums.items()}
+    total = sum(float(s[0].sum()) if name in lora_names else float(s.sum()) for name, s in sums.items())
+    elements = sum(t.numel() for t in targets.values())
+    scale = elements / total if total > 0 else 0.0  # mean 1 over every element (the count cancels out)
+    fisher: dict = {}
+    for name, s in sums.items():
+        device = targets[name].device
+        if name in lora_names:
+            rows, cols = s[0] * scale, s[1] * scale
+            fisher[name] = (rows.to(device), cols.to(device), max(float(rows.sum()), 1e-30))
+        else:
+            fisher[name] = (s * scale).to(device)
     fisher["_samples"] = count
     return fisher
 
