@@ -40,6 +40,12 @@ def _section_model(annotation) -> type[BaseModel] | None:
     return None
 
 
+def _also_plain(annotation) -> bool:
+    """Whether a union annotation also admits a plain value (a literal, a string) besides a section."""
+    members = [m for m in typing.get_args(annotation) if m is not type(None)]
+    return len(members) > 1 and any(not (isinstance(m, type) and issubclass(m, BaseModel)) for m in members)
+
+
 def _type_name(annotation) -> str:
     text = str(annotation).replace("typing.", "").replace("NoneType", "null")
     text = re.sub(r"<class '(\w+)'>", r"\1", text)
@@ -70,11 +76,14 @@ def fields(model: type[BaseModel] = RecipeConfig, prefix: str = "") -> list[dict
                 rows += fields(info.config, f"method[{method}].")
             continue
         section = _section_model(field.annotation)
+        if section is not None and _also_plain(field.annotation):
+            # A section or a plain value (data.history: keep | drop_oldest | {last_n_turns: N}):
+            # one row, its description says what the mapping holds.
+            rows.append({"key": key, "type": _type_name(field.annotation), "default": _default(field),
+                         "description": field.description or ""})
+            continue
         if section is not None:
-            # A field that is a section or a plain value (data.history) names both.
-            plain = _default(field) not in ("(section)", "null", "required")
-            rows.append({"key": key, "type": _type_name(field.annotation) if plain else "section",
-                         "default": _default(field),
+            rows.append({"key": key, "type": "section", "default": _default(field),
                          "description": field.description or ""})
             rows += fields(section, f"{key}.")
             continue

@@ -25,6 +25,7 @@ from tunesmith.config.methods import LoraMethod
 from tunesmith.objectives.tasks import padding_free
 from tunesmith.models.structure import find_blocks
 from tunesmith.plan.work import WorkCounter
+from tunesmith.train.precision import resolve_precision
 
 # 4-bit NF4/FP4 storage per parameter: half a byte, plus one fp32 absmax per block of 64;
 # double quantisation stores those absmaxes in 8 bits (blocks of 256 with an fp32 scale).
@@ -177,8 +178,10 @@ def trace_training(config, hf_config, rows: int, length: int, targets_per_row: i
     inputs: dict = {}
     hooks = [blocks[0].register_forward_pre_hook(enter_block, with_kwargs=True),
              blocks[0].register_forward_hook(leave_block)]
-    autocast = (torch.autocast("cpu", dtype=torch.bfloat16 if config.train.precision == "bf16" else torch.float16)
-                if config.train.precision != "fp32" else contextlib.nullcontext())
+    # The fake pass runs on the CPU: auto (when a plan did not settle it for its device) is this CPU's.
+    precision = resolve_precision(config.train.precision, "cpu")[0]
+    autocast = (torch.autocast("cpu", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+                if precision != "fp32" else contextlib.nullcontext())
     forward_work = WorkCounter()
     with mode, forward_work, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast:
         loss = training_forward(model, head, rows, length, targets_per_row, padding_free(config))
