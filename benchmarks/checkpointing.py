@@ -3,7 +3,7 @@
 The shipped sft-identity-lora recipe (SmolLM2-135M-Instruct, LoRA r=16, max_length 128),
 40 optimizer steps, at micro-batch 8 (the recipe's) and 32, each variant in its own process
 (peak RSS is a per-process high-water mark). Reported: training samples/s, peak RSS, the
-baseline RSS before the model loaded, the planner's estimate, and the last logged training
+baseline RSS before the model loaded, and the last logged training
 loss (equal with and without: checkpointing recomputes, it does not approximate). Also what
 `gradient_checkpointing: auto` chose at a budget twice the plan without it, and at 0.95x it.
 
@@ -35,8 +35,16 @@ def run(out: Path, name: str, sets: list[str]) -> dict:
     train = summary["train"]
     return {"samples_per_s": round(train["samples_per_s"], 2), "peak_rss_mb": train["peak_rss_mb"],
             "baseline_rss_mb": train["baseline_rss_mb"], "gradient_checkpointing": train["gradient_checkpointing"],
-            "plan_mb": round((summary.get("plan") or {}).get("total_bytes", 0) / 2**20, 1),
             "last_loss": round([x for x in losses if "loss" in x][-1]["loss"], 5)}
+
+
+def planned_mb(sets: list[str]) -> float:
+    """`tunesmith plan --data`'s peak-memory estimate (MB) of the recipe with ``sets``: the
+    number train's preflight and gradient_checkpointing: auto go by."""
+    args = [sys.executable, "-m", "tunesmith", "plan", str(RECIPE), "--data", "--json",
+            *[x for s in QUICK + sets for x in ("--set", s)]]
+    done = subprocess.run(args, check=True, capture_output=True, text=True)
+    return json.loads(done.stdout[done.stdout.index("{"):])["total_bytes"] / 2**20
 
 
 def main() -> None:
@@ -45,26 +53,31 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40)
     args = parser.parse_args()
     out = Path(args.out or tempfile.mkdtemp(prefix="checkpointing-"))
-    results = {}
+    saved = out / "checkpointing.json"
+    results = json.loads(saved.read_text()) if saved.is_file() else {}  # a rerun keeps what was measured
     for batch in (8, 32):
         for on in (False, True):
             label = f"batch {batch}, checkpointing {'on' if on else 'off'}"
+            if label in results:
+                continue
             results[label] = run(out, f"b{batch}-{int(on)}", [f"train.batch_size={batch}", f"train.max_steps={args.steps}",
                                                             f"train.gradient_checkpointing={str(on).lower()}"])
             print(json.dumps({label: results[label]}), flush=True)
+            saved.write_text(json.dumps(results, indent=2))
         off, on_ = results[f"batch {batch}, checkpointing off"], results[f"batch {batch}, checkpointing on"]
         on_["speed_vs_off"] = round(on_["samples_per_s"] / off["samples_per_s"], 3)
         on_["peak_above_baseline_vs_off"] = round((on_["peak_rss_mb"] - on_["baseline_rss_mb"])
                                                   / (off["peak_rss_mb"] - off["baseline_rss_mb"]), 3)
     # auto at budgets around the plan without checkpointing: twice it (fits), and just under it.
-    planned = results["batch 32, checkpointing off"]["plan_mb"] / 1024
+    planned = planned_mb(["train.batch_size=32", "train.gradient_checkpointing=false"]) / 1024
+    results["plan at batch 32 without checkpointing (GiB)"] = round(planned, 3)
     for label, budget in (("auto, budget 2x the plan", 2 * planned), ("auto, budget 0.95x the plan", 0.95 * planned)):
         results[label] = run(out, f"auto-{budget:.2f}", ["train.batch_size=32", "train.max_steps=2",
                                                          "train.gradient_checkpointing=auto",
                                                          f"train.memory_budget={budget:.3f}"])
         results[label]["budget_gib"] = round(budget, 3)
         print(json.dumps({label: results[label]}), flush=True)
-    (out / "checkpointing.json").write_text(json.dumps(results, indent=2))
+    saved.write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
 
 
