@@ -16,6 +16,7 @@ from pydantic_core import PydanticUndefined
 
 from tunesmith.config.methods import METHODS
 from tunesmith.config.schema import RecipeConfig
+from tunesmith.config.section import section_or_value
 from tunesmith.objectives.tasks import TASKS
 
 # What `recipe new` starts each task with: a packaged model and dataset that work offline.
@@ -38,12 +39,6 @@ def _section_model(annotation) -> type[BaseModel] | None:
             if isinstance(inner, type) and issubclass(inner, BaseModel):
                 return inner
     return None
-
-
-def _also_plain(annotation) -> bool:
-    """Whether a union annotation also admits a plain value (a literal, a string) besides a section."""
-    members = [m for m in typing.get_args(annotation) if m is not type(None)]
-    return len(members) > 1 and any(not (isinstance(m, type) and issubclass(m, BaseModel)) for m in members)
 
 
 def _type_name(annotation) -> str:
@@ -76,7 +71,7 @@ def fields(model: type[BaseModel] = RecipeConfig, prefix: str = "") -> list[dict
                 rows += fields(info.config, f"method[{method}].")
             continue
         section = _section_model(field.annotation)
-        if section is not None and _also_plain(field.annotation):
+        if section is not None and section_or_value(field.annotation):
             # A section or a plain value (data.history: keep | drop_oldest | {last_n_turns: N}):
             # one row, its description says what the mapping holds.
             rows.append({"key": key, "type": _type_name(field.annotation), "default": _default(field),

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+import typing
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict
@@ -43,3 +44,10 @@ class Section(BaseModel):
     and refuses inf/NaN (``lr: .inf`` would train until the guard gives up)."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+def section_or_value(annotation) -> bool:
+    """Whether a field may hold a section or a plain value (data.history: keep | drop_oldest |
+    {last_n_turns: N}): the recipe reference and the UI form show it as one field, not a section."""
+    members = [m for m in typing.get_args(annotation) if m is not type(None)]
+    return len(members) > 1 and any(not (isinstance(m, type) and issubclass(m, BaseModel)) for m in members)

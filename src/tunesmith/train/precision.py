@@ -69,6 +69,6 @@ def resolve_precision(setting: str, device_type: str) -> tuple[str, str]:
 def usable_precision(precision: str | None, device_type: str) -> str:
     """``precision`` (a run's, as recorded) where it runs natively on ``device_type``, else fp32:
     a bf16 run is re-scored in bf16 where that is fast, in exact fp32 elsewhere."""
-    if precision in (None, "fp32") or precision == "fp16" and device_type != "cuda":
-        return "fp32"
-    return precision if precision == "fp16" or bf16_support(device_type)[0] else "fp32"
+    if precision == "fp16":
+        return "fp16" if device_type == "cuda" else "fp32"
+    return "bf16" if precision == "bf16" and bf16_support(device_type)[0] else "fp32"

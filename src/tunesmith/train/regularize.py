@@ -119,8 +119,9 @@ def _fisher(model: nn.Module, layers, tensors: dict, batches) -> dict:
     targets = {name: m.get_base_layer().weight for name, m in layers} | tensors
     was = {name: t.requires_grad for name, t in targets.items()}
     lora_names = {name for name, _ in layers}
-    sums = {name: (torch.zeros(t.shape[0]), torch.zeros(t.shape[1])) if name in lora_names
-            else torch.zeros_like(t, dtype=torch.float32) for name, t in targets.items()}
+    # Kept on the model's device: no host copy per example on a GPU.
+    sums = {name: (torch.zeros(t.shape[0], device=t.device), torch.zeros(t.shape[1], device=t.device))
+            if name in lora_names else torch.zeros_like(t, dtype=torch.float32) for name, t in targets.items()}
     context = model.disable_adapter() if layers and hasattr(model, "disable_adapter") else contextlib.nullcontext()
     training = model.training
     model.eval()
@@ -136,8 +137,8 @@ def _fisher(model: nn.Module, layers, tensors: dict, batches) -> dict:
                         continue
                     g2 = g.detach().float() ** 2
                     if name in lora_names:  # only the row and column sums are kept
-                        sums[name][0].add_(g2.sum(dim=1).cpu())
-                        sums[name][1].add_(g2.sum(dim=0).cpu())
+                        sums[name][0].add_(g2.sum(dim=1))
+                        sums[name][1].add_(g2.sum(dim=0))
                     else:
                         sums[name] += g2
                 count += 1
@@ -152,12 +153,11 @@ def _fisher(model: nn.Module, layers, tensors: dict, batches) -> dict:
     scale = elements / total if total > 0 else 0.0  # mean 1 over every element (the count cancels out)
     fisher: dict = {}
     for name, s in sums.items():
-        device = targets[name].device
         if name in lora_names:
             rows, cols = s[0] * scale, s[1] * scale
-            fisher[name] = (rows.to(device), cols.to(device), max(float(rows.sum()), 1e-30))
+            fisher[name] = (rows, cols, max(float(rows.sum()), 1e-30))
         else:
-            fisher[name] = (s * scale).to(device)
+            fisher[name] = s * scale
     fisher["_samples"] = count
     return fisher
 

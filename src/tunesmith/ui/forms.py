@@ -27,6 +27,7 @@ from pydantic_core import PydanticUndefined
 from tunesmith.config.load import check_recipe, parse_yaml
 from tunesmith.config.methods import METHODS
 from tunesmith.config.schema import RecipeConfig
+from tunesmith.config.section import section_or_value
 from tunesmith.objectives.tasks import TASKS
 
 # Fields the form does not offer: the UI decides where runs go, and remote code is a CLI
@@ -52,10 +53,9 @@ def _section(annotation) -> tuple[type[BaseModel] | None, bool]:
     """The section model a field holds, and whether it is a list of them. A field that may
     also hold a plain value (data.history: keep, drop_oldest or {last_n_turns: N}) is a
     YAML text field, not a section."""
-    members = _split(annotation)[0]
-    if len(members) > 1 and not all(isinstance(m, type) and issubclass(m, BaseModel) for m in members):
+    if section_or_value(annotation):
         return None, False
-    for member in members:
+    for member in _split(annotation)[0]:
         if isinstance(member, type) and issubclass(member, BaseModel):
             return member, False
         if typing.get_origin(member) is list:
