@@ -10,6 +10,7 @@ everything. Download progress bars stay: a download is long work.
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from contextlib import contextmanager
@@ -19,6 +20,11 @@ KNOWN_NOISE = (
     (r".*is_gradient_checkpointing.* is deprecated", FutureWarning),  # PEFT calling transformers
     (r"_check_is_size will be removed", FutureWarning),  # bitsandbytes calling torch
 )
+
+# Loggers whose warnings need no action from the user: bitsandbytes (>= 0.49) on an
+# AVX512-BF16 CPU tries to fetch a hub kernel for its packed 4-bit inference path when it is
+# imported and warns when it cannot; Tunesmith keeps that path off (models/quantize.py).
+NOISY_LOGGERS = ("bitsandbytes.backends.cpu.ops",)
 
 
 def debug_enabled() -> bool:
@@ -48,6 +54,8 @@ def filter_known_noise() -> None:
         return
     for message, category in KNOWN_NOISE:
         warnings.filterwarnings("ignore", message=message, category=category)
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 @contextmanager

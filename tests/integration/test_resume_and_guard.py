@@ -54,6 +54,20 @@ def test_resume_from_any_checkpoint_reproduces_the_uninterrupted_run(cls_recipe,
         assert summary["status"] == "completed" and summary["train"]["steps"] == steps
 
 
+def test_an_8bit_adamw_run_resumes_exactly(cls_recipe, tmp_path):
+    """bitsandbytes' quantised moments and block scales go through the checkpoint intact."""
+    args = [*RESUME_ARGS, "--set", "train.epochs=1", "--set", "train.optimizer=adamw_8bit"]
+    reference = tmp_path / "reference"
+    assert main(["train", str(cls_recipe), "--output-dir", str(reference), *args]) == 0
+    run = copy_as_crashed_after(reference, tmp_path / "resumed", 6)
+    assert main(["train", str(cls_recipe), "--output-dir", str(run), "--resume", *args]) == 0
+    losses, ref_losses = _losses(run), _losses(reference)
+    assert [s for s, _ in losses] == [s for s, _ in ref_losses] == list(range(1, 11))
+    assert [loss for _, loss in losses] == pytest.approx([loss for _, loss in ref_losses], abs=1e-6)
+    weights, ref_weights = load_file(run / "final" / "model.safetensors"), load_file(reference / "final" / "model.safetensors")
+    assert all(torch.equal(weights[name], ref_weights[name]) for name in ref_weights)
+
+
 def test_resume_from_an_explicit_checkpoint_and_refuse_a_corrupt_one(cls_recipe, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", str(cls_recipe), "--output-dir", str(run), *RESUME_ARGS]) == 0

@@ -18,7 +18,8 @@ from tunesmith.testing import base_tokenizer, sentiment_rows, write_cls_recipe
 from tunesmith.train.optim import build_optimizer, state_bytes
 
 
-@pytest.mark.parametrize("optimizer, lr", [("adamw", 5e-3), ("lion", 1e-3), ("sgd", 3e-2), ("adafactor", 1e-2)])
+@pytest.mark.parametrize("optimizer, lr", [("adamw", 5e-3), ("adamw_8bit", 5e-3), ("lion", 1e-3), ("sgd", 3e-2),
+                                           ("adafactor", 1e-2)])
 def test_each_optimizer_fits_a_batch(optimizer, lr, tiny_bert_dir):
     model = _model(tiny_bert_dir).train()
     objective = ClassificationObjective(base_tokenizer(), ["negative", "positive"], 32)
@@ -36,6 +37,12 @@ def test_each_optimizer_fits_a_batch(optimizer, lr, tiny_bert_dir):
     params = sum(p.numel() for p in model.parameters())
     if copies:  # every parameter's moments in fp32
         assert state_bytes(opt) == pytest.approx(copies * params * 4, rel=1e-4)  # (+ AdamW's step counters)
+    elif optimizer == "adamw_8bit":  # one byte per moment for tensors of 4,096+ values, fp32 below
+        for p in model.parameters():
+            assert opt.state[p]["state1"].dtype == (torch.uint8 if p.numel() >= 4096 else torch.float32)
+        big = sum(p.numel() for p in model.parameters() if p.numel() >= 4096)
+        eight_bit = 2 * big * (1 + 4 / 256)  # two uint8 moments, each with an fp32 scale per 256 values
+        assert state_bytes(opt) == pytest.approx(eight_bit + 2 * (params - big) * 4, rel=0.01)
     else:  # factored rows and columns: far below one copy
         assert 0 < state_bytes(opt) < 0.2 * params * 4
 
@@ -78,9 +85,21 @@ def test_layer_lr_decay_gives_each_block_its_rate(tiny_bert_dir):
     assert state_bytes(optimizer) == 0  # no step yet
 
 
-def test_adamw_8bit_needs_a_gpu_and_says_so(tiny_bert_dir):
-    with pytest.raises(ConfigError, match="adamw_8bit needs a CUDA GPU"):
-        build_optimizer(_model(tiny_bert_dir), 1e-3, 0.0, kind="adamw_8bit")
+def test_adamw_8bit_first_step_matches_adamw(tiny_bert_dir):
+    """The first AdamW step is lr * g / (|g| + eps) per value; 8-bit moments change it by
+    their quantisation error only."""
+    updates = {}
+    for kind in ("adamw", "adamw_8bit"):
+        model = _model(tiny_bert_dir)
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        optimizer = build_optimizer(model, 1e-3, 0.0, kind=kind)
+        torch.manual_seed(1)
+        for p in model.parameters():
+            p.grad = torch.randn_like(p)
+        optimizer.step()
+        updates[kind] = torch.cat([(p.detach() - before[n]).flatten() for n, p in model.named_parameters()])
+    assert updates["adamw"].abs().mean() == pytest.approx(1e-3, rel=1e-3)
+    assert (updates["adamw_8bit"] - updates["adamw"]).abs().mean() < 0.05 * 1e-3
 
 
 def test_optimizer_settings_are_checked(tmp_path, tiny_bert_dir):

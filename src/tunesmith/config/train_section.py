@@ -36,7 +36,7 @@ class TrainConfig(Section):
     grad_accum: int = Field(1, ge=1, description="Forward passes per optimizer step.")
     lr: float | None = Field(None, gt=0, description="Peak learning rate; default depends on the method.")
     optimizer: Literal["adamw", "adamw_8bit", "lion", "sgd", "adafactor"] = Field(
-        "adamw", description="adamw (torch), adamw_8bit (bitsandbytes: 8-bit states, GPU only), lion (sign "
+        "adamw", description="adamw (torch), adamw_8bit (bitsandbytes: 8-bit states, CPU or GPU), lion (sign "
         "updates, one state; use a 3-10x smaller lr), sgd (with momentum) or adafactor (factored second moments, "
         "transformers' implementation at a fixed lr).")
     betas: tuple[float, float] | None = Field(

@@ -28,6 +28,7 @@ import torch
 from tunesmith.errors import ModelError
 from tunesmith.quiet import quiet_loading
 from tunesmith.models.gguf import cached_conversion, convert_gguf_file
+from tunesmith.models.quantize import keep_trainable_layout
 from tunesmith.paths import cache_root
 
 __all__ = [
@@ -291,6 +292,8 @@ def load_model(
             model = auto_cls.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as exc:
         raise _load_error(name, source, exc) from exc
+    if quantization is not None:
+        keep_trainable_layout(model)
 
     if tokenizer.pad_token_id is not None:
         model.config.pad_token_id = tokenizer.pad_token_id

@@ -39,6 +39,19 @@ def four_bit_config(quant_type: str = "nf4", double_quant: bool = True, compute_
     )
 
 
+def keep_trainable_layout(model) -> None:
+    """Stop bitsandbytes (>= 0.49) repacking 4-bit weights for its CPU inference kernel.
+
+    On a CPU with AVX512-BF16 a ``Linear4bit`` in eval mode rewrites its weight into a packed
+    layout the first time it runs without gradients; training cannot backpropagate through
+    that layout ("a view of a leaf Variable ... in-place"), and a run evaluates between
+    training steps. Keeping the trainable layout costs only the inference speed-up.
+    """
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+
+
 def quantization_settings(method_cfg) -> dict | None:
     """The 4-bit settings a method needs for its base model (None for unquantised methods)."""
     if method_cfg.type != "qlora":
