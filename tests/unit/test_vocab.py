@@ -62,6 +62,20 @@ def test_new_rows_start_as_the_mean_of_their_pieces(tiny_llama_dir):
     assert tokenizer("什么是量子计算机", add_special_tokens=False)["input_ids"].count(added.ids[0]) == 1
 
 
+def test_new_rows_train_at_their_own_rate_beside_the_adapter(tiny_llama_dir):
+    from tunesmith.config.methods import LoraMethod
+    from tunesmith.methods import apply_method
+    from tunesmith.train.optim import build_optimizer
+
+    model = apply_method(AutoModelForCausalLM.from_pretrained(tiny_llama_dir), LoraMethod(r=2), "causal_lm",
+                         new_token_ids=[5, 9], new_token_lr_scale=10.0)
+    rate = {n: g["lr"] for g in build_optimizer(model, 1e-3, 0.0).param_groups
+            for n, p in model.named_parameters() if any(p is q for q in g["params"])}
+    rows = [n for n in rate if "trainable_tokens_delta" in n]
+    assert rows and all(rate[n] == pytest.approx(1e-2) for n in rows)
+    assert all(r == pytest.approx(1e-3) for n, r in rate.items() if "lora_" in n)
+
+
 @pytest.fixture(scope="module")
 def vocab_run(tmp_path_factory):
     """A LoRA chat run with two new tokens on a tiny Llama with SmolLM2's BPE tokenizer (tied embeddings)."""

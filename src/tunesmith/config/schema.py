@@ -60,6 +60,10 @@ class ModelConfig(Section):
     expand_vocab: ExpandVocabConfig | None = Field(
         None, description="Mine new tokens from a corpus: frequent words (jieba segments Chinese) that the "
         "tokenizer splits into min_pieces or more pieces. Added like add_tokens.")
+    new_tokens_lr_scale: float = Field(
+        10.0, gt=0, description="Learning-rate multiplier of the new vocabulary rows under lora and qlora. A row "
+        "gets a gradient only where its token occurs, so at the adapter's rate new rows lag behind (measured in "
+        "benchmarks/vocab_expansion.py); full fine-tuning trains them with the whole matrix at train.lr.")
 
 
     @field_validator("trust_remote_code")

@@ -41,10 +41,11 @@ assert set(BUILDERS) == set(METHODS), "methods/__init__.BUILDERS and config/meth
 
 
 def apply_method(model: nn.Module, method_cfg, task: str, *, total_steps: int | None = None,
-                 new_token_ids: list[int] | None = None) -> nn.Module:
+                 new_token_ids: list[int] | None = None, new_token_lr_scale: float = 1.0) -> nn.Module:
     """Prepare ``model`` for training with the configured method (``new_token_ids``: vocabulary
-    rows added for this run, which train too)."""
-    return BUILDERS[method_cfg.type](model, method_cfg, task, total_steps=total_steps, new_token_ids=new_token_ids)
+    rows added for this run, which train too, at ``new_token_lr_scale`` times the rate)."""
+    return BUILDERS[method_cfg.type](model, method_cfg, task, total_steps=total_steps, new_token_ids=new_token_ids,
+                                     new_token_lr_scale=new_token_lr_scale)
 
 
 def training_hooks(method_cfg) -> TrainingHooks:

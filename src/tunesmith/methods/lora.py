@@ -87,10 +87,11 @@ def apply_lora(model: nn.Module, method_cfg, task: str, **context) -> nn.Module:
     peft_model = wrap(model, config, "LoRA")
     if method_cfg.init == "pissa":
         _remember_pissa_init(peft_model)
-    if method_cfg.lora_plus_ratio:
-        for name, p in peft_model.named_parameters():
-            if p.requires_grad and ("lora_B" in name or "lora_embedding_B" in name):
-                setattr(p, LR_SCALE_ATTR, method_cfg.lora_plus_ratio)
+    for name, p in peft_model.named_parameters():
+        if p.requires_grad and method_cfg.lora_plus_ratio and ("lora_B" in name or "lora_embedding_B" in name):
+            setattr(p, LR_SCALE_ATTR, method_cfg.lora_plus_ratio)
+        if p.requires_grad and "trainable_tokens_delta" in name:  # the new vocabulary rows
+            setattr(p, LR_SCALE_ATTR, context.get("new_token_lr_scale", 1.0))
     return peft_model
 
 

@@ -12,7 +12,8 @@ which costs context and, above all, decoding steps. Expansion:
    tied, output) row as the mean of the rows of the pieces it replaces, so a new token
    first means what its pieces meant together;
 4. trains only the new rows besides the method (PEFT's ``trainable_token_indices`` with
-   LoRA; full fine-tuning trains every row anyway).
+   LoRA, at ``model.new_tokens_lr_scale`` times the rate: a row gets a gradient only where
+   its token occurs; full fine-tuning trains every row anyway).
 
 ``tunesmith.json`` records the new tokens with their pieces, so loading a run rebuilds the
 base's enlarged embeddings exactly as training started from them.
