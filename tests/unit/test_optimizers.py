@@ -12,6 +12,7 @@ from transformers import AutoModelForSequenceClassification
 from tunesmith.config.load import load_recipe
 from tunesmith.errors import ConfigError
 from tunesmith.objectives.classification import ClassificationObjective
+from tunesmith.plan.memory import OPTIMIZER_STATE
 from tunesmith.rundir import RunDir
 from tunesmith.runner import run_recipe
 from tunesmith.testing import base_tokenizer, sentiment_rows, write_cls_recipe
@@ -41,7 +42,7 @@ def test_each_optimizer_fits_a_batch(optimizer, lr, tiny_bert_dir):
         for p in model.parameters():
             assert opt.state[p]["state1"].dtype == (torch.uint8 if p.numel() >= 4096 else torch.float32)
         big = sum(p.numel() for p in model.parameters() if p.numel() >= 4096)
-        eight_bit = 2 * big * (1 + 4 / 256)  # two uint8 moments, each with an fp32 scale per 256 values
+        eight_bit = big * OPTIMIZER_STATE["adamw_8bit"]  # what `tunesmith plan` counts per parameter
         assert state_bytes(opt) == pytest.approx(eight_bit + 2 * (params - big) * 4, rel=0.01)
     else:  # factored rows and columns: far below one copy
         assert 0 < state_bytes(opt) < 0.2 * params * 4

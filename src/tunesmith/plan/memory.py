@@ -26,10 +26,11 @@ from tunesmith.plan.trace import Trace
 HEAP_SLACK = 0.75
 # Optimizer state per trainable parameter: in copies of its gradient for the optimizers
 # whose states take the parameters' dtype, in bytes for 8-bit AdamW (two uint8 moments plus
-# a float32 scale per 2048-value block). Adafactor keeps row and column statistics per
+# a float32 scale per 256-value block, as bitsandbytes 0.50 stores them: measured in
+# tests/unit/test_optimizers.py). Adafactor keeps row and column statistics per
 # matrix: for hidden-size matrices about 1% of a copy (counted as that).
 STATE_COPIES = {"adamw": 2.0, "lion": 1.0, "sgd": 1.0, "adafactor": 0.01}
-OPTIMIZER_STATE = {"adamw_8bit": 2 * (1 + 4 / 2048)}
+OPTIMIZER_STATE = {"adamw_8bit": 2 * (1 + 4 / 256)}
 
 
 @dataclass
