@@ -103,6 +103,13 @@ def test_adamw_8bit_first_step_matches_adamw(tiny_bert_dir):
     assert (updates["adamw_8bit"] - updates["adamw"]).abs().mean() < 0.05 * 1e-3
 
 
+def test_adamw_8bit_without_bitsandbytes_says_how_to_install_it(tiny_bert_dir, monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "bitsandbytes", None)  # import now raises ImportError
+    with pytest.raises(ConfigError, match="adamw_8bit needs the bitsandbytes package") as error:
+        build_optimizer(_model(tiny_bert_dir), 1e-3, 0.0, kind="adamw_8bit")
+    assert "tunesmith[qlora]" in error.value.fix
+
+
 def test_optimizer_settings_are_checked(tmp_path, tiny_bert_dir):
     recipe = write_cls_recipe(tmp_path, tiny_bert_dir)
     with pytest.raises(ConfigError, match="train.betas applies to adamw, adamw_8bit and lion, not sgd"):
