@@ -242,11 +242,11 @@ def _run(config: RecipeConfig, run: RunDir, backend: Backend, summary: dict, bas
         return metrics, probes
 
     total_steps = planned_steps(len(train_features), config.train)
+    method_args = {"total_steps": total_steps, "new_token_ids": new_tokens.ids if new_tokens else None,
+                   "new_token_lr_scale": config.model.new_tokens_lr_scale}
     if config.model.adapter_from:
         # Start from that run's adapter: the "before" scores are then that adapter's.
-        model = apply_method(model, config.method, config.model_task, total_steps=total_steps,
-                             new_token_ids=new_tokens.ids if new_tokens else None,
-                             new_token_lr_scale=config.model.new_tokens_lr_scale)
+        model = apply_method(model, config.method, config.model_task, **method_args)
         continue_adapter(model, config.model.adapter_from, config.method.type, source)
         log(f"starting from the adapter of {config.model.adapter_from}")
     # The starting policy is a preference run's reference: settled before the method wraps it.
@@ -271,9 +271,7 @@ def _run(config: RecipeConfig, run: RunDir, backend: Backend, summary: dict, bas
         log(f"warning: train.eval_every={config.train.eval_every} is not below the run's {total_steps} steps: "
             "evaluating at the end only")
     if not config.model.adapter_from:
-        model = apply_method(model, config.method, config.model_task, total_steps=total_steps,
-                             new_token_ids=new_tokens.ids if new_tokens else None,
-                             new_token_lr_scale=config.model.new_tokens_lr_scale)
+        model = apply_method(model, config.method, config.model_task, **method_args)
     if config.train.gradient_checkpointing:
         (model.get_base_model() if hasattr(model, "get_base_model") else model).activation_checkpointing_enable()
     if auto_batch:
