@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import statistics
 import subprocess
 import sys
@@ -28,22 +27,10 @@ from pathlib import Path
 
 import yaml
 
+from tunesmith.testing import measured_peak_and_step, write_long_rows
+
 MODELS = {"smollm2": ("builtin:smollm2-135m", "pretrain", (128, 256), 4),
           "minilm": ("builtin:minilm", "classification", (128, 256), 16)}
-
-
-def write_data(folder: Path) -> None:
-    """Rows of 400 random words (longer than any planned max_length), with labels."""
-    rng = random.Random(0)
-    words = [w.strip() for w in "the a of to and in is it that was for on are with as his they be at one have this " \
-             "from or had by word but what some we can out other were all there when up use your how said an each " \
-             "she which do their time if will way about many then them write would like so these her long make " \
-             "thing see him two has look more day could go come did number sound no most people my over know " \
-             "water than call first who may down side been now find".split()]
-    with open(folder / "rows.jsonl", "w") as out:
-        for i in range(64):
-            text = " ".join(rng.choice(words) for _ in range(400))
-            out.write(json.dumps({"text": text, "label": "yes" if i % 2 else "no"}) + "\n")
 
 
 def recipe(model_key: str, method: str, length: int, checkpointing: bool, steps: int, folder: Path) -> dict:
@@ -57,20 +44,6 @@ def recipe(model_key: str, method: str, length: int, checkpointing: bool, steps:
                   "gradient_checkpointing": checkpointing, "group_by_length": False},
         "eval": {"generate": False, "forgetting": False},
     }
-
-
-def measure(recipe_path: Path) -> dict:
-    """Train in a fresh process; peak RSS above the baseline, and the median step time."""
-    subprocess.run([sys.executable, "-m", "tunesmith", "train", str(recipe_path), "--overwrite", "--quiet"],
-                   check=True, capture_output=True)
-    data = yaml.safe_load(recipe_path.read_text())
-    run = Path(data["output_dir"]) / data["name"]
-    summary = json.loads((run / "summary.json").read_text())
-    steps = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    batch = data["train"]["batch_size"] * data["train"].get("grad_accum", 1)
-    step_s = [batch / s["samples_per_s"] for s in steps if "samples_per_s" in s][1:]
-    return {"peak_mb": summary["train"]["peak_rss_mb"] - summary["train"]["baseline_rss_mb"],
-            "step_s": statistics.median(step_s) if step_s else None}
 
 
 def predict(recipe_path: Path) -> dict:
@@ -98,7 +71,7 @@ def main() -> None:
     known = json.loads(store.read_text()) if store.is_file() else {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        write_data(folder)
+        write_long_rows(folder / "rows.jsonl")
         for model_key in args.models.split(","):
             lengths = MODELS[model_key][2][:1] if args.quick else MODELS[model_key][2]
             for method in args.methods.split(","):
@@ -110,7 +83,7 @@ def main() -> None:
                         path = folder / f"{spec['name']}.yaml"
                         path.write_text(yaml.safe_dump(spec))
                         predicted = predict(path)
-                        measured = known.get(spec["name"]) or measure(path)
+                        measured = known.get(spec["name"]) or measured_peak_and_step(path)
                         known[spec["name"]] = measured
                         store.write_text(json.dumps(known, indent=1))
                         row = {"config": spec["name"], **{f"pred_{k}": v for k, v in predicted.items()},

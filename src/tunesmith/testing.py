@@ -10,6 +10,7 @@ imports neither torch nor transformers: the model writers import them when calle
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -173,6 +174,38 @@ def write_grpo_recipe(folder: Path, model_dir: Path, pattern: str = "[0-9]") -> 
                      grpo={"num_generations": 8, "max_new_tokens": 6, "temperature": 0.5,
                            "rewards": [{"type": "regex", "pattern": pattern}]})
     return _write_yaml(folder / "grpo.yaml", recipe)
+
+
+def write_long_rows(path: Path, rows: int = 64, words: int = 400) -> Path:
+    """Rows of ``words`` random common words (longer than any max_length a memory test plans),
+    labelled "yes"/"no" in turn, so every micro-batch is the longest one the plan assumes."""
+    rng = random.Random(0)
+    vocabulary = ("the a of to and in is it that was for on are with as his they be at one have this from or "
+                  "had by word but what some we can out other were all there when up use your how said an each "
+                  "she which do their time if will way about many then them write would like so these her long "
+                  "make thing see him two has look more day could go come did number sound no most people my "
+                  "over know water than call first who may down side been now find").split()
+    write_jsonl(path, [{"text": " ".join(rng.choice(vocabulary) for _ in range(words)), "label": "yes" if i % 2 else "no"}
+                       for i in range(rows)])
+    return Path(path)
+
+
+def measured_peak_and_step(recipe: Path) -> dict:
+    """Train ``recipe`` in a fresh process: its peak resident memory above the baseline (MB,
+    from summary.json) and its median step time from the second step on (s, None with one step)."""
+    import json
+    import statistics
+
+    subprocess.run([sys.executable, "-m", "tunesmith", "train", str(recipe), "--overwrite", "--quiet"],
+                   check=True, capture_output=True, timeout=TIMEOUT)
+    data = yaml.safe_load(Path(recipe).read_text())
+    run = Path(data["output_dir"]) / data["name"]
+    train = json.loads((run / "summary.json").read_text())["train"]
+    batch = data["train"]["batch_size"] * data["train"].get("grad_accum", 1)
+    steps = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    step_s = [batch / s["samples_per_s"] for s in steps if "samples_per_s" in s][1:]
+    return {"peak_mb": train["peak_rss_mb"] - train["baseline_rss_mb"],
+            "step_s": statistics.median(step_s) if step_s else None}
 
 
 def _recipe(folder: Path, model_dir: Path, name: str, task: str, **sections) -> dict:

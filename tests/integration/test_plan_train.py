@@ -70,3 +70,34 @@ def test_batch_search_finds_the_largest_batch_under_a_memory_cap(tiny_llama_dir)
     assert (search.micro_batch, search.grad_accum) == (4, 4)
     assert search.tries[4] <= cap < search.tries[8]
 
+
+
+@pytest.mark.parametrize("method, checkpointing", [
+    ("lora", False),
+    pytest.param("lora", True, marks=pytest.mark.slow),
+    pytest.param("full", False, marks=pytest.mark.slow),
+])
+def test_the_planned_peak_is_within_ten_percent_of_the_measured_peak(tmp_path, tiny_llama_dir, method, checkpointing):
+    # Batch 16 x 128 tokens: big enough that the tensors the plan counts, not the process's
+    # fixed growth after its baseline (imports, runtime buffers: about 60 MB), make the peak
+    # (docs/results/plan-accuracy.md). Packed long documents: every micro-batch is the full
+    # 16 x 128 the plan assumes (unpacked, a document's last chunk is short).
+    from tunesmith.config.schema import RecipeConfig
+    from tunesmith.plan.planner import make_plan
+    from tunesmith.testing import measured_peak_and_step, write_long_rows
+
+    import yaml
+
+    recipe = {"name": f"peak-{method}", "task": "pretrain", "output_dir": str(tmp_path / "runs"),
+              "model": {"name": str(tiny_llama_dir)},
+              "data": {"train": str(write_long_rows(tmp_path / "rows.jsonl")), "eval_size": 4, "max_length": 128,
+                       "packing": True, "cache": False},
+              "method": {"type": method},
+              "train": {"max_steps": 2, "batch_size": 16, "eval_batch_size": 4, "group_by_length": False,
+                        "gradient_checkpointing": checkpointing},
+              "eval": {"generate": False, "forgetting": False}}
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    plan = make_plan(RecipeConfig.model_validate(recipe), with_time=False)
+    predicted_mb = (plan.total_bytes - plan.components["baseline"]) / 2**20
+    measured_mb = measured_peak_and_step(tmp_path / "recipe.yaml")["peak_mb"]
+    assert abs(predicted_mb / measured_mb - 1) <= 0.10, (predicted_mb, measured_mb)
