@@ -2,7 +2,9 @@
 
 Each configuration is a recipe trained for a few steps in its own process
 (`tunesmith train`), on rows longer than max_length so that every micro-batch is the
-longest one (the shape the plan assumes). Measured: peak RSS of the process above its
+longest one (the shape the plan assumes): a classifier truncates them; pretraining packs
+them (`data.packing`), because unpacked, each document's last chunk is short and a
+padding-free micro-batch holds fewer tokens than planned. Measured: peak RSS of the process above its
 baseline (the resident memory just before the model loads, in summary.json) and the
 median step time (metrics.jsonl's step_s, from the second step on). Predicted: the same
 two numbers from `tunesmith plan --json` on the same recipe, computed in this process
@@ -38,7 +40,8 @@ def recipe(model_key: str, method: str, length: int, checkpointing: bool, steps:
     return {
         "name": f"{model_key}-{method}-{length}-{'gc' if checkpointing else 'nogc'}", "task": task,
         "output_dir": str(folder / "runs"), "model": {"name": name},
-        "data": {"train": str(folder / "rows.jsonl"), "eval_size": 4, "max_length": length, "cache": False},
+        "data": {"train": str(folder / "rows.jsonl"), "eval_size": 4, "max_length": length, "cache": False,
+                 "packing": task == "pretrain"},
         "method": {"type": method},
         "train": {"max_steps": steps, "batch_size": batch, "log_every": 1, "eval_batch_size": 4,
                   "gradient_checkpointing": checkpointing, "group_by_length": False},

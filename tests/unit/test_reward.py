@@ -93,3 +93,40 @@ def test_pair_metrics_by_hand():
     assert METRICS["pairwise_accuracy"].fn(outputs) == 0.5  # a tie counts as wrong
     assert METRICS["mean_margin"].fn(outputs) == pytest.approx((1.0 - 1.0 + 0.0 + 4.0) / 4)
     assert METRICS["pairwise_accuracy"].higher_is_better and METRICS["mean_margin"].higher_is_better
+
+
+def test_packed_batches_give_the_padded_batches_rewards_and_gradients(reward_model, tiny_llama_dir):
+    # The tiny Llama's pad token ends no row here; the reading position still follows the
+    # padded classifier's rule (the last token that is not the pad), checked below with a row
+    # that ends in the pad token.
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    base = AutoModelForSequenceClassification.from_pretrained(tiny_llama_dir, num_labels=1)
+    _, tokenizer = reward_model
+    base.config.pad_token_id = tokenizer.pad_token_id
+    model = get_peft_model(base, LoraConfig(task_type="SEQ_CLS", r=4, target_modules=["q_proj", "v_proj"]))
+    padded, packed = RewardObjective(tokenizer, 128), RewardObjective(tokenizer, 128, padding_free=True)
+    features = padded.encode(PAIRS)
+    features[0]["rejected_ids"] = features[0]["rejected_ids"] + [tokenizer.pad_token_id]
+    padded_batch, packed_batch = padded.collate(features), packed.collate(features)
+    assert "packed_ids" not in padded_batch and packed_batch["packed_ids"].shape == (1, sum(
+        len(f["chosen_ids"]) + len(f["rejected_ids"]) for f in features))
+    grads = []
+    for objective, batch in ((padded, padded_batch), (packed, packed_batch)):
+        model.zero_grad()
+        loss = objective.loss_sum(model, batch)
+        loss.backward()
+        grads.append((loss.detach(), [p.grad.clone() for p in model.parameters() if p.requires_grad]))
+    (loss_a, grads_a), (loss_b, grads_b) = grads
+    assert float(loss_b) == pytest.approx(float(loss_a), abs=1e-5)
+    for a, b in zip(grads_a, grads_b):
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-4)
+    assert not packed.pads_batches and padded.pads_batches
+
+
+def test_encoder_reward_models_are_never_packed(tiny_bert_dir):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)  # no chat template: [CLS] prompt [SEP] answer [SEP]
+    objective = RewardObjective(tokenizer, 64, padding_free=True)
+    batch = objective.collate(objective.encode(PAIRS[:1]))
+    assert "packed_ids" not in batch and objective.pads_batches

@@ -93,7 +93,7 @@ def make_plan(config, *, device_spec: str | None = None, gpus: int = 1, longest:
     hf_config = model_config(source, config.model.trust_remote_code)
     config, settings_notes = _planned_precision(config, device_spec)
     batch = micro_batch(config, longest, target_share)
-    labels = len(config.data.labels) if config.data.labels else 2
+    labels = 1 if config.task == "reward" else len(config.data.labels) if config.data.labels else 2
     trace = trace_training(config, hf_config, batch.rows, batch.length, batch.targets_per_row, labels, with_time)
     hidden = trace.hidden or 768
     ffn = getattr(hf_config, "intermediate_size", 4 * hidden)
