@@ -26,7 +26,7 @@ from tunesmith.methods.saved import continue_adapter
 from tunesmith.final_model import save_final
 from tunesmith.models.load import load_model, load_tokenizer, resolve_model_source
 from tunesmith.models.quantize import four_bit_config, quantization_settings
-from tunesmith.models.vocab import expand_tokenizer, resize_embeddings, summary_of
+from tunesmith.models.vocab import embedding_rows, expand_tokenizer, resize_embeddings, summary_of
 from tunesmith.objectives.reference_model import prepare_reference
 from tunesmith.objectives.tasks import spec_for
 from tunesmith.modelcard import write_model_card
@@ -201,9 +201,10 @@ def _run(config: RecipeConfig, run: RunDir, backend: Backend, summary: dict, bas
     preflight = backend.is_main and not force and resume_from is None
     if preflight or config.train.gradient_checkpointing == "auto":
         plan = check_memory(with_train(config, batch_size=1, grad_accum=config.train.global_batch) if auto_batch
-                            else config, train_features, source, log, refuse=preflight)
+                            else config, train_features, source, log, refuse=preflight,
+                            vocab_rows=embedding_rows(len(tokenizer)) if new_tokens else None)
         summary["plan"] = {"total_bytes": plan.total_bytes, "baseline_bytes": plan.components["baseline"],
-                           "budget_bytes": plan.device["memory_bytes"]}
+                           "budget_bytes": plan.device["memory_bytes"], "vocab_rows": plan.params["vocab_rows"]}
         config = with_train(config, gradient_checkpointing=plan.settings["gradient_checkpointing"])
     quantization = quantization_settings(config.method)
     # A classifier's head has one output per label; a reward model's one output is the reward.

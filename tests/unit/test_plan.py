@@ -64,6 +64,19 @@ def test_the_trace_counts_what_a_packed_reward_model_pass_saves(tiny_llama_dir, 
     assert trace.saved_bytes == real_saved_bytes(config, 3, 24, 1)
 
 
+def test_new_vocabulary_rows_are_planned(tiny_llama_dir):
+    # 64 more rows: 64 x hidden more weights, and 64 more logits per planned target.
+    from tunesmith.plan.planner import make_plan
+
+    config = recipe(tiny_llama_dir, type="full")
+    base = make_plan(config, with_time=False)
+    rows = base.params["vocab_rows"] + 64
+    grown = make_plan(config, with_time=False, vocab_rows=rows)
+    assert grown.params["vocab_rows"] == rows
+    assert grown.params["total"] - base.params["total"] == 64 * model_config(str(tiny_llama_dir)).hidden_size
+    assert grown.total_bytes > base.total_bytes
+
+
 def test_plan_numbers_equal_a_hand_calculation(tiny_llama_dir):
     from tunesmith.plan.memory import estimate_memory
 

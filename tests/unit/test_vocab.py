@@ -115,6 +115,7 @@ def _logits(model, final) -> torch.Tensor:
 def test_only_the_new_rows_train_and_the_run_reloads_to_its_own_eval_loss(vocab_run):
     run, summary, base = vocab_run
     assert summary["vocab"]["added"] == 2 and summary["vocab"]["rows"] % 64 == 0
+    assert summary["plan"]["vocab_rows"] == summary["vocab"]["rows"]  # the memory preflight planned the new rows
     final = run / "final"
     model, tokenizer, meta = load_trained(final)
     assert tokenizer.convert_tokens_to_ids(NEW) == meta["vocab"]["ids"]

@@ -99,6 +99,11 @@ def add_to_tokenizer(tokenizer, terms: list[str]) -> NewTokens:
     return added
 
 
+def embedding_rows(tokenizer_size: int) -> int:
+    """The embedding rows :func:`resize_embeddings` gives ``tokenizer_size`` tokens (a multiple of 64)."""
+    return -(-tokenizer_size // PAD_MULTIPLE) * PAD_MULTIPLE
+
+
 def resize_embeddings(model, added: NewTokens, tokenizer_size: int) -> int:
     """Resize ``model``'s embeddings for ``tokenizer_size`` tokens (rounded up to a multiple
     of 64) and start each new token's rows as the mean of its pieces' rows; returns the rows.

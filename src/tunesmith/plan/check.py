@@ -27,10 +27,12 @@ def data_shape(features: list[dict]) -> tuple[int | None, float]:
     return len(ranked[0]["input_ids"]), max(statistics.mean(shares), 1e-3)
 
 
-def check_memory(config, features: list[dict], source: str, log=print, refuse: bool = True):
+def check_memory(config, features: list[dict], source: str, log=print, refuse: bool = True,
+                 vocab_rows: int | None = None):
     """Plan ``config`` on its features; raise when it clearly does not fit (unless not ``refuse``:
     a forced or resumed run plans only to settle ``gradient_checkpointing: auto``). Returns the
-    plan; its ``settings`` say what ``auto`` chose."""
+    plan; its ``settings`` say what ``auto`` chose. ``vocab_rows``: the embedding rows after
+    vocabulary expansion."""
     from tunesmith.plan.advisor import advise, render_advice
     from tunesmith.plan.planner import make_plan
     from tunesmith.plan.render import render_plan, size
@@ -38,7 +40,7 @@ def check_memory(config, features: list[dict], source: str, log=print, refuse: b
     longest, share = data_shape(features)
     budget = budget_bytes(config)
     plan = make_plan(config, longest=longest, target_share=share, budget_bytes=budget, source=source,
-                     with_time=False)
+                     with_time=False, vocab_rows=vocab_rows)
     limit = plan.device["memory_bytes"]
     log(f"memory plan: {size(plan.total_bytes)} at the peak of {size(limit)} available")
     for note in plan.notes:

@@ -83,14 +83,17 @@ def _first_rss() -> int:
 
 def make_plan(config, *, device_spec: str | None = None, gpus: int = 1, longest: int | None = None,
               target_share: float = 1.0, budget_bytes: int | None = None, examples: int | None = None,
-              source: str | None = None, with_time: bool = True) -> Plan:
+              source: str | None = None, with_time: bool = True, vocab_rows: int | None = None) -> Plan:
     """The plan of ``config``. ``longest``/``target_share`` describe the data when it is known
     (the worst case otherwise); ``examples`` is the training set's size, for epoch time.
-    ``with_time=False`` skips the step-time work count and the rate microbenchmarks."""
+    ``with_time=False`` skips the step-time work count and the rate microbenchmarks.
+    ``vocab_rows``: the embedding rows after vocabulary expansion (the base's otherwise)."""
     from tunesmith.models.load import resolve_model_source
 
     source = source or resolve_model_source(config.model.name)
     hf_config = model_config(source, config.model.trust_remote_code)
+    if vocab_rows:  # new tokens grow the embeddings and every row of logits
+        hf_config.vocab_size = vocab_rows
     config, settings_notes = _planned_precision(config, device_spec)
     batch = micro_batch(config, longest, target_share)
     labels = 1 if config.task == "reward" else len(config.data.labels) if config.data.labels else 2
@@ -118,6 +121,7 @@ def make_plan(config, *, device_spec: str | None = None, gpus: int = 1, longest:
                 "rates": asdict(device.rates) if device.rates else None},
         micro_batch=asdict(batch),
         params={"total": trace.total_params, "trainable": trace.trainable_params, "biases": trace.bias_params,
+                "vocab_rows": trace.vocab,
                 "trainable_share": trace.trainable_params / max(trace.total_params, 1)},
         weights_by_dtype=weights_by_dtype(trace.total_params),
         components=memory.components, peak_moment=memory.peak_moment, total_bytes=memory.total_bytes,
