@@ -82,11 +82,11 @@ def test_the_planned_peak_is_within_ten_percent_of_the_measured_peak(tmp_path, t
     # fixed growth after its baseline (imports, runtime buffers: about 60 MB), make the peak
     # (docs/results/plan-accuracy.md). Packed long documents: every micro-batch is the full
     # 16 x 128 the plan assumes (unpacked, a document's last chunk is short).
+    import yaml
+
     from tunesmith.config.schema import RecipeConfig
     from tunesmith.plan.planner import make_plan
     from tunesmith.testing import measured_peak_and_step, write_long_rows
-
-    import yaml
 
     recipe = {"name": f"peak-{method}", "task": "pretrain", "output_dir": str(tmp_path / "runs"),
               "model": {"name": str(tiny_llama_dir)},

@@ -152,7 +152,6 @@ class RewardObjective:
         return model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits[:, 0].float().cpu().tolist()
 
 
-
 def score_head(model) -> torch.nn.Module | None:
     """The ``score`` head of a decoder sequence classifier (through PEFT's wrappers: the
     outermost module of that name), or None for other models (encoders pool [CLS])."""
