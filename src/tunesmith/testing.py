@@ -192,7 +192,11 @@ def write_long_rows(path: Path, rows: int = 64, words: int = 400) -> Path:
 
 def measured_peak_and_step(recipe: Path) -> dict:
     """Train ``recipe`` in a fresh process: its peak resident memory above the baseline (MB,
-    from summary.json) and its median step time from the second step on (s, None with one step)."""
+    from summary.json) and its median step time from the second step on (s, None with one step).
+
+    The step time assumes every micro-batch row is full (``max_length`` tokens: rows longer
+    than that, truncated or packed) and reads it off each logged step's tokens/s (examples/s
+    would count the documents of a packed row, not its rows); ``train.log_every`` must be 1."""
     import json
     import statistics
 
@@ -201,9 +205,9 @@ def measured_peak_and_step(recipe: Path) -> dict:
     data = yaml.safe_load(Path(recipe).read_text())
     run = Path(data["output_dir"]) / data["name"]
     train = json.loads((run / "summary.json").read_text())["train"]
-    batch = data["train"]["batch_size"] * data["train"].get("grad_accum", 1)
+    tokens = data["train"]["batch_size"] * data["train"].get("grad_accum", 1) * data["data"]["max_length"]
     steps = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    step_s = [batch / s["samples_per_s"] for s in steps if "samples_per_s" in s][1:]
+    step_s = [tokens / s["tokens_per_s"] for s in steps if "tokens_per_s" in s][1:]
     return {"peak_mb": train["peak_rss_mb"] - train["baseline_rss_mb"],
             "step_s": statistics.median(step_s) if step_s else None}
 
