@@ -5,8 +5,7 @@ pairs by rating (gap >= 3), conversational prompt/chosen/rejected rows through S
 chat template, builtin:smollm2-135m with a one-output sequence-classification head and
 LoRA (r=16, alpha=32, dropout 0 on q/k/v/o; the head trains fully in both), one epoch,
 batch 8, lr 1e-4 (linear decay, no warmup), max_length 128, bf16 autocast in both (TRL's
-CPU default). Everything else is each system's default (TRL: gradient checkpointing on;
-Tunesmith: padding-free batches).
+CPU default). Everything else is each system's default (TRL: gradient checkpointing on).
 
 First, the formula check: both systems compute the Bradley-Terry loss of one batch of 8
 pairs on the same model (random head, random LoRA B); the difference must be below 1e-4.
@@ -37,14 +36,13 @@ HYPER = {"r": 16, "alpha": 32, "dropout": 0.0, "epochs": 1, "batch_size": 8, "lr
 KEYS = ["tokens_per_s", "train_s", "wall_s", "peak_rss_mb", "accuracy", "eval_loss"]
 
 
-def _objective(padding_free: bool = False):
+def _objective():
     from transformers import AutoTokenizer
 
     from tunesmith.models.load import resolve_model_source
     from tunesmith.objectives.reward import RewardObjective
 
-    return RewardObjective(AutoTokenizer.from_pretrained(resolve_model_source(MODEL)), HYPER["max_length"],
-                           padding_free=padding_free)
+    return RewardObjective(AutoTokenizer.from_pretrained(resolve_model_source(MODEL)), HYPER["max_length"])
 
 
 def training_tokens(data_dir: Path) -> int:
@@ -143,18 +141,15 @@ def first_batch_check(data_dir: Path) -> dict:
     harness.randomize_lora_b(model)
     model.eval()
     objective = _objective()
-    with torch.no_grad():  # padded, and packed as Tunesmith trains by default
+    with torch.no_grad():
         mine = float(objective.loss_sum(model, objective.collate(objective.encode(rows)))) / len(rows)
-        packed = _objective(padding_free=True)
-        mine_packed = float(packed.loss_sum(model, packed.collate(packed.encode(rows)))) / len(rows)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = RewardTrainer(model=model, args=_reward_config(Path(tmp)), train_dataset=Dataset.from_list(rows),
                                 processing_class=objective.tokenizer)
         batch = next(iter(trainer.get_train_dataloader()))
         with torch.no_grad():
             anchor = float(trainer.compute_loss(trainer.model.eval(), batch))
-    return {"tunesmith": mine, "tunesmith_packed": mine_packed, "trl": anchor,
-            "abs_diff": max(abs(mine - anchor), abs(mine_packed - anchor))}
+    return {"tunesmith": mine, "trl": anchor, "abs_diff": abs(mine - anchor)}
 
 
 def main() -> None:
@@ -163,8 +158,8 @@ def main() -> None:
             prepare(Path(tmp), HYPER["batch_size"], 1)
             row = first_batch_check(Path(tmp))
         verdict = "same" if row["abs_diff"] < 1e-4 else "DIFFERENT"
-        print(f"first-batch Bradley-Terry loss, same random model: tunesmith {row['tunesmith']:.6f} "
-              f"(packed {row['tunesmith_packed']:.6f})  trl {row['trl']:.6f}  |diff| {row['abs_diff']:.2e}  {verdict}")
+        print(f"first-batch Bradley-Terry loss, same random model: tunesmith {row['tunesmith']:.6f}  "
+              f"trl {row['trl']:.6f}  |diff| {row['abs_diff']:.2e}  {verdict}")
     harness.side_by_side(__file__, __doc__, "trl", {"trl": worker_trl, "tunesmith": worker_tunesmith}, prepare,
                          KEYS, HYPER, train_rows=256, eval_rows=64)
 

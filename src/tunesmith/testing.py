@@ -197,17 +197,17 @@ def measured_peak_and_step(recipe: Path) -> dict:
     The step time assumes every micro-batch row is full (``max_length`` tokens: rows longer
     than that, truncated or packed) and reads it off each logged step's tokens/s (examples/s
     would count the documents of a packed row, not its rows); ``train.log_every`` must be 1."""
-    import json
     import statistics
+
+    from tunesmith.rundir import RunDir
 
     subprocess.run([sys.executable, "-m", "tunesmith", "train", str(recipe), "--overwrite", "--quiet"],
                    check=True, capture_output=True, timeout=TIMEOUT)
     data = yaml.safe_load(Path(recipe).read_text())
-    run = Path(data["output_dir"]) / data["name"]
-    train = json.loads((run / "summary.json").read_text())["train"]
+    run = RunDir(Path(data["output_dir"]) / data["name"])
+    train = run.read_summary()["train"]
     tokens = data["train"]["batch_size"] * data["train"].get("grad_accum", 1) * data["data"]["max_length"]
-    steps = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    step_s = [tokens / s["tokens_per_s"] for s in steps if "tokens_per_s" in s][1:]
+    step_s = [tokens / s["tokens_per_s"] for s in run.log("metrics") if "tokens_per_s" in s][1:]
     return {"peak_mb": train["peak_rss_mb"] - train["baseline_rss_mb"],
             "step_s": statistics.median(step_s) if step_s else None}
 

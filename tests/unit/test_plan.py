@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tunesmith.config.schema import RecipeConfig
-from tunesmith.plan.trace import NF4_DOUBLE_QUANT_BYTES, model_config, packs_rows, trace_training, training_forward
+from tunesmith.plan.trace import NF4_DOUBLE_QUANT_BYTES, model_config, trace_training, training_forward
 
 
 def recipe(model_dir, task="causal_lm", **method) -> RecipeConfig:
@@ -19,6 +19,7 @@ def real_saved_bytes(config, rows: int, length: int, targets: int) -> int:
     """Bytes autograd saves in a real CPU forward pass of the same model, method and shape."""
     from tunesmith.methods import apply_method
     from tunesmith.models.load import load_model
+    from tunesmith.objectives.tasks import padding_free
 
     torch.manual_seed(0)
     labels = (1 if config.task == "reward" else 2) if config.model_task == "classification" else None
@@ -35,7 +36,7 @@ def real_saved_bytes(config, rows: int, length: int, targets: int) -> int:
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        training_forward(model, config.model_task, rows, length, targets, packs_rows(config, model.config))
+        training_forward(model, config.model_task, rows, length, targets, padding_free(config))
     return sum(t.numel() * t.element_size() for t in saved.values())
 
 
@@ -55,11 +56,9 @@ def test_the_trace_counts_exactly_what_a_real_classifier_pass_saves(tiny_bert_di
     assert trace.saved_bytes == real_saved_bytes(config, 3, 24, 1)
 
 
-def test_the_trace_counts_what_a_packed_reward_model_pass_saves(tiny_llama_dir, tiny_bert_dir):
-    # A decoder reward model trains padding free (one row of the pairs' rows); an encoder pads.
+def test_the_trace_counts_exactly_what_a_real_reward_model_pass_saves(tiny_llama_dir):
+    # A reward model: a sequence classifier with one output (the plan traces it with one label).
     config = recipe(tiny_llama_dir, task="reward")
-    assert packs_rows(config, model_config(str(tiny_llama_dir)))
-    assert not packs_rows(recipe(tiny_bert_dir, task="reward"), model_config(str(tiny_bert_dir)))
     trace = trace_training(config, model_config(str(tiny_llama_dir)), 3, 24, 1, 1, count_work=False)
     assert trace.saved_bytes == real_saved_bytes(config, 3, 24, 1)
 

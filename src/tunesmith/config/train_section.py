@@ -93,9 +93,9 @@ class TrainConfig(Section):
         "returned to the OS when freed; keeps peak RSS near live memory. null: malloc's default."
     )
     padding_free: bool = Field(
-        True, description="Causal LMs, DPO-family pairs and decoder reward models: each micro-batch is one row "
-        "of its examples back to back (position ids restart, attention stays within each example): no padding, "
-        "the padded batch's loss, random batches. Not with prompt methods (their virtual tokens would be shared)."
+        True, description="Causal LMs: each micro-batch is one row of its examples back to back (position ids "
+        "restart, attention stays within each example): no padding, the padded batch's loss, random batches. "
+        "Not with prompt methods (their virtual tokens would be shared)."
     )
     compile: bool = Field(
         False, description="torch.compile the model for training (dynamic shapes). Off by default: on 2 CPU "

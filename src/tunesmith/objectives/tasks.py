@@ -32,7 +32,7 @@ class TaskSpec:
 
 
 # Tasks whose objectives can put a micro-batch's examples back to back in one row.
-PADDING_FREE_TASKS = ("causal_lm", "pretrain", "preference", "reward")
+PADDING_FREE_TASKS = ("causal_lm", "pretrain", "preference")
 
 
 def padding_free(config) -> bool:
@@ -73,7 +73,7 @@ def _reward(config, tokenizer, labels):
     from tunesmith.objectives.reward import RewardObjective
 
     return RewardObjective(tokenizer, config.data.max_length, config.data.system_prompt, config.data.on_overlength,
-                           margin=config.reward.margin, padding_free=padding_free(config))
+                           margin=config.reward.margin)
 
 
 def _preference(config, tokenizer, labels):

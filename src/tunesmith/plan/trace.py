@@ -184,7 +184,7 @@ def trace_training(config, hf_config, rows: int, length: int, targets_per_row: i
                 if precision != "fp32" else contextlib.nullcontext())
     forward_work = WorkCounter()
     with mode, forward_work, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast:
-        loss = training_forward(model, head, rows, length, targets_per_row, packs_rows(config, hf_config))
+        loss = training_forward(model, head, rows, length, targets_per_row, padding_free(config))
     for h in hooks:
         h.remove()
     backward_work, optimizer_work = WorkCounter(), WorkCounter()
@@ -218,16 +218,6 @@ def heap_threshold(config) -> int:
     return kb * 1024 if kb else 32 * 2**20
 
 
-def packs_rows(config, hf_config) -> bool:
-    """Whether ``config``'s micro-batches run as one row: padding-free causal LMs, and
-    padding-free reward models on a decoder (an encoder's reward batches are padded)."""
-    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
-
-    if not padding_free(config):
-        return False
-    return config.model_task != "classification" or hf_config.model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
-
-
 def training_forward(model: nn.Module, head: str, rows: int, length: int, targets_per_row: int,
                      packed: bool = False) -> torch.Tensor:
     """A training forward pass of ``rows`` x ``length`` tokens and its loss, as the objectives
@@ -244,10 +234,6 @@ def training_forward(model: nn.Module, head: str, rows: int, length: int, target
         mask[-1, -1] = 0
         logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=max(targets_per_row, 1),
                        use_cache=False).logits
-    elif packed:
-        # A padding-free reward model: one row of the pairs' rows, the head at every position.
-        positions = torch.arange(length).repeat(rows)[None]
-        logits = model(input_ids=ids.reshape(1, -1), position_ids=positions, use_cache=False).logits
     else:
         logits = model(input_ids=ids).logits
     logits = logits.float()
