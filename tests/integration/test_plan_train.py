@@ -71,7 +71,6 @@ def test_batch_search_finds_the_largest_batch_under_a_memory_cap(tiny_llama_dir)
     assert search.tries[4] <= cap < search.tries[8]
 
 
-
 @pytest.mark.parametrize("method, checkpointing", [
     ("lora", False),
     pytest.param("lora", True, marks=pytest.mark.slow),
