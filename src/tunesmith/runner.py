@@ -55,8 +55,17 @@ from tunesmith.train.state import TrainingInterrupted
 
 def peak_rss_mb() -> float:
     """This process's peak resident memory in MB."""
-    # ru_maxrss is in KiB on Linux.
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # Linux: VmHWM, the high-water mark of this program's own memory. ru_maxrss also counts
+    # the parent's memory this process was forked (or vfork-spawned) from before its exec,
+    # so a run started by a large process (a test session, the UI) reported the parent's peak.
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def current_rss_mb() -> float:

@@ -100,3 +100,14 @@ def test_the_planned_peak_is_within_ten_percent_of_the_measured_peak(tmp_path, t
     predicted_mb = (plan.total_bytes - plan.components["baseline"]) / 2**20
     measured_mb = measured_peak_and_step(tmp_path / "recipe.yaml")["peak_mb"]
     assert abs(predicted_mb / measured_mb - 1) <= 0.10, (predicted_mb, measured_mb)
+
+
+def test_a_run_reports_its_own_peak_not_the_peak_of_the_process_that_started_it():
+    # ru_maxrss after exec keeps the parent's memory the child was spawned from; a test
+    # session or the UI is such a parent. 1.5 GB held here must not show in the child's peak.
+    ballast = bytearray(1536 * 2**20)
+    for i in range(0, len(ballast), 4096):
+        ballast[i] = 1
+    out = subprocess.run([sys.executable, "-c", "from tunesmith.runner import peak_rss_mb; print(peak_rss_mb())"],
+                         capture_output=True, text=True, timeout=120, check=True)
+    assert float(out.stdout) < 1536
