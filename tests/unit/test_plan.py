@@ -133,5 +133,7 @@ def test_the_work_count_has_the_matmul_flops_of_a_training_step(tiny_llama_dir):
     attention = layers * 4 * tokens * tokens * h
     forward = 2 * body * tokens + 2 * h * vocab * 3 * 23 + attention
     assert trace.forward_work.flops == forward
+    # What gradient checkpointing runs again: the blocks, not the LM head.
+    assert trace.blocks * trace.block_forward_work.flops == forward - 2 * h * vocab * 3 * 23
     assert trace.backward_work.flops == pytest.approx(2 * forward, rel=0.02)
     assert trace.optimizer_work.inplace_bytes > 4 * trace.trainable_params * 6  # moments, params, grads updated

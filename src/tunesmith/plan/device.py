@@ -1,9 +1,10 @@
-"""The device a plan is for: its memory budget and its measured (or known) matmul rate.
+"""The device a plan is for: its memory budget and how fast it does each kind of work.
 
-This machine's rates come from microbenchmarks (about two seconds): a matmul at the
-model's own shapes, elementwise ops writing fresh and in-place tensors, random numbers.
-They are cached per machine, shape and dtype under the cache directory, so later plans
-are instant. A named GPU that is not this machine's (``--device a100:80GB``) takes its
+On this machine each matrix-product and attention call of the step is run once on random
+data and timed (:func:`kernel_seconds`); the rest runs at rates from a few seconds of
+microbenchmarks: a matmul at the model's own shapes, elementwise ops writing fresh and
+in-place tensors, random numbers, and pages faulted in for results that leave glibc's
+heap. Both are cached per machine under the cache directory, so later plans are instant. A named GPU that is not this machine's (``--device a100:80GB``) takes its
 dense bf16 rate and memory bandwidth from the vendor's data sheet, scaled by the share
 that training reaches (``GPU_ACHIEVED``), and says so.
 """
@@ -36,17 +37,19 @@ class Rates:
     inplace_bytes: float     # bytes/s of in-place updates
     random_numbers: float    # random numbers/s (dropout masks)
     source: str
+    fault_bytes: float = 0.0  # bytes/s of fresh outputs mapped anew (0: not separately slow)
 
     def seconds(self, work, kind: str | None = None) -> float:
         """Time of the work counted by a :class:`~tunesmith.plan.work.WorkCounter`. On this
-        machine (``kind`` given) each matrix-product shape is timed; elsewhere products run
-        at the data-sheet rate."""
+        machine (``kind`` given) each matrix-product and attention call is timed; elsewhere
+        they run at the data-sheet rate."""
         if kind:
-            products = sum(calls * matmul_seconds(kind, key) for key, calls in work.matmuls.items())
+            products = sum(calls * kernel_seconds(kind, key) for key, calls in work.kernels.items())
             products += work.other_flops / self.matmul_flops
         else:
             products = work.flops / self.matmul_flops
-        return (products + work.fresh_bytes / self.fresh_bytes
+        faults = work.faulted_bytes / self.fault_bytes if self.fault_bytes else 0.0
+        return (products + work.fresh_bytes / self.fresh_bytes + faults
                 + work.inplace_bytes / self.inplace_bytes + work.random / self.random_numbers)
 
 
@@ -112,28 +115,46 @@ def resolve_device(spec: str | None, gpus: int, shape: tuple[int, int, int], dty
     return Device(name, "cuda", budget_bytes or parse_memory(memory), rates, gpus, local=False)
 
 
-_MATMUL_TIMES: dict[str, float] = {}
+_KERNEL_TIMES: dict[str, float] = {}
 
 
-def matmul_seconds(kind: str, key: tuple) -> float:
-    """Seconds of one call of a matrix product (op, operand shapes, dtype) on this machine,
-    measured once and cached per machine (``plan/matmuls.json`` in the cache dir)."""
+def kernel_seconds(kind: str, key: tuple) -> float:
+    """Seconds of one call of a matrix-product or attention kernel (a
+    :func:`~tunesmith.plan.work.kernel_key`: op, shapes, strides, dtypes) on this machine,
+    run on random data once and cached per machine (``plan/kernels.json`` in the cache dir)."""
     import torch
 
-    op, shapes, dtype = key
-    cache = cache_root() / "plan" / "matmuls.json"
-    name = f"{platform.node()}|{kind}|{torch.get_num_threads()}|{op}|{shapes}|{dtype}"
-    if not _MATMUL_TIMES and cache.is_file():
-        _MATMUL_TIMES.update(json.loads(cache.read_text()))
-    if name not in _MATMUL_TIMES:
+    op, args, kwargs = key
+    cache = cache_root() / "plan" / "kernels.json"
+    name = f"{platform.node()}|{kind}|{torch.get_num_threads()}|{key!r}"
+    if not _KERNEL_TIMES and cache.is_file():
+        _KERNEL_TIMES.update(json.loads(cache.read_text()))
+    if name not in _KERNEL_TIMES:
         device = "cuda" if kind == "cuda" else "cpu"
         sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-        operands = [torch.randn(s, device=device, dtype=getattr(torch, dtype)) for s in shapes]
-        function = getattr(torch, op)
-        _MATMUL_TIMES[name] = 1 / _timed(lambda: (function(*operands), sync()), 0.05)
+        namespace, packet, overload = op.split(".")
+        function = getattr(getattr(getattr(torch.ops, namespace), packet), overload)
+        real_args = [_random_tensor(a, device) for a in args]
+        real_kwargs = {k: _random_tensor(v, device) for k, v in kwargs}
+        _KERNEL_TIMES[name] = 1 / _timed(lambda: (function(*real_args, **real_kwargs), sync()), 0.05)
         cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps(_MATMUL_TIMES, indent=0))
-    return _MATMUL_TIMES[name]
+        cache.write_text(json.dumps(_KERNEL_TIMES, indent=0))
+    return _KERNEL_TIMES[name]
+
+
+def _random_tensor(spec, device: str):
+    # A kernel_key's ("tensor", shape, stride, dtype) as a tensor of that exact layout: small
+    # normal values for floats (scores stay finite), ones for masks and integers.
+    import torch
+
+    if not (isinstance(spec, tuple) and spec and spec[0] == "tensor"):
+        return spec
+    _, shape, stride, dtype = spec
+    # Fill the storage, then view it with the traced strides (which may overlap: a broadcast gradient).
+    storage = 1 + sum((size - 1) * step for size, step in zip(shape, stride)) if all(shape) else 0
+    base = torch.empty(storage, dtype=getattr(torch, dtype), device=device)
+    base = base.normal_(0, 0.5) if base.is_floating_point() else base.fill_(1)
+    return base.as_strided(shape, stride)
 
 
 def _timed(work, seconds: float = 0.4) -> float:
@@ -151,7 +172,7 @@ def measured_rates(kind: str, shape: tuple[int, int, int], dtype: str) -> Rates:
     import torch
 
     m, k, n = shape
-    key = f"{platform.node()}|{kind}|{torch.get_num_threads()}|{dtype}|{m}x{k}x{n}|v2"
+    key = f"{platform.node()}|{kind}|{torch.get_num_threads()}|{dtype}|{m}x{k}x{n}|v4"
     cache = cache_root() / "plan" / "rates.json"
     rates = json.loads(cache.read_text()) if cache.is_file() else {}
     if key in rates:
@@ -164,17 +185,19 @@ def measured_rates(kind: str, shape: tuple[int, int, int], dtype: str) -> Rates:
     a = torch.randn(m, k, device=device, dtype=torch_dtype)
     b = torch.randn(k, n, device=device, dtype=torch_dtype)
     matmul = 2 * m * k * n * _timed(lambda: (a @ b, sync()), 1.0)
-    # Elementwise work at activation sizes: a fresh result (allocated, its pages faulted in),
-    # an in-place update, and random numbers (dropout masks).
     # Activation-sized tensors (one micro-batch's tokens x hidden) for what activations do:
-    # ops writing a fresh tensor, and dropout's random masks; a large in-place update for
-    # what the optimizer does over the trained parameters.
+    # ops writing a fresh tensor, and dropout's random masks.
     x, y = torch.randn(m, k, device=device), torch.randn(m, k, device=device)
     fresh = 3 * x.numel() * 4 * _timed(lambda: (torch.mul(x, y), sync()))
     random = x.numel() * _timed(lambda: (torch.nn.functional.dropout(x, 0.1, training=True), sync()))
-    big, other = torch.randn(8 * 2**20, device=device), torch.randn(8 * 2**20, device=device)
+    # 128 MB operands: the optimizer streams every trained parameter, its gradient and its
+    # moments, which no cache holds. A 128 MB result leaves glibc's heap: the product above,
+    # now with its pages faulted in; what it costs beyond streaming the bytes is the fault rate.
+    big, other = torch.randn(32 * 2**20, device=device), torch.randn(32 * 2**20, device=device)
     inplace = 3 * big.numel() * 4 * _timed(lambda: (big.add_(other), sync()))
-    measured = Rates(matmul, fresh, inplace, random, "measured (microbenchmarks)")
+    seconds = 1 / _timed(lambda: (torch.mul(big, other), sync()))
+    fault = big.numel() * 4 / max(seconds - 3 * big.numel() * 4 / fresh, seconds / 10)
+    measured = Rates(matmul, fresh, inplace, random, "measured (microbenchmarks)", fault)
     rates[key] = asdict(measured)
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps(rates, indent=1))

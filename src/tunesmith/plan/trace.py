@@ -55,6 +55,7 @@ class Trace:
     # The work of one micro-batch's forward and backward and of one optimizer step: FLOPs,
     # random numbers, bytes moved (plan/work.py).
     forward_work: WorkCounter | None = None
+    block_forward_work: WorkCounter | None = None  # the first block's share of forward_work
     backward_work: WorkCounter | None = None
     optimizer_work: WorkCounter | None = None
 
@@ -166,12 +167,18 @@ def trace_training(config, hf_config, rows: int, length: int, targets_per_row: i
             saved[id(base)] = (base, in_block[0] == 1)  # the reference keeps ids unique
         return t
 
+    # The first block's forward work, counted on its own as well: gradient checkpointing
+    # runs the blocks' forward again, not the embeddings, head or loss.
+    block_work = WorkCounter(heap_threshold(config))
+
     def enter_block(module, args, kwargs):
         in_block[0] = 1
         inputs.setdefault("x", args[0] if args else kwargs.get("hidden_states"))
+        block_work.__enter__()
 
     def leave_block(module, args, output):
         in_block[0] = 2
+        block_work.__exit__(None, None, None)
 
     # The first block's share and input stand for every block's (gradient checkpointing
     # keeps each block's input and recomputes one block at a time).
@@ -182,18 +189,18 @@ def trace_training(config, hf_config, rows: int, length: int, targets_per_row: i
     precision = resolve_precision(config.train.precision, "cpu")[0]
     autocast = (torch.autocast("cpu", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
                 if precision != "fp32" else contextlib.nullcontext())
-    forward_work = WorkCounter()
+    forward_work = WorkCounter(heap_threshold(config))
     with mode, forward_work, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast:
         loss = training_forward(model, head, rows, length, targets_per_row, padding_free(config))
     for h in hooks:
         h.remove()
-    backward_work, optimizer_work = WorkCounter(), WorkCounter()
+    backward_work, optimizer_work = WorkCounter(heap_threshold(config)), WorkCounter(heap_threshold(config))
     if count_work:
         with mode:
             with backward_work:
                 loss.backward()
             with optimizer_work:
-                _optimizer_step(model)
+                _optimizer_step(model, config.train.optimizer)
     nbytes = {k: t.numel() * t.element_size() for k, (t, _) in saved.items()}
     x = inputs.get("x")
     return Trace(
@@ -206,7 +213,7 @@ def trace_training(config, hf_config, rows: int, length: int, targets_per_row: i
         blocks=len(blocks),
         matmul_params=_matmul_params(model),
         bias_params=sum(p.numel() for n, p in model.named_parameters() if n.endswith(".bias")),
-        forward_work=forward_work, backward_work=backward_work, optimizer_work=optimizer_work, hidden=getattr(hf_config, "hidden_size", 0),
+        forward_work=forward_work, block_forward_work=block_work, backward_work=backward_work, optimizer_work=optimizer_work, hidden=getattr(hf_config, "hidden_size", 0),
         vocab=getattr(hf_config, "vocab_size", 0),
     )
 
@@ -221,18 +228,25 @@ def heap_threshold(config) -> int:
 def training_forward(model: nn.Module, head: str, rows: int, length: int, targets_per_row: int,
                      packed: bool = False) -> torch.Tensor:
     """A training forward pass of ``rows`` x ``length`` tokens and its loss, as the objectives
-    run it: a causal LM's head only over the trained positions, the loss on fp32 logits."""
+    run it: a causal LM's head only over the trained positions, the loss on fp32 logits.
+    The trained positions are given as an index tensor, as the objectives give them: the
+    head then reads a gathered, contiguous copy of the hidden states (a plain matrix
+    product; a slice of them would take a slower batched product)."""
     ids = torch.zeros(rows, length, dtype=torch.long)
+
+    def last(count: int, total: int) -> torch.Tensor:
+        return torch.arange(total - count, total)
+
     if head == "causal_lm" and packed:
         # Padding-free batches: one row of the examples back to back, positions restarting.
         positions = torch.arange(length).repeat(rows)[None]
         logits = model(input_ids=ids.reshape(1, -1), position_ids=positions,
-                       logits_to_keep=max(targets_per_row, 1) * rows, use_cache=False).logits
+                       logits_to_keep=last(max(targets_per_row, 1) * rows, rows * length), use_cache=False).logits
     elif head == "causal_lm":
         # A padded batch (its shortest row one token short): the attention takes a mask, as in training.
         mask = torch.ones(rows, length, dtype=torch.long)
         mask[-1, -1] = 0
-        logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=max(targets_per_row, 1),
+        logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=last(max(targets_per_row, 1), length),
                        use_cache=False).logits
     else:
         logits = model(input_ids=ids).logits
@@ -241,13 +255,14 @@ def training_forward(model: nn.Module, head: str, rows: int, length: int, target
     return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
 
 
-def _optimizer_step(model: nn.Module) -> None:
-    # The run's own optimizer, so its elementwise work is counted as it really runs.
+def _optimizer_step(model: nn.Module, kind: str) -> None:
+    # The run's own optimizer, so its elementwise work is counted as it really runs
+    # (8-bit AdamW's kernels take no fake tensors: AdamW's elementwise passes stand in).
     from tunesmith.train.optim import build_optimizer
 
     params = [p for p in model.parameters() if p.requires_grad]
     torch.nn.utils.clip_grad_norm_(params, 1.0, foreach=True)
-    build_optimizer(model, 1e-4, 0.0).step()
+    build_optimizer(model, 1e-4, 0.0, kind="adamw" if kind == "adamw_8bit" else kind).step()
 
 
 def _matmul_params(model: nn.Module) -> int:
