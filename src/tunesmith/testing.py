@@ -197,19 +197,25 @@ def measured_peak_and_step(recipe: Path) -> dict:
     The step time assumes every micro-batch row is full (``max_length`` tokens: rows longer
     than that, truncated or packed) and reads it off each logged step's tokens/s (examples/s
     would count the documents of a packed row, not its rows); ``train.log_every`` must be 1."""
-    import statistics
-
     from tunesmith.rundir import RunDir
 
     subprocess.run([sys.executable, "-m", "tunesmith", "train", str(recipe), "--overwrite", "--quiet"],
                    check=True, capture_output=True, timeout=TIMEOUT)
     data = yaml.safe_load(Path(recipe).read_text())
     run = RunDir(Path(data["output_dir"]) / data["name"])
+    return peak_and_step_of(run, data["train"]["batch_size"] * data["train"].get("grad_accum", 1)
+                            * data["data"]["max_length"])
+
+
+def peak_and_step_of(run, tokens_per_step: int) -> dict:
+    """A finished run's peak above its baseline (MB: on a GPU ``max_memory_allocated``, whose
+    allocator starts empty; else resident memory) and median step time from the second step."""
+    import statistics
+
     train = run.read_summary()["train"]
-    tokens = data["train"]["batch_size"] * data["train"].get("grad_accum", 1) * data["data"]["max_length"]
-    step_s = [tokens / s["tokens_per_s"] for s in run.log("metrics") if "tokens_per_s" in s][1:]
-    return {"peak_mb": train["peak_rss_mb"] - train["baseline_rss_mb"],
-            "step_s": statistics.median(step_s) if step_s else None}
+    step_s = [tokens_per_step / s["tokens_per_s"] for s in run.log("metrics") if "tokens_per_s" in s][1:]
+    peak = train.get("peak_gpu_mb") or train["peak_rss_mb"] - train["baseline_rss_mb"]
+    return {"peak_mb": peak, "step_s": statistics.median(step_s) if step_s else None}
 
 
 def _recipe(folder: Path, model_dir: Path, name: str, task: str, **sections) -> dict:

@@ -104,3 +104,21 @@ def test_the_optimizer_step_is_counted_for_the_recipes_optimizer(tiny_llama_dir)
         moved[kind] = trace_training(config, hf, 3, 24, 23).optimizer_work.inplace_bytes
     assert moved["sgd"] < moved["adamw"] / 2
     assert moved["adamw_8bit"] == moved["adamw"]  # its elementwise passes stand in for bitsandbytes' kernels
+
+
+@pytest.mark.parametrize("gpu_mb, expected", [(None, 700.0), (512.0, 512.0)])
+def test_the_accuracy_benchmark_reads_the_runs_peak_and_step(tmp_path, gpu_mb, expected):
+    """Resident memory above the baseline on a CPU, ``max_memory_allocated`` on a GPU; the
+    step time from tokens/s, the first (warm-up) step left out."""
+    from tunesmith.rundir import RunDir
+    from tunesmith.testing import peak_and_step_of
+    from tunesmith.train.logbook import Logbook
+
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    run.write_summary({"train": {"peak_rss_mb": 1000.0, "baseline_rss_mb": 300.0, "peak_gpu_mb": gpu_mb}})
+    logbook = Logbook(run.path).open()
+    for step, rate in enumerate([100.0, 512.0, 256.0, 1024.0], start=1):
+        logbook.write("metrics", {"step": step, "tokens_per_s": rate})
+    logbook.close()
+    assert peak_and_step_of(run, tokens_per_step=512) == {"peak_mb": expected, "step_s": 1.0}
