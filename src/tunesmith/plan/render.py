@@ -40,8 +40,9 @@ def render_plan(plan) -> str:
     lines.append(f"    {'total':12s} {size(plan.total_bytes):>12s}  of {size(d['memory_bytes'])}: {verdict} "
                  f"({100 * plan.total_bytes / d['memory_bytes']:.0f}%)")
     r = d["rates"]
+    faults = f", page faults {r['fault_bytes'] / 1e9:.1f} GB/s" if r and r.get("fault_bytes") else ""
     rate = (f"matmul {r['matmul_flops'] / 1e12:.2f} TFLOP/s, elementwise {r['fresh_bytes'] / 1e9:.0f}-"
-            f"{r['inplace_bytes'] / 1e9:.0f} GB/s; {r['source']}") if r else "unknown device rates: no time estimate"
+            f"{r['inplace_bytes'] / 1e9:.0f} GB/s{faults}; {r['source']}") if r else "unknown device rates: no time estimate"
     lines.append(f"  time         {duration(t['step_s'])} per step ({t['flops_per_step'] / 1e12:.2f} TFLOP; {rate})")
     if t["epoch_s"]:
         lines.append(f"               {duration(t['epoch_s'])} per epoch ({t['steps_per_epoch']} steps)")
