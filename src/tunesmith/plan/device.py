@@ -4,8 +4,8 @@ On this machine each matrix-product and attention call of the step is run once o
 data and timed (:func:`kernel_seconds`); the rest runs at rates from a few seconds of
 microbenchmarks: a matmul at the model's own shapes, elementwise ops writing fresh and
 in-place tensors, random numbers, and pages faulted in for results that leave glibc's
-heap. Both are cached per machine under the cache directory, so later plans are instant. A named GPU that is not this machine's (``--device a100:80GB``) takes its
-dense bf16 rate and memory bandwidth from the vendor's data sheet, scaled by the share
+heap. Both are cached per machine under the cache directory, so later plans are instant.
+A named GPU that is not this machine's (``--device a100:80GB``) takes its dense bf16 rate and memory bandwidth from the vendor's data sheet, scaled by the share
 that training reaches (``GPU_ACHIEVED``), and says so.
 """
 
@@ -191,12 +191,15 @@ def measured_rates(kind: str, shape: tuple[int, int, int], dtype: str) -> Rates:
     fresh = 3 * x.numel() * 4 * _timed(lambda: (torch.mul(x, y), sync()))
     random = x.numel() * _timed(lambda: (torch.nn.functional.dropout(x, 0.1, training=True), sync()))
     # 128 MB operands: the optimizer streams every trained parameter, its gradient and its
-    # moments, which no cache holds. A 128 MB result leaves glibc's heap: the product above,
-    # now with its pages faulted in; what it costs beyond streaming the bytes is the fault rate.
+    # moments, which no cache holds. On a CPU a 128 MB result leaves glibc's heap: the product
+    # above, now with its pages faulted in; what it costs beyond streaming the bytes is the
+    # fault rate (a GPU's caching allocator maps nothing anew).
     big, other = torch.randn(32 * 2**20, device=device), torch.randn(32 * 2**20, device=device)
     inplace = 3 * big.numel() * 4 * _timed(lambda: (big.add_(other), sync()))
-    seconds = 1 / _timed(lambda: (torch.mul(big, other), sync()))
-    fault = big.numel() * 4 / max(seconds - 3 * big.numel() * 4 / fresh, seconds / 10)
+    fault = 0.0
+    if device == "cpu":
+        seconds = 1 / _timed(lambda: torch.mul(big, other))
+        fault = big.numel() * 4 / max(seconds - 3 * big.numel() * 4 / fresh, seconds / 10)
     measured = Rates(matmul, fresh, inplace, random, "measured (microbenchmarks)", fault)
     rates[key] = asdict(measured)
     cache.parent.mkdir(parents=True, exist_ok=True)

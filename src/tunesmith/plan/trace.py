@@ -213,7 +213,8 @@ def trace_training(config, hf_config, rows: int, length: int, targets_per_row: i
         blocks=len(blocks),
         matmul_params=_matmul_params(model),
         bias_params=sum(p.numel() for n, p in model.named_parameters() if n.endswith(".bias")),
-        forward_work=forward_work, block_forward_work=block_work, backward_work=backward_work, optimizer_work=optimizer_work, hidden=getattr(hf_config, "hidden_size", 0),
+        forward_work=forward_work, block_forward_work=block_work, backward_work=backward_work,
+        optimizer_work=optimizer_work, hidden=getattr(hf_config, "hidden_size", 0),
         vocab=getattr(hf_config, "vocab_size", 0),
     )
 

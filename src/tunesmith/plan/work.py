@@ -60,7 +60,8 @@ def _nbytes(t) -> int:
 
 
 class WorkCounter(TorchDispatchMode):
-    """Counts ``flops``, ``random`` (numbers drawn), ``fresh_bytes`` and ``inplace_bytes``."""
+    """Counts ``flops``, ``random`` (numbers drawn), ``fresh_bytes``, ``inplace_bytes`` and
+    ``faulted_bytes``, and keeps the matrix-product and attention calls in ``kernels``."""
 
     def __init__(self, heap_limit: int = 32 * 2**20):
         super().__init__()
