@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tunesmith.plan import device as device_module
-from tunesmith.plan.device import Rates, _random_tensor, kernel_seconds
+from tunesmith.plan.device import Rates, _random_tensor, kernel_seconds, replayable
 from tunesmith.plan.planner import step_seconds
 from tunesmith.plan.trace import model_config, trace_training
 from tunesmith.plan.work import WorkCounter
@@ -36,17 +36,17 @@ def test_a_timed_matrix_product_is_replayed_with_the_traced_layout(tmp_path, mon
     assert len(timings) == 1
 
 
-def test_an_attention_backward_call_is_counted_and_replayable(tmp_path, monkeypatch):
-    monkeypatch.setenv("TUNESMITH_CACHE", str(tmp_path))
-    monkeypatch.setattr(device_module, "_KERNEL_TIMES", {})
+def test_an_attention_backward_call_is_counted_and_replayable():
     q, k, v = (torch.randn(1, 2, 16, 8, requires_grad=True) for _ in range(3))
     out = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
     with WorkCounter() as work:
         out.sum().backward()
-    names = [key[0] for key in work.kernels]
-    assert any("attention" in name and "backward" in name for name in names), names
-    for key in work.kernels:
-        assert 0 < kernel_seconds("cpu", key) < 1
+    [backward] = [key for key in work.kernels if "attention" in key[0] and "backward" in key[0]]
+    # Replayed on random data of the traced layout (what gets timed), the kernel gives
+    # finite gradients of q, k and v.
+    grads = replayable(backward, "cpu")()
+    assert [tuple(g.shape) for g in grads[:3]] == [tuple(q.shape)] * 3
+    assert all(bool(torch.isfinite(g).all()) for g in grads[:3])
 
 
 def test_in_place_foreach_updates_count_their_writes():

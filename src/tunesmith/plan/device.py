@@ -124,7 +124,6 @@ def kernel_seconds(kind: str, key: tuple) -> float:
     run on random data once and cached per machine (``plan/kernels.json`` in the cache dir)."""
     import torch
 
-    op, args, kwargs = key
     cache = cache_root() / "plan" / "kernels.json"
     name = f"{platform.node()}|{kind}|{torch.get_num_threads()}|{key!r}"
     if not _KERNEL_TIMES and cache.is_file():
@@ -132,14 +131,24 @@ def kernel_seconds(kind: str, key: tuple) -> float:
     if name not in _KERNEL_TIMES:
         device = "cuda" if kind == "cuda" else "cpu"
         sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-        namespace, packet, overload = op.split(".")
-        function = getattr(getattr(getattr(torch.ops, namespace), packet), overload)
-        real_args = [_random_tensor(a, device) for a in args]
-        real_kwargs = {k: _random_tensor(v, device) for k, v in kwargs}
-        _KERNEL_TIMES[name] = 1 / _timed(lambda: (function(*real_args, **real_kwargs), sync()), 0.05)
+        call = replayable(key, device)
+        _KERNEL_TIMES[name] = 1 / _timed(lambda: (call(), sync()), 0.05)
         cache.parent.mkdir(parents=True, exist_ok=True)
         cache.write_text(json.dumps(_KERNEL_TIMES, indent=0))
     return _KERNEL_TIMES[name]
+
+
+def replayable(key: tuple, device: str):
+    """The call of a :func:`~tunesmith.plan.work.kernel_key` on random data of its exact
+    layout, as a function that runs it again each time it is called."""
+    import torch
+
+    op, args, kwargs = key
+    namespace, packet, overload = op.split(".")
+    function = getattr(getattr(getattr(torch.ops, namespace), packet), overload)
+    real_args = [_random_tensor(a, device) for a in args]
+    real_kwargs = {k: _random_tensor(v, device) for k, v in kwargs}
+    return lambda: function(*real_args, **real_kwargs)
 
 
 def _random_tensor(spec, device: str):
