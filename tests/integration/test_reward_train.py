@@ -152,6 +152,7 @@ def test_tunesmith_eval_scores_a_reward_model_on_pairs_with_intervals(reward_rec
     assert result["rows"] == 30
     own, base = result["metrics"]["pairwise_accuracy"]["value"], result["against_metrics"]["pairwise_accuracy"]["value"]
     assert own >= 0.9 and result["deltas"]["pairwise_accuracy"]["delta"] == pytest.approx(own - base)
+    assert result["deltas"]["pairwise_accuracy"]["ci95"][0] > 0  # better than the base, beyond the noise
     first = json.loads((against / "predictions.jsonl").read_text().splitlines()[0])
     assert {"against_margin", "against_reward_chosen", "against_correct"} <= set(first)
 

@@ -169,7 +169,8 @@ def trace_training(config, hf_config, rows: int, length: int, targets_per_row: i
 
     # The first block's forward work, counted on its own as well: gradient checkpointing
     # runs the blocks' forward again, not the embeddings, head or loss.
-    block_work = WorkCounter(heap_threshold(config))
+    heap_limit = heap_threshold(config)
+    block_work = WorkCounter(heap_limit)
 
     def enter_block(module, args, kwargs):
         in_block[0] = 1
@@ -189,12 +190,12 @@ def trace_training(config, hf_config, rows: int, length: int, targets_per_row: i
     precision = resolve_precision(config.train.precision, "cpu")[0]
     autocast = (torch.autocast("cpu", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
                 if precision != "fp32" else contextlib.nullcontext())
-    forward_work = WorkCounter(heap_threshold(config))
+    forward_work = WorkCounter(heap_limit)
     with mode, forward_work, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast:
         loss = training_forward(model, head, rows, length, targets_per_row, padding_free(config))
     for h in hooks:
         h.remove()
-    backward_work, optimizer_work = WorkCounter(heap_threshold(config)), WorkCounter(heap_threshold(config))
+    backward_work, optimizer_work = WorkCounter(heap_limit), WorkCounter(heap_limit)
     if count_work:
         with mode:
             with backward_work:
@@ -206,7 +207,7 @@ def trace_training(config, hf_config, rows: int, length: int, targets_per_row: i
     return Trace(
         total_params=total, trainable_params=trainable, weight_bytes=weight, trainable_bytes=trained,
         saved_bytes=sum(nbytes.values()),
-        small_saved_bytes=sum(n for n in nbytes.values() if n < heap_threshold(config)),
+        small_saved_bytes=sum(n for n in nbytes.values() if n < heap_limit),
         block_saved_bytes=sum(nbytes[k] for k, (_, inside) in saved.items() if inside),
         block_input_bytes=x.numel() * x.element_size() if x is not None else 0,
         logits_bytes=4 * rows * (max(targets_per_row, 1) * hf_config.vocab_size if head == "causal_lm" else num_labels),
