@@ -1,10 +1,12 @@
-"""`train.gradient_checkpointing` on the identity SFT run: speed and peak memory with and without it.
+"""`train.gradient_checkpointing` on the identity SFT run: speed and peak memory without it, and
+with every block, every 2nd or every 4th block recomputed (`gradient_checkpointing_every_n_layers`).
 
 The shipped sft-identity-lora recipe (SmolLM2-135M-Instruct, LoRA r=16, max_length 128),
 40 optimizer steps, at micro-batch 8 (the recipe's) and 32, each variant in its own process
 (peak RSS is a per-process high-water mark). Reported: training samples/s, peak RSS, the
-baseline RSS before the model loaded, and the last logged training
-loss (equal with and without: checkpointing recomputes, it does not approximate). Also what
+baseline RSS before the model loaded, `tunesmith plan --data`'s peak for the variant, and
+the last logged training loss (equal with and without: checkpointing recomputes, it does
+not approximate). Also what
 `gradient_checkpointing: auto` chose at a budget twice the plan without it, and at 0.95x it.
 
 Usage:
@@ -35,6 +37,7 @@ def run(out: Path, name: str, sets: list[str]) -> dict:
     train = summary["train"]
     return {"samples_per_s": round(train["samples_per_s"], 2), "peak_rss_mb": train["peak_rss_mb"],
             "baseline_rss_mb": train["baseline_rss_mb"], "gradient_checkpointing": train["gradient_checkpointing"],
+            "every_n_layers": train["gradient_checkpointing_every_n_layers"],
             "last_loss": round([x for x in losses if "loss" in x][-1]["loss"], 5)}
 
 
@@ -47,6 +50,15 @@ def planned_mb(sets: list[str]) -> float:
     return json.loads(done.stdout[done.stdout.index("{"):])["total_bytes"] / 2**20
 
 
+# Each variant's settings: off, and transformers' checkpointing of every block, every 2nd, every 4th.
+VARIANTS = {
+    "off": ["train.gradient_checkpointing=false"],
+    "every block": ["train.gradient_checkpointing=true"],
+    "every 2nd block": ["train.gradient_checkpointing=true", "train.gradient_checkpointing_every_n_layers=2"],
+    "every 4th block": ["train.gradient_checkpointing=true", "train.gradient_checkpointing_every_n_layers=4"],
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=None)
@@ -56,18 +68,22 @@ def main() -> None:
     saved = out / "checkpointing.json"
     results = json.loads(saved.read_text()) if saved.is_file() else {}  # a rerun keeps what was measured
     for batch in (8, 32):
-        for on in (False, True):
-            label = f"batch {batch}, checkpointing {'on' if on else 'off'}"
+        for variant, sets in VARIANTS.items():
+            label = f"batch {batch}, checkpointing {variant}"
             if label in results:
                 continue
-            results[label] = run(out, f"b{batch}-{int(on)}", [f"train.batch_size={batch}", f"train.max_steps={args.steps}",
-                                                            f"train.gradient_checkpointing={str(on).lower()}"])
+            sets = [f"train.batch_size={batch}", *sets]
+            slug = f"b{batch}-{variant.replace(' ', '-')}"
+            results[label] = run(out, slug, [*sets, f"train.max_steps={args.steps}"])
+            results[label]["planned_peak_mb"] = round(planned_mb(sets), 1)
             print(json.dumps({label: results[label]}), flush=True)
             saved.write_text(json.dumps(results, indent=2))
-        off, on_ = results[f"batch {batch}, checkpointing off"], results[f"batch {batch}, checkpointing on"]
-        on_["speed_vs_off"] = round(on_["samples_per_s"] / off["samples_per_s"], 3)
-        on_["peak_above_baseline_vs_off"] = round((on_["peak_rss_mb"] - on_["baseline_rss_mb"])
-                                                  / (off["peak_rss_mb"] - off["baseline_rss_mb"]), 3)
+        off = results[f"batch {batch}, checkpointing off"]
+        for variant in list(VARIANTS)[1:]:
+            on = results[f"batch {batch}, checkpointing {variant}"]
+            on["speed_vs_off"] = round(on["samples_per_s"] / off["samples_per_s"], 3)
+            on["peak_above_baseline_vs_off"] = round((on["peak_rss_mb"] - on["baseline_rss_mb"])
+                                                     / (off["peak_rss_mb"] - off["baseline_rss_mb"]), 3)
     # auto at budgets around the plan without checkpointing: twice it (fits), and just under it.
     planned = planned_mb(["train.batch_size=32", "train.gradient_checkpointing=false"]) / 1024
     results["plan at batch 32 without checkpointing (GiB)"] = round(planned, 3)

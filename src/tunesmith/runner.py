@@ -214,7 +214,8 @@ def _run(config: RecipeConfig, run: RunDir, backend: Backend, summary: dict, bas
                             vocab_rows=embedding_rows(len(tokenizer)) if new_tokens else None)
         summary["plan"] = {"total_bytes": plan.total_bytes, "baseline_bytes": plan.components["baseline"],
                            "budget_bytes": plan.device["memory_bytes"], "vocab_rows": plan.params["vocab_rows"]}
-        config = with_train(config, gradient_checkpointing=plan.settings["gradient_checkpointing"])
+        config = with_train(config, gradient_checkpointing=plan.settings["gradient_checkpointing"],
+                            gradient_checkpointing_every_n_layers=plan.settings["gradient_checkpointing_every_n_layers"])
     quantization = quantization_settings(config.method)
     # A classifier's head has one output per label; a reward model's one output is the reward.
     head_labels = data.labels or getattr(objective, "labels", None)
@@ -283,7 +284,8 @@ def _run(config: RecipeConfig, run: RunDir, backend: Backend, summary: dict, bas
     if not config.model.adapter_from:
         model = apply_method(model, config.method, config.model_task, **method_args)
     if config.train.gradient_checkpointing:
-        (model.get_base_model() if hasattr(model, "get_base_model") else model).activation_checkpointing_enable()
+        (model.get_base_model() if hasattr(model, "get_base_model") else model).activation_checkpointing_enable(
+            every_n_layers=config.train.gradient_checkpointing_every_n_layers)
     if auto_batch:
         if config.train.mmap_threshold_kb:  # measured under the allocator settings training will run with
             fix_mmap_threshold(config.train.mmap_threshold_kb * 1024)
@@ -348,6 +350,7 @@ def _run(config: RecipeConfig, run: RunDir, backend: Backend, summary: dict, bas
             "best": stats.best,
             "optimizer": config.train.optimizer,
             "gradient_checkpointing": config.train.gradient_checkpointing,
+            "gradient_checkpointing_every_n_layers": config.train.gradient_checkpointing_every_n_layers,
             "optimizer_state_mb": round(stats.optimizer_state_bytes / 2**20, 2),
         },
         total_wall_s=round(time.perf_counter() - started, 3),

@@ -73,7 +73,8 @@ def test_a_bf16_run_records_its_precision_and_eval_rescores_in_it(tmp_path, tiny
         assert a["probs"] == pytest.approx(b["probs"], abs=2e-6)  # eval rounds to 6 digits
 
 
-def test_gradient_checkpointing_gives_the_same_loss_and_gradients(tiny_llama_dir):
+@pytest.mark.parametrize("every_n_layers", [1, 2])
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients(tiny_llama_dir, every_n_layers):
     from peft import LoraConfig, get_peft_model
 
     objective = CausalLMObjective(AutoTokenizer.from_pretrained(tiny_llama_dir), 64)
@@ -84,7 +85,9 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(tiny_llama_dir
         model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_llama_dir),
                                LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
         if checkpointing:
-            model.get_base_model().activation_checkpointing_enable()
+            model.get_base_model().activation_checkpointing_enable(every_n_layers=every_n_layers)
+            layers = model.get_base_model().model.layers
+            assert [layer.gradient_checkpointing for layer in layers] == [True, every_n_layers == 1]
         model.train()
         loss = objective.loss_sum(model, batch)
         loss.backward()
@@ -110,6 +113,39 @@ def test_checkpointing_auto_turns_on_only_when_the_plan_is_tight(tmp_path, tiny_
     assert tight.settings["gradient_checkpointing"] is True
     assert tight.total_bytes < without.total_bytes
     assert any("gradient checkpointing auto: on" in note for note in tight.notes)
+
+
+def test_checkpointing_auto_recomputes_the_fewest_blocks_that_fit(tmp_path, tiny_llama_dir):
+    """On eight blocks whose activations dominate: auto takes every 4th block when that
+    plan fits in TIGHT_SHARE of the budget, every 2nd or every block when only those do."""
+    from dataclasses import replace
+
+    from tunesmith.config.train_section import with_train
+    from tunesmith.plan.device import Device
+    from tunesmith.plan.memory import estimate_memory
+    from tunesmith.plan.planner import _memory_with_checkpointing
+    from tunesmith.plan.trace import model_config, trace_training
+
+    config = load_recipe(write_chat_recipe(tmp_path, tiny_llama_dir), ["train.gradient_checkpointing=auto"])
+    small = trace_training(config, model_config(str(tiny_llama_dir)), 2, 16, 15, count_work=False)
+    block = 2**30
+    trace = replace(small, blocks=8, block_saved_bytes=block, block_input_bytes=block // 64,
+                    saved_bytes=8 * block + 2**20)
+    planned = {stride: estimate_memory(trace, with_train(config, gradient_checkpointing=True,
+                                                         gradient_checkpointing_every_n_layers=stride), 0,
+                                       cpu=False).total_bytes for stride in (4, 2, 1)}
+    assert planned[4] > planned[2] > planned[1]
+    for stride in (4, 2, 1):
+        device = Device("gpu", "cuda", int(planned[stride] / TIGHT_SHARE) + 1, None)
+        notes = []
+        chosen, memory = _memory_with_checkpointing(trace, config, device, notes)
+        assert chosen.train.gradient_checkpointing is True
+        assert chosen.train.gradient_checkpointing_every_n_layers == stride
+        assert memory.total_bytes == planned[stride]
+        assert "gradient checkpointing auto: on, every" in notes[0]
+    roomy = Device("gpu", "cuda", 20 * block, None)
+    chosen, _ = _memory_with_checkpointing(trace, config, roomy, [])
+    assert chosen.train.gradient_checkpointing is False
 
 
 def test_checkpointing_auto_is_used_by_the_run(tmp_path, tiny_llama_dir):

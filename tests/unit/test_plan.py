@@ -15,8 +15,9 @@ def recipe(model_dir, task="causal_lm", **method) -> RecipeConfig:
         "method": method or {"type": "lora"}, "train": {"batch_size": 3}})
 
 
-def real_saved_bytes(config, rows: int, length: int, targets: int) -> int:
-    """Bytes autograd saves in a real CPU forward pass of the same model, method and shape."""
+def real_saved_bytes(config, rows: int, length: int, targets: int, checkpoint_every: int | None = None) -> int:
+    """Bytes autograd saves in a real CPU forward pass of the same model, method and shape
+    (``checkpoint_every``: with transformers' checkpointing of every Nth block, whose saves it keeps elsewhere)."""
     from tunesmith.methods import apply_method
     from tunesmith.models.load import load_model
     from tunesmith.objectives.tasks import padding_free
@@ -25,6 +26,8 @@ def real_saved_bytes(config, rows: int, length: int, targets: int) -> int:
     labels = (1 if config.task == "reward" else 2) if config.model_task == "classification" else None
     model, _ = load_model(config.model.name, config.model_task, num_labels=labels)
     model = apply_method(model, config.method, config.model_task, total_steps=100)
+    if checkpoint_every:
+        model.activation_checkpointing_enable(every_n_layers=checkpoint_every)
     model.train()
     params = {id(p) for p in model.parameters()} | {id(b) for b in model.buffers()}
     saved = {}
@@ -115,8 +118,29 @@ def test_gradient_checkpointing_keeps_block_inputs_and_one_block(tiny_llama_dir)
                            count_work=False)
     outside = trace.saved_bytes - trace.blocks * trace.block_saved_bytes
     assert trace.block_input_bytes == 3 * 24 * 32 * 4  # rows x length x hidden fp32
-    assert activation_bytes(trace, True) == outside + trace.blocks * trace.block_input_bytes + trace.block_saved_bytes
-    assert activation_bytes(trace, True) < activation_bytes(trace, False)
+    assert activation_bytes(trace, 1) == outside + trace.blocks * trace.block_input_bytes + trace.block_saved_bytes
+    assert activation_bytes(trace, 1) < activation_bytes(trace, None)
+
+
+def test_checkpointing_every_second_block_keeps_the_others_activations(tiny_llama_dir):
+    """transformers' every_n_layers=2 on two blocks checkpoints the first: a real forward
+    then saves the first block's input (torch's checkpoint keeps it) and everything else,
+    which is the plan's figure for that setting. The first block is rebuilt after the
+    second's activations are freed, so the plan adds nothing for the rebuild."""
+    from tunesmith.plan.memory import activation_bytes
+
+    config = recipe(tiny_llama_dir, type="full")
+    hf = model_config(str(tiny_llama_dir))
+    trace = trace_training(config, hf, 3, 24, 23, count_work=False)
+    assert trace.blocks == 2
+    block, block_input = trace.block_saved_bytes, trace.block_input_bytes
+    every_second = real_saved_bytes(config, 3, 24, 23, checkpoint_every=2)
+    assert every_second == trace.saved_bytes - block + block_input
+    assert activation_bytes(trace, 2) == every_second
+    # Both blocks checkpointed: the second block's saves become its input too, and the rotary
+    # cos/sin both blocks saved are held by the checkpoints' closures instead (72 tokens x head dim).
+    rotary = 2 * 3 * 24 * (hf.hidden_size // hf.num_attention_heads) * 4
+    assert real_saved_bytes(config, 3, 24, 23, checkpoint_every=1) == every_second - block + block_input - rotary
 
 
 def test_the_work_count_has_the_matmul_flops_of_a_training_step(tiny_llama_dir):

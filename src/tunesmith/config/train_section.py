@@ -56,7 +56,12 @@ class TrainConfig(Section):
     gradient_checkpointing: bool | Literal["auto"] = Field(
         False, description="Recompute each block's activations in the backward pass instead of keeping them "
         "(transformers' activation checkpointing): less memory, about a third more compute. auto: on only when "
-        "the memory plan without it comes above 90% of the budget.")
+        "the memory plan without it comes above 90% of the budget, recomputing every 4th, every 2nd or every block: "
+        "the first that the plan fits in 90% with (it sets gradient_checkpointing_every_n_layers).")
+    gradient_checkpointing_every_n_layers: int = Field(
+        1, ge=1, description="With gradient_checkpointing: recompute only every Nth block (transformers' "
+        "every_n_layers); the others keep their activations. 1: every block. 2 keeps half the blocks' activations "
+        "for half the recompute: a middle way when full checkpointing frees more memory than the run needs.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="bf16/fp16 run forward passes under autocast; fp16 adds dynamic loss scaling. auto: "
         "bf16 where the hardware computes in it (a GPU from Ampere on; a CPU with AMX or AVX512-BF16), else fp32 "

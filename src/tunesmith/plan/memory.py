@@ -71,13 +71,31 @@ def micro_batch(config, longest: int | None = None, target_share: float = 1.0) -
     return MicroBatch(rows, length, targets)
 
 
-def activation_bytes(trace: Trace, checkpointing: bool) -> int:
-    """Activations kept through the backward pass; with gradient checkpointing each block
-    keeps only its input, and one block's activations are rebuilt at a time."""
-    if not checkpointing:
+def checkpoint_stride(train) -> int | None:
+    """Gradient checkpointing under ``train`` (a recipe's train section): it recomputes every
+    Nth block from the first, as transformers' ``every_n_layers`` picks them; None when off."""
+    return train.gradient_checkpointing_every_n_layers if train.gradient_checkpointing else None
+
+
+def checkpointed_blocks(trace: Trace, stride: int | None) -> int:
+    """How many of the trace's blocks a checkpoint ``stride`` recomputes (0 when None)."""
+    return math.ceil(trace.blocks / stride) if stride else 0
+
+
+def activation_bytes(trace: Trace, stride: int | None) -> int:
+    """Activations held at the backward pass's worst moment when every ``stride``-th block
+    keeps only its input and the others keep everything (None: no checkpointing)."""
+    if not stride:
         return trace.saved_bytes
     outside = trace.saved_bytes - trace.blocks * trace.block_saved_bytes
-    return outside + trace.blocks * trace.block_input_bytes + trace.block_saved_bytes
+    checkpointed = checkpointed_blocks(trace, stride)
+    # The backward pass frees each block's activations as it passes it, top down. A
+    # checkpointed block is rebuilt when the pass reaches it, after every block above it has
+    # been freed: the rebuild adds to the peak only when the top block is one of them;
+    # otherwise the top block's kept activations are the larger moment.
+    top_rebuilt = (trace.blocks - 1) % stride == 0
+    kept = trace.blocks - checkpointed
+    return outside + checkpointed * trace.block_input_bytes + (kept + top_rebuilt) * trace.block_saved_bytes
 
 
 def estimate_memory(trace: Trace, config, baseline_bytes: int, optimizer: str | None = None,
@@ -89,7 +107,7 @@ def estimate_memory(trace: Trace, config, baseline_bytes: int, optimizer: str | 
     optimizer = optimizer or config.train.optimizer
     state = int(STATE_COPIES[optimizer] * grads) if optimizer in STATE_COPIES \
         else int(trace.trainable_params * OPTIMIZER_STATE[optimizer])
-    activations = activation_bytes(trace, config.train.gradient_checkpointing)
+    activations = activation_bytes(trace, checkpoint_stride(config.train))
     # The loss's gradient over the logits: the NLL gradient and the log-softmax gradient, on
     # top of the saved log-softmax, at the backward start. (On tiny models whose memory is
     # almost all logits, the measured peak held one copy less: see docs/results/plan-accuracy.md.)

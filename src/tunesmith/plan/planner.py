@@ -15,7 +15,8 @@ from dataclasses import asdict, dataclass, field
 
 from tunesmith.config.methods import method_info
 from tunesmith.plan.device import Device, resolve_device
-from tunesmith.plan.memory import OPTIMIZER_STATE, MemoryPlan, activation_bytes, estimate_memory, micro_batch
+from tunesmith.plan.memory import (OPTIMIZER_STATE, MemoryPlan, activation_bytes, checkpoint_stride,
+                                   checkpointed_blocks, estimate_memory, micro_batch)
 from tunesmith.plan.trace import NF4_BYTES, NF4_DOUBLE_QUANT_BYTES, Trace, model_config, trace_training
 
 # What the training process holds before the model loads, when it cannot be measured (a
@@ -49,26 +50,26 @@ class Plan:
 
 def step_seconds(trace: Trace, rates, config, kind: str | None = None) -> float:
     """One optimizer step: every micro-batch's forward and backward (plus a second forward
-    of the blocks with gradient checkpointing), then the optimizer. ``kind``: time this
+    of the checkpointed blocks), then the optimizer. ``kind``: time this
     machine's matrix-product and attention calls one by one."""
+    recomputed = checkpointed_blocks(trace, checkpoint_stride(config.train))
     micro = (rates.seconds(trace.forward_work, kind) + rates.seconds(trace.backward_work, kind)
              + _heap_growth_seconds(trace, rates, config))
-    if config.train.gradient_checkpointing:
-        micro += trace.blocks * rates.seconds(trace.block_forward_work, kind)
+    if recomputed:
+        micro += recomputed * rates.seconds(trace.block_forward_work, kind)
     return micro * config.train.grad_accum + rates.seconds(trace.optimizer_work, kind)
 
 
 def _heap_growth_seconds(trace: Trace, rates, config) -> float:
     # The activations a forward pass writes below the mmap threshold land in fresh heap
     # pages, faulted in every micro-batch (larger tensors are mapped anew each time: counted
-    # in the work itself). Gradient checkpointing writes the blocks' activations twice: in
+    # in the work itself). Gradient checkpointing writes its blocks' activations twice: in
     # the forward (transient) and again when the backward recomputes them. Measured on
     # SmolLM2 full (4 x 128, bf16): the checkpointed forward took as long as the plain one.
     if not rates.fault_bytes or not trace.saved_bytes:
         return 0.0
-    written = 1.0
-    if config.train.gradient_checkpointing:
-        written += trace.blocks * trace.block_saved_bytes / trace.saved_bytes
+    recomputed = checkpointed_blocks(trace, checkpoint_stride(config.train))
+    written = 1.0 + recomputed * trace.block_saved_bytes / trace.saved_bytes
     return trace.small_saved_bytes * written / rates.fault_bytes
 
 
@@ -141,17 +142,20 @@ def make_plan(config, *, device_spec: str | None = None, gpus: int = 1, longest:
         components=memory.components, peak_moment=memory.peak_moment, total_bytes=memory.total_bytes,
         sizes={"gradients": trace.trainable_bytes, "adamw": 2 * trace.trainable_bytes,
                "adamw_8bit": int(trace.trainable_params * OPTIMIZER_STATE["adamw_8bit"]),
-               "activations": activation_bytes(trace, False), "activations_checkpointed": activation_bytes(trace, True)},
+               "activations": activation_bytes(trace, None), "activations_checkpointed": activation_bytes(trace, 1)},
         fits=memory.total_bytes <= device.memory_bytes,
         time={"flops_per_step": flops, "step_s": step_s, "steps_per_epoch": steps_per_epoch,
               "epoch_s": step_s * steps_per_epoch if step_s and steps_per_epoch else None},
         disk=checkpoint_disk(source, config, trace), notes=notes,
-        settings={"precision": config.train.precision, "gradient_checkpointing": config.train.gradient_checkpointing},
+        settings={"precision": config.train.precision, "gradient_checkpointing": config.train.gradient_checkpointing,
+                  "gradient_checkpointing_every_n_layers": config.train.gradient_checkpointing_every_n_layers},
     )
 
 
-# gradient_checkpointing: auto turns it on when the plan without it passes this share of the budget.
+# gradient_checkpointing: auto turns it on when the plan without it passes this share of the budget,
+# recomputing every Nth block for the first of these strides whose plan comes within it.
 TIGHT_SHARE = 0.9
+AUTO_STRIDES = (4, 2, 1)
 
 
 def _planned_precision(config, device_spec: str | None):
@@ -172,8 +176,9 @@ def _planned_precision(config, device_spec: str | None):
 
 
 def _memory_with_checkpointing(trace: Trace, config, device: Device, notes: list[str]):
-    """The memory plan, and ``config`` with ``gradient_checkpointing: auto`` resolved: on only
-    when the plan without it passes TIGHT_SHARE of the device's memory."""
+    """The memory plan, and ``config`` with ``gradient_checkpointing: auto`` resolved: off
+    while the plan without it stays within TIGHT_SHARE of the device's memory, else on with
+    the least recompute that comes within it (every 4th, every 2nd, or every block)."""
     from tunesmith.config.train_section import with_train
 
     baseline, cpu = current_baseline(device), device.kind == "cpu"
@@ -185,10 +190,15 @@ def _memory_with_checkpointing(trace: Trace, config, device: Device, notes: list
     if share <= TIGHT_SHARE:
         notes.append(f"gradient checkpointing auto: off (the plan without it is {100 * share:.0f}% of the budget)")
         return config, memory
-    config = with_train(config, gradient_checkpointing=True)
-    notes.append(f"gradient checkpointing auto: on (without it the plan is {100 * share:.0f}% of the budget, "
-                 f"above {100 * TIGHT_SHARE:.0f}%)")
-    return config, estimate_memory(trace, config, baseline, cpu=cpu)
+    for stride in AUTO_STRIDES:
+        chosen = with_train(config, gradient_checkpointing=True, gradient_checkpointing_every_n_layers=stride)
+        memory = estimate_memory(trace, chosen, baseline, cpu=cpu)
+        if memory.total_bytes <= TIGHT_SHARE * device.memory_bytes:
+            break
+    which = {1: "every block", 2: "every 2nd block", 4: "every 4th block"}[stride]
+    notes.append(f"gradient checkpointing auto: on, {which} (without it the plan is {100 * share:.0f}% of the "
+                 f"budget, above {100 * TIGHT_SHARE:.0f}%; with it {100 * memory.total_bytes / device.memory_bytes:.0f}%)")
+    return chosen, memory
 
 
 def plan_all_methods(config, **kwargs) -> dict[str, Plan | str]:

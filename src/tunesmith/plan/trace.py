@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.utils._pytree import tree_leaves
 
 from tunesmith.config.methods import LoraMethod
 from tunesmith.objectives.tasks import padding_free
@@ -161,10 +162,16 @@ def trace_training(config, hf_config, rows: int, length: int, targets_per_row: i
     saved: dict[int, tuple[torch.Tensor, bool]] = {}
     in_block = [0]
 
+    # Tensors every block receives besides its hidden states (the rotary cos/sin, a mask) are
+    # saved by every block but held once: they count outside the blocks, which a block
+    # recomputed under checkpointing does not free.
+    shared: set[int] = set()
+
     def pack(t: torch.Tensor):
         base = t._base if t._base is not None else t
         if id(base) not in params and id(base) not in saved:
-            saved[id(base)] = (base, in_block[0] == 1)  # the reference keeps ids unique
+            # the reference keeps ids unique
+            saved[id(base)] = (base, in_block[0] == 1 and id(base) not in shared)
         return t
 
     # The first block's forward work, counted on its own as well: gradient checkpointing
@@ -175,6 +182,8 @@ def trace_training(config, hf_config, rows: int, length: int, targets_per_row: i
     def enter_block(module, args, kwargs):
         in_block[0] = 1
         inputs.setdefault("x", args[0] if args else kwargs.get("hidden_states"))
+        passed = tree_leaves((args[1:], {k: v for k, v in kwargs.items() if k != "hidden_states"}))
+        shared.update(id(t._base if t._base is not None else t) for t in passed if isinstance(t, torch.Tensor))
         block_work.__enter__()
 
     def leave_block(module, args, output):
