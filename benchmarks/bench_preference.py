@@ -18,7 +18,8 @@ Reported per run: training tokens/s (prompt+chosen and prompt+rejected tokens of
 pair, counted once by one function for both), wall time, peak RSS, and the held-out
 preference accuracy and DPO loss of the trained adapter on the same pairs, computed by
 one function for both (implicit rewards against the base model). ``tunesmith[precompute]``
-is Tunesmith with ``preference.precompute_reference: true``.
+is Tunesmith with ``preference.precompute_reference: true``; ``tunesmith[gc4]`` checkpoints
+every 4th block (``train.gradient_checkpointing_every_n_layers: 4``).
 
 Usage:
   python benchmarks/bench_preference.py [--reps 3] [--train 256] [--eval 64]
@@ -199,7 +200,8 @@ def main() -> None:
             print(f"  {loss}: tunesmith {row['tunesmith']:.6f}  trl {row['trl']:.6f}  |diff| {row['abs_diff']:.2e}"
                   f"  {verdict}")
         if "--lever" not in sys.argv:
-            sys.argv += ["--lever", "precompute:preference.precompute_reference=true"]
+            sys.argv += ["--lever", "precompute:preference.precompute_reference=true", "--lever",
+                         "gc4:train.gradient_checkpointing=true,train.gradient_checkpointing_every_n_layers=4"]
     harness.side_by_side(__file__, __doc__, "trl", {"trl": worker_trl, "tunesmith": worker_tunesmith}, prepare,
                          KEYS, HYPER, train_rows=256, eval_rows=64)
 
