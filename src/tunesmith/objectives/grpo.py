@@ -25,6 +25,7 @@ from tunesmith.objectives.classification import handle_overlength
 from tunesmith.objectives.step_stats import StepStats
 from tunesmith.objectives.preference import adapters_disabled, answer_token_logps
 from tunesmith.objectives.rewards import build_rewards, total_rewards
+from tunesmith.objectives.shared_prompt import pack_shared_prompts, shared_prompt_logps, supports_shared_prompts
 
 
 def until_stop(answers: torch.Tensor, stops: list[int]) -> torch.Tensor:
@@ -43,8 +44,10 @@ class GrpoObjective:
     loss_spikes_are_trouble = False
 
     def __init__(self, tokenizer, max_length: int, settings, system_prompt: str | None = None,
-                 overlength: str = "truncate"):
+                 overlength: str = "truncate", padding_free: bool = False):
         self.tokenizer = tokenizer
+        # Each group trains as one row: its prompt once, then its answers (objectives/shared_prompt.py).
+        self.padding_free = padding_free
         self.max_length = max_length  # of the prompt; answers add up to settings.max_new_tokens
         self.settings = settings
         self.system_prompt = system_prompt
@@ -104,7 +107,7 @@ class GrpoObjective:
 
     def count_targets(self, batch) -> int:
         """Answer tokens of the sampled answers (after :meth:`rollout`)."""
-        return int(batch["answer_mask"].sum())
+        return len(batch["target_ids"]) if "target_ids" in batch else int(batch["answer_mask"].sum())
 
     # ------------------------------------------------------------------ sampling and rewards
 
@@ -159,29 +162,46 @@ class GrpoObjective:
         self.step_stats.note("completion_length", sampled["answer_mask"].sum(1).float().tolist())
         for name, value in means.items():
             self.step_stats.note(name, [value])
+        if self.padding_free and supports_shared_prompts(model):
+            sampled = self.shared_prompt_rows(batch, sampled, k)
         return {**sampled, "advantages": advantages.view(-1).float().to(device),
                 "num_examples": torch.tensor(groups.numel())}
+
+    def shared_prompt_rows(self, batch, sampled: dict, generations: int) -> dict:
+        """The sampled rows repacked: per prompt one row, the prompt once and then its
+        group's answers (up to and including their stop token), each answer attending to
+        the prompt and itself -- the padded rows' loss for a fraction of the tokens."""
+        width = batch["input_ids"].shape[1]
+        prompts = [ids[mask.bool()].tolist() for ids, mask in zip(batch["input_ids"].cpu(),
+                                                                    batch["attention_mask"].cpu())]
+        answers = [row[width:][keep.bool()].tolist() for row, keep in zip(sampled["input_ids"].cpu(),
+                                                                           sampled["answer_mask"][:, width:].cpu())]
+        return pack_shared_prompts([[(prompt, answers[i * generations : (i + 1) * generations])]
+                                    for i, prompt in enumerate(prompts)], self._pad())
 
     # ------------------------------------------------------------------ loss
 
     def loss_sum(self, model, batch) -> torch.Tensor:
         """The clipped surrogate (+ KL) summed over the answer tokens of the sampled rows."""
         s = self.settings
-        logps, mask, _ = answer_token_logps(model, batch)
+        logps, mask = _token_logps(model, batch)
         ratio = torch.exp(logps - logps.detach())  # 1: one update per sample (the old policy is this one)
-        advantages = batch["advantages"].unsqueeze(1)
+        if "target_answers" in batch:  # shared-prompt rows: one value per answer token
+            advantages = batch["advantages"][batch["target_answers"]]
+        else:
+            advantages = batch["advantages"].unsqueeze(1)
         per_token = -torch.min(ratio * advantages, ratio.clamp(1 - s.epsilon, 1 + s.epsilon) * advantages)
         if self.uses_reference:
             with torch.no_grad():
                 if self.reference_model is not None:
-                    ref, _, _ = answer_token_logps(self.reference_model, batch)
+                    ref, _ = _token_logps(self.reference_model, batch)
                 else:
                     with adapters_disabled(model):
-                        ref, _, _ = answer_token_logps(model, batch)
+                        ref, _ = _token_logps(model, batch)
             # k3 estimator of KL(policy || reference), per token (Schulman 2020; as in TRL).
             kl = torch.exp(ref - logps) - (ref - logps) - 1
             per_token = per_token + s.kl_beta * kl
-            self.step_stats.note("kl", [float((kl * mask).sum() / mask.sum().clamp(min=1))])
+            self.step_stats.note("kl", [float((kl.detach() * mask).sum() / mask.sum().clamp(min=1))])
         return (per_token * mask).sum()
 
     def drain_stats(self) -> dict:
@@ -209,3 +229,13 @@ class GrpoObjective:
 
         return CausalLMObjective(self.tokenizer, self.max_length, self.system_prompt).answer(
             model, prompts, max_new_tokens, device)
+
+
+def _token_logps(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """The log-probability of each answer token and the mask of those that count: per
+    padded row and position, or flat over a shared-prompt batch's answer tokens (all count)."""
+    if "target_ids" in batch:
+        logps = shared_prompt_logps(model, batch)
+        return logps, torch.ones_like(logps)
+    logps, mask, _ = answer_token_logps(model, batch)
+    return logps, mask

@@ -32,7 +32,7 @@ class TaskSpec:
 
 
 # Tasks whose objectives can put a micro-batch's examples back to back in one row.
-PADDING_FREE_TASKS = ("causal_lm", "pretrain", "preference")
+PADDING_FREE_TASKS = ("causal_lm", "pretrain", "preference", "grpo")
 
 
 def padding_free(config) -> bool:
@@ -87,7 +87,7 @@ def _grpo(config, tokenizer, labels):
     from tunesmith.objectives.grpo import GrpoObjective
 
     return GrpoObjective(tokenizer, config.data.max_length, config.grpo, config.data.system_prompt,
-                         config.data.on_overlength)
+                         config.data.on_overlength, padding_free=padding_free(config))
 
 
 def _distill(config, tokenizer, labels):

@@ -58,7 +58,7 @@ class StepRunner:
         tokens = samples = 0
         for batch in batches:
             # Counted on the host before the copy: on a GPU, reading them back would be a sync.
-            tokens += int(batch["attention_mask"].sum())
+            tokens += int(batch["num_tokens"]) if "num_tokens" in batch else int(batch["attention_mask"].sum())
             # A packed row holds several examples; samples/s counts examples.
             samples += int(batch["num_examples"]) if "num_examples" in batch else batch["input_ids"].shape[0]
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
