@@ -70,7 +70,7 @@ def test_grpo_on_shared_prompt_rows_has_the_padded_rows_loss_and_gradients(tiny_
         model.zero_grad()
         loss = padded.loss_sum(model, batch)
         loss.backward()
-        return float(loss), [p.grad.clone() for p in model.parameters() if p.requires_grad]
+        return float(loss.detach()), [p.grad.clone() for p in model.parameters() if p.requires_grad]
 
     loss_padded, grads_padded = loss_and_grads(rolled)
     loss_shared, grads_shared = loss_and_grads(shared)
@@ -89,3 +89,62 @@ def test_grpo_rollout_packs_shared_prompts_only_when_asked(tiny_llama_dir):
         rolled = objective.rollout(model, objective.collate(objective.encode(PROMPTS)))
         assert ("target_ids" in rolled) is packed
         assert rolled["input_ids"].shape[0] == (2 if packed else 6)
+
+
+PAIRS = [
+    {"prompt": "write a review.", "chosen": "a wonderful film", "rejected": "an awful film with a dull plot"},
+    {"prompt": [{"role": "user", "content": "rate it"}], "chosen": [{"role": "assistant", "content": "great"}],
+     "rejected": [{"role": "assistant", "content": "bad"}]},
+    {"prompt": "one more, please, a long one this time", "chosen": "lovely", "rejected": "lovely, if slow"},
+]
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_a_reward_model_scores_shared_prompt_rows_as_separate_rows_with_the_same_gradients(tiny_llama_dir,
+                                                                                           attention):
+    from transformers import AutoModelForSequenceClassification
+
+    from tunesmith.objectives.reward import RewardObjective, shared_score_head
+
+    torch.manual_seed(0)
+    base = AutoModelForSequenceClassification.from_pretrained(tiny_llama_dir, num_labels=1,
+                                                              attn_implementation=attention)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    base.config.pad_token_id = tokenizer.pad_token_id
+    model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="SEQ_CLS",
+                                            init_lora_weights=False))
+    assert shared_score_head(model) is not None
+    separate, shared = RewardObjective(tokenizer, 128), RewardObjective(tokenizer, 128, padding_free=True)
+    features = separate.encode(PAIRS)
+    batches = separate.collate(features), shared.collate(features)
+    assert "shared_input_ids" in batches[1] and batches[1]["shared_input_ids"].shape[0] == 3  # a row per pair
+    # The third pair shares "lovely" too: its chosen answer is read where the shared part ends.
+    assert int(batches[1]["shared_num_tokens"]) < int(batches[0]["attention_mask"].sum())
+
+    def rewards_and_grads(objective, batch):
+        model.zero_grad()
+        chosen, rejected = objective.rewards(model, batch)
+        objective.loss_sum(model, batch).backward()
+        return torch.cat([chosen, rejected]).detach(), [p.grad.clone() for p in model.parameters() if p.requires_grad]
+
+    (expected, grads), (got, grads_shared) = (rewards_and_grads(separate, batches[0]),
+                                              rewards_and_grads(shared, batches[1]))
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert float(expected.std()) > 1e-3  # the rewards differ: the comparison can fail
+    assert all(float((a - b).norm()) <= 1e-5 * float(b.norm()) for a, b in zip(grads_shared, grads))
+
+
+def test_an_encoder_reward_model_keeps_separate_rows(tiny_bert_dir):
+    from transformers import AutoModelForSequenceClassification
+
+    from tunesmith.objectives.reward import RewardObjective, shared_score_head
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir, num_labels=1).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    assert shared_score_head(model) is None  # bidirectional: an answer would change how the prompt reads
+    shared = RewardObjective(tokenizer, 64, padding_free=True)
+    features = shared.encode(PAIRS)
+    with torch.no_grad():
+        got = torch.cat(shared.rewards(model, shared.collate(features)))
+        expected = torch.cat(RewardObjective(tokenizer, 64).rewards(model, RewardObjective(tokenizer, 64).collate(features)))
+    assert torch.equal(got, expected)

@@ -27,10 +27,11 @@ MASK_KINDS = ("sdpa", "eager")
 def supports_shared_prompts(model) -> bool:
     """Whether ``model`` (PEFT- or DDP-wrapped or not) can run :func:`pack_shared_prompts`
     rows: a causal LM whose attention takes a 4-D mask, without virtual prompt tokens."""
-    return supports_logits_to_keep(model) and _attention_kind(model) in MASK_KINDS
+    return supports_logits_to_keep(model) and attention_kind(model) in MASK_KINDS
 
 
-def _attention_kind(model) -> str | None:
+def attention_kind(model) -> str | None:
+    """The attention implementation of ``model`` (unwrapped from DDP): "sdpa", "eager", ..."""
     inner = model
     while not hasattr(inner, "config") and hasattr(inner, "module"):  # DDP
         inner = inner.module
@@ -108,10 +109,24 @@ def pack_shared_prompts(rows: list[list[tuple[list[int], list[list[int]]]]], pad
             "num_tokens": (group >= 0).sum()}
 
 
+def pair_rows(chosen: list[list[int]], rejected: list[list[int]], pad: int) -> dict[str, torch.Tensor]:
+    """Preference pairs as shared-prompt rows, one per pair: the two rows' longest common
+    prefix once (the prompt, and any answer tokens they share), then the rest of each.
+    Answer ``2i`` is pair ``i``'s chosen row, ``2i + 1`` its rejected one. Empty when some
+    pair shares no first token (nothing to share; keep separate rows)."""
+    rows = []
+    for first, second in zip(chosen, rejected):
+        shared = next((k for k, (a, b) in enumerate(zip(first, second)) if a != b), min(len(first), len(second)))
+        if shared == 0:
+            return {}
+        rows.append([(first[:shared], [first[shared:], second[shared:]])])
+    return pack_shared_prompts(rows, pad)
+
+
 def attention_mask_for(model, mask: torch.Tensor) -> torch.Tensor:
     """The boolean see-mask as ``model``'s attention takes it: as is for SDPA, additive
     (0 where seen, the dtype's minimum elsewhere) for eager attention."""
-    if _attention_kind(model) != "eager":
+    if attention_kind(model) != "eager":
         return mask
     dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else next(model.parameters()).dtype
     return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)

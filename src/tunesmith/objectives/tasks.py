@@ -31,8 +31,9 @@ class TaskSpec:
         return self.metrics[0]
 
 
-# Tasks whose objectives can put a micro-batch's examples back to back in one row.
-PADDING_FREE_TASKS = ("causal_lm", "pretrain", "preference", "grpo")
+# Tasks whose objectives pack a micro-batch without padding: examples back to back in one row,
+# or answers behind their shared prompt (objectives/shared_prompt.py).
+PADDING_FREE_TASKS = ("causal_lm", "pretrain", "preference", "grpo", "reward")
 
 
 def padding_free(config) -> bool:
@@ -73,7 +74,7 @@ def _reward(config, tokenizer, labels):
     from tunesmith.objectives.reward import RewardObjective
 
     return RewardObjective(tokenizer, config.data.max_length, config.data.system_prompt, config.data.on_overlength,
-                           margin=config.reward.margin)
+                           margin=config.reward.margin, padding_free=padding_free(config))
 
 
 def _preference(config, tokenizer, labels):
