@@ -235,12 +235,12 @@ def test_evaluation_splits_batches_to_stay_packed_and_scores_the_same(models, mo
     objective = PreferenceObjective(tokenizer, 128, PreferenceConfig(loss="dpo"))
     features = objective.encode(PAIRS * 4)
     whole = objective.outputs(policy, features, 64, "cpu")
-    sizes = [2 * len(f["prompt"]) + len(f["chosen"]) + len(f["rejected"]) for f in features]
+    sizes = [len(f["prompt"]) + len(f["chosen"]) + len(f["rejected"]) for f in features]  # the prompt once
     limit = 2 * max(sizes)
     monkeypatch.setattr("tunesmith.objectives.preference.PACKED_TOKENS_MAX", limit)
     parts = list(objective.packable_parts(features, 64))
     assert [f for part in parts for f in part] == features and len(parts) > 2
-    assert all(sum(2 * len(f["prompt"]) + len(f["chosen"]) + len(f["rejected"]) for f in part) <= limit
+    assert all(sum(len(f["prompt"]) + len(f["chosen"]) + len(f["rejected"]) for f in part) <= limit
                for part in parts)
     split = objective.outputs(policy, features, 64, "cpu")
     assert split["chosen"] == pytest.approx(whole["chosen"], abs=1e-5)

@@ -29,6 +29,7 @@ from tunesmith.data.preference_rows import require_pairs
 from tunesmith.objectives import preference_losses as losses
 from tunesmith.objectives.causal_lm import supports_logits_to_keep
 from tunesmith.objectives.classification import handle_overlength
+from tunesmith.objectives.shared_prompt import pack_shared_prompts, per_answer_sums, shared_prompt_logps
 from tunesmith.objectives.step_stats import StepStats
 
 
@@ -122,37 +123,40 @@ class PreferenceObjective:
         """Prompt + first answer for every feature, then prompt + second answer, right-padded;
         ``answer_mask`` marks the answer tokens. Precomputed reference log-probs ride along.
 
-        ``padding_free``: the rows are concatenated into one, with restarting position ids
-        (attention stays within each row) and ``segment_ids`` saying which row each token
-        belongs to: no compute is spent on padding, and the LM head runs on answer tokens only.
-        Only up to ``PACKED_TOKENS_MAX`` tokens: the packed row's attention is masked but
-        still computed over the whole row, which outgrows the padding it saves on large
-        (evaluation, reference) batches.
+        ``padding_free``: the micro-batch is one row holding each feature's prompt once and
+        then its two answers, each answer attending to its prompt and itself
+        (:mod:`tunesmith.objectives.shared_prompt`): no compute on padding or on a second
+        copy of the prompt, and the LM head runs on answer tokens only. Only up to
+        ``PACKED_TOKENS_MAX`` tokens: the row's attention is masked but still computed over
+        the whole row, which outgrows what it saves on large (evaluation, reference) batches.
         """
         first, second = self.answer_keys()
-        rows = [f["prompt"] + f[first] for f in features] + [f["prompt"] + f[second] for f in features]
-        starts = [len(f["prompt"]) for f in features] * 2
-        if self.padding_free and sum(map(len, rows)) <= PACKED_TOKENS_MAX:
-            batch = _packed(rows, starts)
+        n = len(features)
+        if self.padding_free and sum(map(_row_tokens, features)) <= PACKED_TOKENS_MAX:
+            batch = pack_shared_prompts([[(f["prompt"], [f[first], f[second]]) for f in features]], self._pad())
+            # Answers are numbered first_0, second_0, first_1, ...: all first answers first, as padded.
+            number = batch["target_answers"]
+            batch["target_answers"] = torch.where(number % 2 == 0, number // 2, n + number // 2)
         else:
-            pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-            ids = pad_sequence([torch.tensor(r) for r in rows], batch_first=True, padding_value=pad)
+            rows = [f["prompt"] + f[first] for f in features] + [f["prompt"] + f[second] for f in features]
+            ids = pad_sequence([torch.tensor(r) for r in rows], batch_first=True, padding_value=self._pad())
             mask = pad_sequence([torch.ones(len(r), dtype=torch.long) for r in rows], batch_first=True)
             answer = mask.clone()
-            for i, start in enumerate(starts):
+            for i, start in enumerate([len(f["prompt"]) for f in features] * 2):
                 answer[i, :start] = 0
-            batch = {"input_ids": ids, "attention_mask": mask, "answer_mask": answer}
-        answer = batch["answer_mask"]
-        batch.update({
             # Positions whose next token is an answer token, found on the host (see answer_logps).
-            "target_positions": answer[:, 1:].any(0).nonzero().squeeze(1),
-            "num_examples": torch.tensor(len(features))})
+            batch = {"input_ids": ids, "attention_mask": mask, "answer_mask": answer,
+                     "target_positions": answer[:, 1:].any(0).nonzero().squeeze(1)}
+        batch["num_examples"] = torch.tensor(n)
         if not self.paired:
             batch["desirable"] = torch.tensor([bool(f["desirable"]) for f in features])
         if "ref" in features[0]:
             batch["ref"] = torch.tensor([f["ref"][0] for f in features] + [f["ref"][1] for f in features],
                                         dtype=torch.float64)
         return batch
+
+    def _pad(self) -> int:
+        return self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
 
     @staticmethod
     def feature_length(feature: dict) -> int:
@@ -256,10 +260,9 @@ class PreferenceObjective:
         """``features`` in order, in parts of at most ``batch_size`` whose rows hold at most
         ``PACKED_TOKENS_MAX`` tokens together (a single feature may exceed it): evaluation
         batches then stay packed, with the LM head on answer tokens only."""
-        first, second = self.answer_keys()
         part, tokens = [], 0
         for feature in features:
-            size = 2 * len(feature["prompt"]) + len(feature[first]) + len(feature[second])
+            size = _row_tokens(feature)
             if part and (len(part) == batch_size or tokens + size > PACKED_TOKENS_MAX):
                 yield part
                 part, tokens = [], 0
@@ -290,19 +293,13 @@ class PreferenceObjective:
 
 
 def answer_logps(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per row of ``batch``, the summed log-probability of its answer tokens
-    (``answer_mask``) and their count (see :func:`answer_token_logps`)."""
-    token_logps, answer, keep = answer_token_logps(model, batch)
-    values = token_logps * answer
-    if "segment_ids" not in batch:
-        return values.sum(1), answer.sum(1)
-    # One packed row: each target's row is that of the token it predicts.
-    rows = batch["segment_ids"][:, 1:]
-    rows = (rows[:, keep] if keep is not None else rows).reshape(-1)
-    n = 2 * int(batch["num_examples"])
-    sums = torch.zeros(n, dtype=values.dtype, device=values.device).index_add_(0, rows, values.reshape(-1))
-    counts = torch.zeros(n, dtype=torch.long, device=values.device).index_add_(0, rows, answer.reshape(-1).long())
-    return sums, counts
+    """Per answer of ``batch`` (all first answers, then all second ones), the summed
+    log-probability of its tokens and their count: over ``answer_mask`` of padded rows
+    (see :func:`answer_token_logps`), or over a shared-prompt row's answer tokens."""
+    if "target_answers" in batch:
+        return per_answer_sums(shared_prompt_logps(model, batch), batch, 2 * int(batch["num_examples"]))
+    token_logps, answer, _ = answer_token_logps(model, batch)
+    return (token_logps * answer).sum(1), answer.sum(1)
 
 
 def answer_token_logps(model, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -313,13 +310,10 @@ def answer_token_logps(model, batch) -> tuple[torch.Tensor, torch.Tensor, torch.
     The LM head runs only where some row's next token is an answer token
     (``logits_to_keep``), as in SFT; prompt-learning models predict from every position
     after their virtual tokens. ``position_ids``, when the batch has them (left-padded
-    prompts; packed rows, which then go without an attention mask: transformers derives the
-    per-row block-diagonal mask from the restarting positions), are passed on."""
+    prompts), are passed on."""
     ids, answer = batch["input_ids"], batch["answer_mask"][:, 1:]
     targets = ids[:, 1:]
-    inputs = {"input_ids": ids, "use_cache": False}
-    if "segment_ids" not in batch:
-        inputs["attention_mask"] = batch["attention_mask"]
+    inputs = {"input_ids": ids, "attention_mask": batch["attention_mask"], "use_cache": False}
     if "position_ids" in batch:
         inputs["position_ids"] = batch["position_ids"]
     keep = None
@@ -337,18 +331,10 @@ def answer_token_logps(model, batch) -> tuple[torch.Tensor, torch.Tensor, torch.
     return token_logps, answer, keep
 
 
-def _packed(rows: list[list[int]], starts: list[int]) -> dict[str, torch.Tensor]:
-    """``rows`` back to back in one row: restarting positions, the answer mask (answers
-    start at ``starts``) and each token's row."""
-    ids, positions, answer, segments = [], [], [], []
-    for i, (row, start) in enumerate(zip(rows, starts)):
-        ids += row
-        positions += range(len(row))
-        answer += [0] * start + [1] * (len(row) - start)
-        segments += [i] * len(row)
-    as_row = lambda values: torch.tensor([values], dtype=torch.long)  # noqa: E731
-    return {"input_ids": as_row(ids), "attention_mask": torch.ones(1, len(ids), dtype=torch.long),
-            "answer_mask": as_row(answer), "position_ids": as_row(positions), "segment_ids": as_row(segments)}
+def _row_tokens(feature: dict) -> int:
+    """Tokens of one feature in a shared-prompt row: its prompt once and both answers."""
+    answers = ("chosen", "rejected") if "chosen" in feature else ("completion", "kl_completion")
+    return len(feature["prompt"]) + sum(len(feature[key]) for key in answers)
 
 
 def unpair(records: list[dict]) -> list[dict]:

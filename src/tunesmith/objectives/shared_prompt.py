@@ -135,7 +135,14 @@ def attention_mask_for(model, mask: torch.Tensor) -> torch.Tensor:
 def shared_prompt_logps(model, batch) -> torch.Tensor:
     """The log-probability of every answer token of a :func:`pack_shared_prompts` batch
     (in ``target_ids`` order). The LM head runs only on the columns that predict an
-    answer token."""
+    answer token.
+
+    Raises:
+        ValueError: ``model``'s attention takes no 4-D mask (flash attention, ...).
+    """
+    if attention_kind(model) not in MASK_KINDS:
+        raise ValueError(f"answers packed behind a shared prompt need attention that takes a 4-D mask "
+                         f"({' or '.join(MASK_KINDS)}), not {attention_kind(model)!r}: set train.padding_free: false")
     logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
                    attention_mask=attention_mask_for(model, batch["attention_mask"]), use_cache=False,
                    logits_to_keep=batch["keep_columns"]).logits
