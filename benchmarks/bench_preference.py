@@ -75,7 +75,9 @@ def _objective(loss: str = "dpo"):
     from tunesmith.objectives.preference import PreferenceObjective
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_source(MODEL))
-    return PreferenceObjective(tokenizer, HYPER["max_length"], PreferenceConfig(loss=loss, beta=HYPER["beta"]))
+    # padding_free as the recipe trains: one row, each prompt once (the formula check's path too).
+    return PreferenceObjective(tokenizer, HYPER["max_length"], PreferenceConfig(loss=loss, beta=HYPER["beta"]),
+                               padding_free=True)
 
 
 def training_tokens(data_dir: Path) -> int:

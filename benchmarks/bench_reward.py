@@ -42,7 +42,9 @@ def _objective():
     from tunesmith.models.load import resolve_model_source
     from tunesmith.objectives.reward import RewardObjective
 
-    return RewardObjective(AutoTokenizer.from_pretrained(resolve_model_source(MODEL)), HYPER["max_length"])
+    # padding_free as the recipe trains: each pair one row, its prompt once (the formula check's path too).
+    return RewardObjective(AutoTokenizer.from_pretrained(resolve_model_source(MODEL)), HYPER["max_length"],
+                           padding_free=True)
 
 
 def training_tokens(data_dir: Path) -> int:
