@@ -100,7 +100,9 @@ class TrainConfig(Section):
     padding_free: bool = Field(
         True, description="Causal LMs: each micro-batch is one row of its examples back to back (position ids "
         "restart, attention stays within each example): no padding, the padded batch's loss, random batches. "
-        "Not with prompt methods (their virtual tokens would be shared)."
+        "Preference pairs, GRPO groups and decoder reward models' pairs: each prompt once, its answers after it "
+        "(a 4-D attention mask; SDPA or eager attention). Not with prompt methods (their virtual tokens would "
+        "be shared)."
     )
     compile: bool = Field(
         False, description="torch.compile the model for training (dynamic shapes). Off by default: on 2 CPU "
