@@ -257,9 +257,9 @@ class PreferenceObjective:
                 "loss": total / len(features) if features else float("nan")}
 
     def packable_parts(self, features: list[dict], batch_size: int):
-        """``features`` in order, in parts of at most ``batch_size`` whose rows hold at most
-        ``PACKED_TOKENS_MAX`` tokens together (a single feature may exceed it): evaluation
-        batches then stay packed, with the LM head on answer tokens only."""
+        """``features`` in order, in parts of at most ``batch_size`` whose shared-prompt row
+        holds at most ``PACKED_TOKENS_MAX`` tokens (a single feature may exceed it):
+        evaluation batches then stay packed, with the LM head on answer tokens only."""
         part, tokens = [], 0
         for feature in features:
             size = _row_tokens(feature)
