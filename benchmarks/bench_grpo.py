@@ -15,8 +15,10 @@ Reported per run: answers/s over training (sampling and updates together: every 
 sampled during training, per training second), peak RSS, the mean sampled reward of the
 first and of the last quarter of the steps (from each system's own log), and the held-out
 mean reward: 8 sampled answers (seed 0) to each held-out prompt from the trained adapter,
-one function for both. There is no first-batch formula check: the loss of a GRPO batch
-depends on the answers sampled inside each trainer.
+one function for both. A GRPO batch's loss depends on the answers each trainer samples,
+so the formula check, run first, hands both the same sampled answers: one batch, a random
+adapter, a KL term (kl_beta 0.04); it compares the loss and the LoRA gradients of each
+(``first_batch_check``).
 
 Usage:
   python benchmarks/bench_grpo.py [--reps 2] [--train 32] [--eval 16]
@@ -96,7 +98,6 @@ def worker_trl(data_dir: Path, out_dir: Path, overrides: list[str]) -> dict:
     """TRL's GRPOTrainer with a PEFT LoraConfig and the rule as a reward function."""
     import yaml
     from datasets import Dataset
-    from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
     from trl import GRPOConfig, GRPOTrainer
 
@@ -115,9 +116,7 @@ def worker_trl(data_dir: Path, out_dir: Path, overrides: list[str]) -> dict:
         logging_steps=1, use_cpu=True, disable_tqdm=True, **extra)
     trainer = GRPOTrainer(model=AutoModelForCausalLM.from_pretrained(source), reward_funcs=rule, args=args,
                           train_dataset=Dataset.from_list(read(data_dir / "train.jsonl")),
-                          processing_class=AutoTokenizer.from_pretrained(source),
-                          peft_config=LoraConfig(r=HYPER["r"], lora_alpha=HYPER["alpha"], lora_dropout=HYPER["dropout"],
-                                                 target_modules=TARGETS, task_type="CAUSAL_LM"))
+                          processing_class=AutoTokenizer.from_pretrained(source), peft_config=_lora())
     result = trainer.train()
     trainer.save_model(str(out_dir / "final"))
     rewards = [entry["reward"] for entry in trainer.state.log_history if "reward" in entry]
@@ -149,7 +148,89 @@ def worker_tunesmith(data_dir: Path, out_dir: Path, overrides: list[str]) -> dic
     return _result(data_dir, train_s, [r["reward"] for r in logged], final)
 
 
+def first_batch_check(data_dir: Path, kl_beta: float = 0.04) -> dict:
+    """The GRPO loss of one batch of sampled answers on the same random-adapter model, TRL
+    vs Tunesmith, with a KL term (so the value depends on the policy's and the reference's
+    log-probs), and the relative difference of the two LoRA gradients. The answers are sampled once by Tunesmith and handed to both: TRL's
+    ``compute_loss`` on the padded rows (reference log-probs from its own log-prob function
+    with the adapter off), Tunesmith's loss on its shared-prompt rows, each divided by the
+    answer tokens ("dapo")."""
+    import torch
+    from datasets import Dataset
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import GRPOConfig, GRPOTrainer
+
+    from tunesmith.config.schema import GrpoConfig
+    from tunesmith.models.load import resolve_model_source
+    from tunesmith.objectives.grpo import GrpoObjective
+
+    source = resolve_model_source(MODEL)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    torch.manual_seed(0)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(source), _lora())
+    harness.randomize_lora_b(model)
+    model.eval()
+    # A graded reward (answer length) so that every group has advantages that are not all zero.
+    settings = GrpoConfig(num_generations=HYPER["num_generations"], max_new_tokens=HYPER["max_new_tokens"],
+                          temperature=HYPER["temperature"], kl_beta=kl_beta,
+                          rewards=[{"type": "length", "min_words": 8, "max_words": 12}])
+    objective = GrpoObjective(tokenizer, 96, settings)  # padded rows first: TRL's layout
+    rows = [{"messages": r["prompt"]} for r in read(data_dir / "train.jsonl")[: HYPER["prompts_per_step"]]]
+    batch = objective.collate(objective.encode(rows))
+    padded = objective.rollout(model, batch)
+    shared = {**objective.shared_prompt_rows(batch, padded, HYPER["num_generations"]),
+              "advantages": padded["advantages"], "num_examples": padded["num_examples"]}
+
+    def gradients(loss) -> torch.Tensor:
+        model.zero_grad()
+        loss.backward()
+        return torch.cat([p.grad.flatten() for p in model.parameters() if p.requires_grad])
+
+    mine = objective.loss_sum(model, shared) / objective.count_targets(shared)
+    mine_grad = gradients(mine)
+    width = batch["input_ids"].shape[1]
+    args = GRPOConfig(output_dir=str(data_dir / "trl-check"), per_device_train_batch_size=HYPER["num_generations"],
+                      num_generations=HYPER["num_generations"], max_completion_length=HYPER["max_new_tokens"],
+                      temperature=HYPER["temperature"], beta=kl_beta, report_to="none", use_cpu=True,
+                      # fp32 in both (TRL's log-probs run under the accelerator's autocast), and the
+                      # plain k3 KL gradient: TRL's default bias correction multiplies the KL by the
+                      # ratio, which is 1 in value but adds KL x grad(log-prob) to the gradient.
+                      bf16=False, use_bias_correction_kl=False)
+    trainer = GRPOTrainer(model=model, reward_funcs=lambda completions, **_: [0.0] * len(completions), args=args,
+                          train_dataset=Dataset.from_list(read(data_dir / "train.jsonl")), processing_class=tokenizer)
+    completion_ids, completion_mask = padded["input_ids"][:, width:], padded["answer_mask"][:, width:]
+    inputs = {"prompt_ids": padded["input_ids"][:, :width], "prompt_mask": padded["attention_mask"][:, :width],
+              "completion_ids": completion_ids, "completion_mask": completion_mask,
+              "advantages": padded["advantages"], "num_items_in_batch": completion_mask.sum()}
+    with torch.no_grad(), trainer.model.disable_adapter():
+        inputs["ref_per_token_logps"] = trainer._get_per_token_logps_and_entropies(
+            trainer.model, padded["input_ids"], padded["attention_mask"], completion_ids.size(1))[0]
+    anchor = trainer.compute_loss(trainer.model.eval(), inputs)
+    anchor_grad = gradients(anchor)
+    mine, anchor = float(mine.detach()), float(anchor.detach())
+    return {"tunesmith": mine, "trl": anchor, "abs_diff": abs(mine - anchor),
+            "grad_rel_diff": float((mine_grad - anchor_grad).norm() / anchor_grad.norm())}
+
+
+def _lora():
+    from peft import LoraConfig
+
+    return LoraConfig(r=HYPER["r"], lora_alpha=HYPER["alpha"], lora_dropout=HYPER["dropout"], target_modules=TARGETS,
+                      task_type="CAUSAL_LM")
+
+
 def main() -> None:
+    if "--worker" not in sys.argv:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            prepare(Path(tmp), HYPER["prompts_per_step"], 1)
+            row = first_batch_check(Path(tmp))
+        verdict = "same" if row["abs_diff"] < 1e-4 and row["grad_rel_diff"] < 1e-3 else "DIFFERENT"
+        print(f"first-batch GRPO loss (kl_beta 0.04), same sampled answers and random adapter: tunesmith "
+              f"{row['tunesmith']:.6f}  trl {row['trl']:.6f}  |diff| {row['abs_diff']:.2e}  LoRA gradients differ by "
+              f"{row['grad_rel_diff']:.1e} of their norm  {verdict}", flush=True)
     harness.side_by_side(__file__, __doc__, "trl", {"trl": worker_trl, "tunesmith": worker_tunesmith}, prepare,
                          KEYS, HYPER, train_rows=32, eval_rows=16)
 

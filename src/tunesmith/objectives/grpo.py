@@ -198,7 +198,8 @@ class GrpoObjective:
                 else:
                     with adapters_disabled(model):
                         ref, _ = _token_logps(model, batch)
-            # k3 estimator of KL(policy || reference), per token (Schulman 2020; as in TRL).
+            # k3 estimator of KL(policy || reference), per token (Schulman 2020), with its plain
+            # gradient: TRL 1.16's default bias correction (KL x ratio) changes the gradient only.
             kl = torch.exp(ref - logps) - (ref - logps) - 1
             per_token = per_token + s.kl_beta * kl
             self.step_stats.note("kl", [float((kl.detach() * mask).sum() / mask.sum().clamp(min=1))])
