@@ -8,7 +8,9 @@ prompt), same greedy decoding and max_new_tokens, all in one process:
 - anchor 2: the transformers ``text-generation`` pipeline with ``batch_size`` (left
   padding, as the pipeline documentation asks for decoder-only models);
 - Tunesmith: ``eval.decode.generate_answers`` (continuous batching: left padding, one KV
-  cache, finished rows leave and the next prompts join the running batch).
+  cache, finished rows leave and the next prompts join the running batch; in fp32 the LM
+  head screens the vocabulary in bf16, ``models/greedy_head.py``). ``--plain-head`` also
+  times it with the plain fp32 head, to show what the screen adds.
 
 It also prints the workload (mean answer length, how many answers hit max_new_tokens):
 continuous batching pays when answers end at different lengths, and cannot when every
@@ -20,7 +22,7 @@ same texts.
 evaluation decodes).
 
 Usage: python benchmarks/generation_eval.py [--prompts 64] [--max-new-tokens 32] [--reps 3]
-                                            [--anchors loop,pipeline] [--precision fp32|bf16]
+                                            [--anchors loop,pipeline] [--precision fp32|bf16] [--plain-head]
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ def main() -> None:
     parser.add_argument("--anchors", default="loop,pipeline",
                         help="comma-separated: loop, pipeline (the loop takes minutes at long answers)")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument("--plain-head", action="store_true",
+                        help="also time Tunesmith with the plain fp32 LM head (no bf16 screen)")
     args = parser.parse_args()
 
     from transformers import pipeline
@@ -109,6 +113,8 @@ def main() -> None:
                "pipeline": ("transformers pipeline (batched)", pipelined)}
     systems = dict(anchors[name] for name in args.anchors.split(","))
     systems["tunesmith generate_answers"] = ours
+    if args.plain_head:
+        systems["tunesmith, plain fp32 head"] = _plain_head(ours)
     if args.precision == "bf16":
         systems = {name: _autocast_bf16(fn) for name, fn in systems.items()}
     answers, speeds = {}, {name: [] for name in systems}
@@ -129,6 +135,22 @@ def main() -> None:
         median = statistics.median(values)
         print(f"{name:>40}: {min(values):6.2f} / {median:6.2f} / {max(values):6.2f}   "
               f"tunesmith is {ours_median / median:4.2f}x   same answers as {reference_name}: {same}/{len(reference)}")
+
+
+def _plain_head(fn):
+    """``fn`` with the decoder's bf16-screened greedy head switched off."""
+    from contextlib import nullcontext
+
+    import tunesmith.eval.decode as decode
+
+    def run():
+        screened, decode.screened_greedy_head = decode.screened_greedy_head, lambda model, rows: nullcontext()
+        try:
+            return fn()
+        finally:
+            decode.screened_greedy_head = screened
+
+    return run
 
 
 def _autocast_bf16(fn):

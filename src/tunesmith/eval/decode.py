@@ -12,12 +12,15 @@ reproduced.
 from __future__ import annotations
 
 import inspect
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 
 import torch
 from transformers.cache_utils import DynamicLayer
 
+from tunesmith.eval.roomy_cache import RoomyLayer, roomy_cache
 from tunesmith.eval.generate import greedy_without_cache, stop_token_ids, uses_deep_prompts
+from tunesmith.models.greedy_head import screened_greedy_head
 from tunesmith.models.packed_linear import packed_linears
 
 # End-of-turn markers of common chat templates; whichever the tokenizer knows as a single
@@ -129,7 +132,8 @@ def decode_continuously(model, prompts: list[list[int]], settings: DecodeSetting
     """
     size = max(1, settings.batch_size)
     # The batch is full (``size`` rows) at nearly every step, the shape the packing is for.
-    with packed_linears(model, size):
+    greedy_head = screened_greedy_head(model, size) if settings.temperature == 0 else nullcontext()
+    with packed_linears(model, size), greedy_head:
         return _decode_continuously(model, prompts, size, settings, stops, pad, generator, device, progress)
 
 
@@ -146,8 +150,11 @@ def _decode_continuously(model, prompts, size, settings, stops, pad, generator, 
             ids, new_mask = left_padded([prompts[i] for i in admitted], pad)
             ids, new_mask = ids.to(device), new_mask.to(device)
             positions = (new_mask.cumsum(-1) - 1).clamp(min=0)  # as generate derives them from the mask
+            # The running batch's cache grows into spare room; joining prompts' caches are
+            # copied into it, so theirs can be plain.
+            fresh_cache = {key: roomy_cache(model)} if rows is None else {}
             out = model(input_ids=ids, attention_mask=new_mask, position_ids=positions, use_cache=True,
-                        logits_to_keep=1)
+                        logits_to_keep=1, **fresh_cache)
             chosen = _next_tokens(out.logits[:, -1], settings, generator)
             admitted = torch.tensor(admitted, device=device)
             if rows is None:
@@ -186,7 +193,7 @@ def _cache_of(out, key: str):
 
 def _joinable(cache) -> bool:
     """Whether rows can join ``cache`` mid-flight: plain growing layers only."""
-    return all(type(layer) is DynamicLayer for layer in getattr(cache, "layers", [None]))
+    return all(type(layer) in (DynamicLayer, RoomyLayer) for layer in getattr(cache, "layers", [None]))
 
 
 def _join(cache, mask: torch.Tensor, new_cache, new_mask: torch.Tensor) -> torch.Tensor:
@@ -221,7 +228,9 @@ def _trim(cache, mask: torch.Tensor) -> torch.Tensor:
 
 def _next_tokens(logits: torch.Tensor, settings: DecodeSettings, generator: torch.Generator) -> torch.Tensor:
     if settings.temperature == 0:
-        return logits.argmax(-1)
+        # max's indices, not argmax: the same first maximum, and 5x faster over a bf16
+        # vocabulary on CPU (0.27 against 1.3 ms for 16 rows of 49,152).
+        return logits.max(-1).indices
     probs = torch.softmax(logits.float() / settings.temperature, dim=-1)
     if settings.top_p < 1:
         # Nucleus sampling: keep the most likely tokens up to top_p of the mass (at least one).
