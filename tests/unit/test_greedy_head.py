@@ -75,7 +75,7 @@ def test_a_flat_row_that_8_candidates_cannot_settle_takes_the_whole_fp32_head(mo
     assert torch.equal(got.argmax(-1), plain.argmax(-1))
 
 
-def test_larger_calls_bf16_models_biased_or_hooked_heads_keep_the_plain_head(tiny_llama_dir):
+def test_larger_calls_bf16_models_small_biased_or_hooked_heads_keep_the_plain_head(tiny_llama_dir):
     model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir).eval()
     assert screenable_head(model) is model.lm_head
     ids = torch.randint(0, model.config.vocab_size, (2, 5))
@@ -90,6 +90,8 @@ def test_larger_calls_bf16_models_biased_or_hooked_heads_keep_the_plain_head(tin
     assert screenable_head(model) is None
     handle.remove()
     assert screenable_head(model.to(torch.bfloat16)) is None
-    biased = Head(vocab=100, width=8, seed=0)
-    biased.lm_head.bias = nn.Parameter(torch.zeros(100))
+    assert screenable_head(Head(vocab=1000, width=8, seed=0)) is not None
+    biased = Head(vocab=1000, width=8, seed=0)
+    biased.lm_head.bias = nn.Parameter(torch.zeros(1000))
     assert screenable_head(biased) is None
+    assert screenable_head(Head(vocab=500, width=8, seed=0)) is None  # fewer than 8 blocks of 64
