@@ -14,7 +14,6 @@ import tempfile
 from typing import Callable
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -23,8 +22,12 @@ from pathlib import Path
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident set size (ru_maxrss is KiB on Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This worker's own peak resident set size in MB (``tunesmith.runner.peak_rss_mb``:
+    VmHWM, not ``ru_maxrss``, which keeps the memory of the parent a worker was started from;
+    a parent that had run a first-batch check gave TRL and Tunesmith the same 4,356 MB)."""
+    from tunesmith.runner import peak_rss_mb as own_peak
+
+    return own_peak()
 
 
 def train_with_tunesmith(recipe: dict, overrides: list[str], out_dir: Path) -> tuple[float, Path]:
