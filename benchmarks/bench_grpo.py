@@ -50,6 +50,8 @@ def prepare(data_dir: Path, n_train: int, n_eval: int) -> None:
     from tunesmith.jsonl import write_jsonl
 
     rows = [{"prompt": r["messages"]} for r in read(PROMPTS)]
+    if n_train + n_eval > len(rows):
+        raise SystemExit(f"--train {n_train} + --eval {n_eval} is more than the {len(rows)} prompts of {PROMPTS.name}")
     random.Random(HYPER["seed"]).shuffle(rows)
     write_jsonl(data_dir / "train.jsonl", rows[:n_train])
     write_jsonl(data_dir / "eval.jsonl", rows[n_train : n_train + n_eval])
