@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass
 import torch
 from transformers.cache_utils import DynamicLayer
 
-from tunesmith.eval.roomy_cache import RoomyLayer, roomy_cache
 from tunesmith.eval.generate import greedy_without_cache, stop_token_ids, uses_deep_prompts
+from tunesmith.eval.roomy_cache import RoomyLayer, roomy_cache
 from tunesmith.models.greedy_head import screened_greedy_head
 from tunesmith.models.packed_linear import packed_linears
 

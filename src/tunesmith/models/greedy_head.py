@@ -80,6 +80,7 @@ def _screened_forward(head: nn.Linear, rows: int):
     packed = torch.ops.mkldnn._reorder_linear_weight(weight.to(torch.bfloat16), rows)
     norms = weight.norm(dim=1)
     block_norms = _block_maxima(norms[None])[0]
+    offsets = torch.arange(BLOCK)  # a block's tokens, relative to its first
     summation = 2 * weight.shape[1] * 2.0**-24  # two fp32 accumulations: ours and the reference's
     factor = 2 * UNIT_ROUNDOFF + UNIT_ROUNDOFF**2 + summation
 
@@ -96,7 +97,7 @@ def _screened_forward(head: nn.Linear, rows: int):
         # block maxima also bound every other block below.
         blocks = _block_maxima(approx).float()
         top_blocks = blocks.topk(CANDIDATES, dim=1).indices
-        tokens = (top_blocks[:, :, None] * BLOCK + torch.arange(BLOCK)).flatten(1).clamp(max=len(norms) - 1)
+        tokens = (top_blocks[:, :, None] * BLOCK + offsets).flatten(1).clamp(max=len(norms) - 1)
         values = approx.gather(1, tokens).float()
         picked = values.topk(CANDIDATES, dim=1).indices
         candidates = tokens.gather(1, picked)
